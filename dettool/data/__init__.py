@@ -1,0 +1,1 @@
+"""COCO-format data: datasets, transforms, batching and the synthetic dataset generator."""

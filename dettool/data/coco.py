@@ -1,0 +1,168 @@
+"""COCO-format detection dataset read through pycocotools.
+
+Category ids (possibly non-contiguous) map to contiguous labels ``0..C-1`` and back; ``iscrowd``
+annotations are kept apart as ignore boxes (MMDetection drops them from training targets);
+images without annotations are kept for evaluation and skipped in training when
+``filter_empty_gt``; images are decoded with EXIF orientation applied and converted to RGB.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from pycocotools.coco import COCO
+
+from dettool.data.transforms import ScaleSpec, hflip_boxes, resize, to_normalized_tensor
+from dettool.errors import DataError
+
+
+def load_image(path: Path) -> Image.Image:
+    """Decode an image file as RGB with its EXIF orientation applied; ``DataError`` names the file."""
+    if not path.is_file():
+        raise DataError(f"{path}: image file not found")
+    try:
+        with Image.open(path) as img:
+            img = ImageOps.exif_transpose(img)
+            if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+                rgba = img.convert("RGBA")
+                canvas = Image.new("RGB", rgba.size, (0, 0, 0))
+                canvas.paste(rgba, mask=rgba.split()[3])
+                return canvas
+            return img.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{path}: cannot decode image ({exc})") from None
+
+
+def _check_annotation_file(path: Path) -> dict:
+    if not path.is_file():
+        raise DataError(f"{path}: annotation file not found")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: top level must be an object with images, annotations, categories")
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data.get(key), list):
+            raise DataError(f"{path}: missing or malformed '{key}' list")
+    image_ids = set()
+    for i, img in enumerate(data["images"]):
+        if not isinstance(img, dict) or "id" not in img or not isinstance(img.get("file_name"), str):
+            raise DataError(f"{path}: images[{i}] needs 'id' and 'file_name'")
+        image_ids.add(img["id"])
+    cat_ids = set()
+    for i, cat in enumerate(data["categories"]):
+        if not isinstance(cat, dict) or "id" not in cat:
+            raise DataError(f"{path}: categories[{i}] needs 'id'")
+        cat_ids.add(cat["id"])
+    if not cat_ids:
+        raise DataError(f"{path}: 'categories' is empty")
+    for i, ann in enumerate(data["annotations"]):
+        if not isinstance(ann, dict):
+            raise DataError(f"{path}: annotations[{i}] is not an object")
+        bbox = ann.get("bbox")
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox)):
+            raise DataError(f"{path}: annotations[{i}] (id {ann.get('id')}): 'bbox' must be [x, y, w, h]")
+        if ann.get("image_id") not in image_ids:
+            raise DataError(f"{path}: annotations[{i}] (id {ann.get('id')}): unknown image_id {ann.get('image_id')!r}")
+        if ann.get("category_id") not in cat_ids:
+            raise DataError(f"{path}: annotations[{i}] (id {ann.get('id')}): unknown category_id {ann.get('category_id')!r}")
+        if "id" not in ann:
+            ann["id"] = i + 1  # pycocotools indexes annotations by id
+    return data
+
+
+def load_coco(ann_file: str | Path) -> COCO:
+    """Validate and index a COCO annotation file (pycocotools' chatter silenced)."""
+    path = Path(ann_file)
+    data = _check_annotation_file(path)
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO()
+        coco.dataset = data
+        coco.createIndex()
+    return coco
+
+
+@dataclass(frozen=True)
+class TransformSpec:
+    """What the dataset does to each image: scale policy, flip probability and normalization."""
+
+    scale: ScaleSpec
+    flip_prob: float
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+class CocoDetection(torch.utils.data.Dataset):
+    """COCO detection dataset yielding ``(image Tensor[3, H, W], target, meta)``.
+
+    ``target``: ``boxes`` Tensor[N, 4] xyxy in resized pixels, ``labels`` Tensor[N] int64 in
+    ``[0, C)``, ``ignore_boxes`` Tensor[M, 4] (crowd regions). ``meta``: ``image_id``,
+    ``file_name``, ``ori_shape`` (h, w), ``img_shape`` (h, w) after resize, ``scale_factor``
+    (sx, sy), ``flip``. Indexing takes an int or ``(index, seed)``; the seed drives the random
+    scale and flip, so augmentation is reproducible under any number of workers and on resume.
+    """
+
+    def __init__(self, ann_file: str | Path, img_dir: str | Path, transform: TransformSpec,
+                 filter_empty_gt: bool = False) -> None:
+        self.ann_file = Path(ann_file)
+        self.img_dir = Path(img_dir)
+        self.transform = transform
+        self.coco = load_coco(self.ann_file)
+        self.cat_ids = sorted(self.coco.getCatIds())
+        self.cat_id_to_label = {cat_id: i for i, cat_id in enumerate(self.cat_ids)}
+        self.class_names = [self.coco.cats[c].get("name", str(c)) for c in self.cat_ids]
+        ids = sorted(self.coco.imgs)
+        if filter_empty_gt:
+            ids = [i for i in ids if any(not a.get("iscrowd", 0) for a in self.coco.imgToAnns.get(i, []))]
+        self.image_ids = ids
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def label_to_cat_id(self, label: int) -> int:
+        return self.cat_ids[label]
+
+    def annotations(self, image_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Boxes ``[N, 4]`` xyxy, labels ``[N]`` and crowd boxes ``[M, 4]`` in original pixels."""
+        boxes, labels, ignore = [], [], []
+        for ann in self.coco.imgToAnns.get(image_id, []):
+            x, y, w, h = ann["bbox"]
+            if w < 1 or h < 1 or ann.get("area", w * h) <= 0:
+                continue
+            box = [x, y, x + w, y + h]
+            if ann.get("iscrowd", 0):
+                ignore.append(box)
+            else:
+                boxes.append(box)
+                labels.append(self.cat_id_to_label[ann["category_id"]])
+        return (torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+                torch.tensor(labels, dtype=torch.int64),
+                torch.tensor(ignore, dtype=torch.float32).reshape(-1, 4))
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, dict, dict]:
+        index, seed = key if isinstance(key, tuple) else (key, 0)
+        image_id = self.image_ids[index]
+        info = self.coco.imgs[image_id]
+        img = load_image(self.img_dir / info["file_name"])
+        boxes, labels, ignore = self.annotations(image_id)
+        rng = np.random.default_rng([seed, index])
+        long, short = self.transform.scale.sample(rng)
+        ori_w, ori_h = img.size
+        n = boxes.shape[0]
+        img, both, (sx, sy) = resize(img, torch.cat([boxes, ignore]), long, short)
+        flip = bool(self.transform.flip_prob > 0 and rng.random() < self.transform.flip_prob)
+        if flip:
+            img = img.transpose(Image.FLIP_LEFT_RIGHT)
+            both = hflip_boxes(both, img.size[0])
+        tensor = to_normalized_tensor(img, self.transform.mean, self.transform.std)
+        target = {"boxes": both[:n], "labels": labels, "ignore_boxes": both[n:]}
+        meta = {"image_id": image_id, "file_name": info["file_name"], "ori_shape": (ori_h, ori_w),
+                "img_shape": (tensor.shape[1], tensor.shape[2]), "scale_factor": (sx, sy), "flip": flip}
+        return tensor, target, meta

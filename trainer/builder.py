@@ -1,0 +1,180 @@
+"""The one place where config objects become constructor calls.
+
+Models and data classes take plain typed arguments and never see a config object. The explicit
+mappings below are the whole "registry": a config ``type`` string names a key here.
+"""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from dettool.config import schema as S
+from dettool.data.coco import CocoDetection, TransformSpec
+from dettool.data.loader import Collate, EpochSampler
+from dettool.data.transforms import ScaleSpec
+from dettool.errors import ConfigError, DataError
+from dettool.trainer.models import losses as L
+from dettool.trainer.models.backbones.norm import norm_layer
+from dettool.trainer.models.backbones.resnet import ResNet
+from dettool.trainer.models.dense_heads.base_dense_head import TestSettings
+from dettool.trainer.models.dense_heads.fcos_head import FCOSHead
+from dettool.trainer.models.dense_heads.retina_head import RetinaHead
+from dettool.trainer.models.detectors.single_stage import SingleStageDetector
+from dettool.trainer.models.necks.fpn import FPN
+from dettool.trainer.models.task_modules.anchor_generator import AnchorGenerator
+from dettool.trainer.models.task_modules.delta_xywh_coder import DeltaXYWHCoder
+from dettool.trainer.models.task_modules.max_iou_assigner import MaxIoUAssigner
+from dettool.trainer.models.task_modules.samplers import PseudoSampler, RandomSampler
+
+LOSSES = {S.FocalLossConfig: lambda c: L.FocalLoss(c.gamma, c.alpha, c.weight),
+          S.SmoothL1LossConfig: lambda c: L.SmoothL1Loss(c.beta, c.weight),
+          S.L1LossConfig: lambda c: L.L1Loss(c.weight),
+          S.IoULossConfig: lambda c: L.IoULoss(c.mode, c.weight),
+          S.GIoULossConfig: lambda c: L.GIoULoss(c.weight),
+          S.BCELossConfig: lambda c: L.BCEWithLogitsLoss(c.weight)}
+
+
+def build_loss(cfg) -> nn.Module:
+    return LOSSES[type(cfg)](cfg)
+
+
+def build_backbone(cfg: S.ResNetConfig) -> ResNet:
+    if cfg.depth not in (18, 34, 50, 101):
+        raise ConfigError(f"model.backbone.depth: {cfg.depth} is not one of 18, 34, 50, 101")
+    return ResNet(depth=cfg.depth, groups=cfg.groups, width_per_group=cfg.width_per_group, norm=cfg.norm,
+                  gn_groups=cfg.gn_groups, norm_eval=cfg.norm_eval, frozen_stages=cfg.frozen_stages,
+                  out_indices=cfg.out_indices, dcn_stages=cfg.dcn_stages, dcn_modulated=cfg.dcn_modulated,
+                  weights=cfg.weights)
+
+
+def build_neck(cfg: S.FPNConfig, in_channels: tuple[int, ...]) -> FPN:
+    norm = None if cfg.norm == "none" else norm_layer(cfg.norm)
+    return FPN(in_channels, cfg.out_channels, cfg.num_outs, cfg.add_extra_convs, cfg.relu_before_extra_convs, norm)
+
+
+def test_settings(cfg: S.TestConfig) -> TestSettings:
+    return TestSettings(cfg.score_thr, cfg.nms_pre, cfg.nms_iou_thr, cfg.max_per_img)
+
+
+def build_head(cfg, num_classes: int, in_channels: int, test_cfg: S.TestConfig, num_levels: int) -> nn.Module:
+    if isinstance(cfg, S.RetinaHeadConfig):
+        if len(cfg.anchor.strides) != num_levels:
+            raise ConfigError(f"model.bbox_head.anchor.strides: {len(cfg.anchor.strides)} strides for {num_levels} neck levels")
+        a = cfg.anchor
+        sampler = (PseudoSampler() if isinstance(cfg.sampler, S.PseudoSamplerConfig)
+                   else RandomSampler(cfg.sampler.num, cfg.sampler.pos_fraction, cfg.sampler.neg_pos_ub))
+        return RetinaHead(
+            feat_channels=cfg.feat_channels, stacked_convs=cfg.stacked_convs, norm=cfg.norm,
+            num_classes=num_classes, in_channels=in_channels,
+            anchor_generator=AnchorGenerator(a.strides, a.ratios, a.octave_base_scale, a.scales_per_octave, a.center_offset),
+            bbox_coder=DeltaXYWHCoder(cfg.bbox_coder.target_means, cfg.bbox_coder.target_stds),
+            assigner=MaxIoUAssigner(cfg.assigner.pos_iou_thr, cfg.assigner.neg_iou_thr, cfg.assigner.min_pos_iou,
+                                    cfg.assigner.gt_max_assign_all, cfg.assigner.ignore_iof_thr),
+            sampler=sampler, loss_cls=build_loss(cfg.loss_cls), loss_bbox=build_loss(cfg.loss_bbox),
+            allowed_border=cfg.allowed_border, reg_decoded_bbox=cfg.reg_decoded_bbox, test_cfg=test_settings(test_cfg))
+    if isinstance(cfg, S.FCOSHeadConfig):
+        if len(cfg.strides) != num_levels:
+            raise ConfigError(f"model.bbox_head.strides: {len(cfg.strides)} strides for {num_levels} neck levels")
+        return FCOSHead(num_classes, in_channels, feat_channels=cfg.feat_channels, stacked_convs=cfg.stacked_convs,
+                        norm=cfg.norm, strides=cfg.strides, regress_ranges=cfg.regress_ranges,
+                        center_sampling=cfg.center_sampling, center_sample_radius=cfg.center_sample_radius,
+                        norm_on_bbox=cfg.norm_on_bbox, centerness_on_reg=cfg.centerness_on_reg,
+                        loss_cls=build_loss(cfg.loss_cls), loss_bbox=build_loss(cfg.loss_bbox),
+                        loss_centerness=build_loss(cfg.loss_centerness), test_cfg=test_settings(test_cfg))
+    raise ConfigError(f"model.bbox_head: unsupported head {type(cfg).__name__}")
+
+
+def build_model(cfg: S.Config) -> SingleStageDetector:
+    """Detector for ``cfg.model`` (weights random, or the backbone's from ``backbone.weights``)."""
+    m = cfg.model
+    backbone = build_backbone(m.backbone)
+    neck = build_neck(m.neck, backbone.out_channels)
+    head = build_head(m.bbox_head, m.num_classes, m.neck.out_channels, cfg.test, m.neck.num_outs)
+    return SingleStageDetector(backbone, neck, head)
+
+
+# ----------------------------------------------------------------------------------- data
+
+
+def ensure_synthetic(cfg: S.DataConfig) -> None:
+    """Generate the synthetic dataset where the config asks for it and its files are missing."""
+    if cfg.synth is None:
+        return
+    from dettool.data.synth import generate
+
+    train_ann, val_ann = Path(cfg.train.ann_file), Path(cfg.val.ann_file)
+    if train_ann.is_file() and val_ann.is_file():
+        return
+    root = train_ann.parent.parent
+    expected = {"train": (root / "annotations" / "train.json", root / "train"),
+                "val": (root / "annotations" / "val.json", root / "val")}
+    for split, sc in (("train", cfg.train), ("val", cfg.val)):
+        if (Path(sc.ann_file), Path(sc.img_dir)) != expected[split]:
+            raise ConfigError(f"data.{split}: synthetic data lives at {expected[split][0]} and {expected[split][1]}; "
+                              f"got {sc.ann_file} and {sc.img_dir}")
+    print(f"dettool: generating the synthetic dataset in {root} (first use)", flush=True)
+    generate(root, cfg.synth.num_train, cfg.synth.num_val, cfg.synth.seed)
+
+
+def build_dataset(cfg: S.Config, split: str) -> CocoDetection:
+    """``split`` is 'train' (augmented, empty images filtered) or 'val'."""
+    d = cfg.data
+    ensure_synthetic(d)
+    sc = d.train if split == "train" else d.val
+    if split == "train":
+        spec = TransformSpec(ScaleSpec.parse(d.train_scale, "data.train_scale"), d.flip_prob, d.mean, d.std)
+    else:
+        spec = TransformSpec(ScaleSpec.parse(d.test_scale, "data.test_scale"), 0.0, d.mean, d.std)
+    if not Path(sc.img_dir).is_dir():
+        raise DataError(f"{sc.img_dir}: image folder not found (data.{split}.img_dir)")
+    ds = CocoDetection(sc.ann_file, sc.img_dir, spec, filter_empty_gt=split == "train" and d.filter_empty_gt)
+    if len(ds.cat_ids) != cfg.model.num_classes:
+        raise ConfigError(f"model.num_classes: {cfg.model.num_classes} but {sc.ann_file} has {len(ds.cat_ids)} categories")
+    if len(ds) == 0:
+        raise DataError(f"{sc.ann_file}: no usable images")
+    return ds
+
+
+def build_dataloader(cfg: S.Config, dataset: CocoDetection, train: bool, rank: int = 0, world_size: int = 1,
+                     batch_size: int | None = None) -> torch.utils.data.DataLoader:
+    sampler = EpochSampler(len(dataset), shuffle=train, seed=cfg.train.seed, rank=rank, world_size=world_size)
+    workers = cfg.data.num_workers
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size or (cfg.train.batch_size if train else 1), sampler=sampler,
+        num_workers=workers, collate_fn=Collate(cfg.data.size_divisor), drop_last=False,
+        persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None)
+
+
+# ----------------------------------------------------------------------------------- optimisation
+
+
+def build_optimizer(cfg: S.OptimizerConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """SGD or AdamW; no weight decay on norm layers and biases."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.type == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+
+
+def import_hook(spec: S.HookConfig, index: int):
+    """Resolve a user hook ``package.module:ClassName`` (imported, never evaluated)."""
+    if ":" not in spec.type:
+        raise ConfigError(f"train.custom_hooks[{index}].type: {spec.type!r} is neither a built-in hook "
+                          "nor 'package.module:ClassName'")
+    module_name, cls_name = spec.type.split(":", 1)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"train.custom_hooks[{index}].type: cannot import {module_name!r} ({exc})") from None
+    cls = getattr(module, cls_name, None)
+    if cls is None:
+        raise ConfigError(f"train.custom_hooks[{index}].type: {module_name!r} has no {cls_name!r}")
+    return cls

@@ -1,0 +1,64 @@
+"""``dettool eval``: COCO metrics of a checkpoint on the config's val split, plus pictures."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from dettool.config.schema import Config
+from dettool.data.coco import load_image
+from dettool.evaluation.coco_eval import coco_bbox_metrics, format_table, inference, per_class_ap
+from dettool.trainer import builder
+from dettool.trainer.checkpoint import load_checkpoint, load_model_weights
+from dettool.visualization import draw_detections, plot_pr_curves
+
+
+def load_trained_model(cfg: Config, ckpt_path: str | Path, device: torch.device) -> torch.nn.Module:
+    """Build the config's model and load a checkpoint into it (``weights_only=True``)."""
+    ckpt = load_checkpoint(ckpt_path)
+    model = builder.build_model(cfg)
+    load_model_weights(model, ckpt, ckpt_path)
+    return model.to(device).eval()
+
+
+def evaluate_checkpoint(cfg: Config, ckpt_path: str | Path, out: str | Path | None = None,
+                        show_dir: str | Path | None = None, num_show: int = 20, device: str | None = None) -> dict:
+    """Metrics dict (``bbox_AP`` ... in [0, 1], and ``per_class_AP``); writes JSON, a table and a PR plot."""
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = load_trained_model(cfg, ckpt_path, dev)
+    dataset = builder.build_dataset(cfg, "val")
+    loader = builder.build_dataloader(cfg, dataset, train=False, batch_size=2)
+    results = inference(model, loader, dataset.cat_ids, dev)
+    metrics = coco_bbox_metrics(dataset.coco, results)
+    precision = metrics.pop("_precision", None)
+    per_class = per_class_ap(precision, dataset.class_names) if precision is not None else {}
+    table = format_table(metrics, per_class)
+    print(table)
+    report = dict(metrics, per_class_AP=per_class, checkpoint=str(ckpt_path), num_images=len(dataset))
+    if out:
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2))
+        out.with_suffix(".md").write_text(table + "\n")
+        if precision is not None:
+            plot_pr_curves(precision, dataset.class_names, out.with_name(out.stem + "_pr.png"))
+        print(f"dettool: wrote {out}, {out.with_suffix('.md')} and the PR curves beside them")
+    if show_dir:
+        _draw(dataset, results, Path(show_dir), num_show)
+    return report
+
+
+def _draw(dataset, results: list[dict], show_dir: Path, num_show: int) -> None:
+    show_dir.mkdir(parents=True, exist_ok=True)
+    by_image: dict[int, list[dict]] = {}
+    for r in results:
+        by_image.setdefault(r["image_id"], []).append(r)
+    for image_id in dataset.image_ids[:num_show]:
+        info = dataset.coco.imgs[image_id]
+        dets = by_image.get(image_id, [])
+        boxes = [[d["bbox"][0], d["bbox"][1], d["bbox"][0] + d["bbox"][2], d["bbox"][1] + d["bbox"][3]] for d in dets]
+        img = draw_detections(load_image(dataset.img_dir / info["file_name"]), boxes, [d["score"] for d in dets],
+                              [dataset.cat_id_to_label[d["category_id"]] for d in dets], dataset.class_names)
+        img.save(show_dir / f"{Path(info['file_name']).stem}.png")
+    print(f"dettool: drew detections on {min(num_show, len(dataset))} images in {show_dir}")

@@ -1,0 +1,129 @@
+"""ResNet-18/34/50/101 and ResNeXt backbones built from torchvision's blocks."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models.resnet import BasicBlock, Bottleneck
+from torchvision.models.resnet import ResNet as TVResNet
+
+from dettool.errors import CheckpointError
+from dettool.trainer.models.backbones.deform_conv import DeformConv2dPack
+from dettool.trainer.models.backbones.norm import norm_layer
+
+ARCH = {18: (BasicBlock, (2, 2, 2, 2)), 34: (BasicBlock, (3, 4, 6, 3)),
+        50: (Bottleneck, (3, 4, 6, 3)), 101: (Bottleneck, (3, 4, 23, 3))}
+
+
+class ResNet(nn.Module):
+    """Multi-stage ResNet feature extractor.
+
+    State-dict keys match torchvision's classification ResNet (``conv1``, ``bn1``, ``layer1``...),
+    so a local torchvision-format weights file initialises it.
+
+    Args:
+        depth: 18, 34, 50 or 101.
+        groups, width_per_group: ResNeXt cardinality and width (32 and 4 for ResNeXt-101-32x4d).
+        norm: 'frozen_bn' | 'bn' | 'syncbn' | 'gn'.
+        gn_groups: groups for GroupNorm.
+        norm_eval: keep BN layers in eval mode (frozen statistics) while training.
+        frozen_stages: -1 trains everything; 0 freezes the stem; k also freezes stages 1..k.
+        out_indices: stages returned, 0-based (res2 = 0 ... res5 = 3).
+        dcn_stages: per stage, replace every block's 3x3 conv with a deformable conv.
+        dcn_modulated: DCNv2 (modulated) when True, DCN v1 when False.
+        weights: optional local file with a torchvision-format state dict.
+
+    Shapes: ``[B, 3, H, W]`` -> list of ``[B, C_i, H / 2**(i+2), W / 2**(i+2)]`` for i in out_indices.
+    """
+
+    def __init__(self, depth: int = 50, groups: int = 1, width_per_group: int = 64, norm: str = "frozen_bn",
+                 gn_groups: int = 32, norm_eval: bool = True, frozen_stages: int = 1,
+                 out_indices: tuple[int, ...] = (1, 2, 3),
+                 dcn_stages: tuple[bool, bool, bool, bool] = (False, False, False, False),
+                 dcn_modulated: bool = True, weights: str | None = None) -> None:
+        super().__init__()
+        if depth not in ARCH:
+            raise ValueError(f"ResNet depth must be one of {sorted(ARCH)}, got {depth}")
+        block, layers = ARCH[depth]
+        if block is BasicBlock and (groups != 1 or width_per_group != 64):
+            raise ValueError("ResNeXt grouping needs depth 50 or 101 (bottleneck blocks)")
+        tv = TVResNet(block, list(layers), groups=groups, width_per_group=width_per_group,
+                      norm_layer=norm_layer(norm, gn_groups))
+        self.conv1, self.bn1, self.relu, self.maxpool = tv.conv1, tv.bn1, tv.relu, tv.maxpool
+        self.layer1, self.layer2, self.layer3, self.layer4 = tv.layer1, tv.layer2, tv.layer3, tv.layer4
+        self.out_indices = tuple(out_indices)
+        expansion = block.expansion
+        self.stage_channels = tuple(64 * 2 ** i * expansion for i in range(4))
+        self.out_channels = tuple(self.stage_channels[i] for i in self.out_indices)
+        self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
+        for stage, use_dcn in zip(self.stages, dcn_stages):
+            if use_dcn:
+                for blk in stage:
+                    c = blk.conv2
+                    blk.conv2 = DeformConv2dPack(c.in_channels, c.out_channels, 3, stride=c.stride[0], padding=1,
+                                                 groups=c.groups, modulated=dcn_modulated)
+        if weights:
+            self.load_weights(weights)
+        self._freeze()
+
+    @property
+    def stages(self) -> list[nn.Sequential]:
+        return [self.layer1, self.layer2, self.layer3, self.layer4]
+
+    def load_weights(self, path: str) -> None:
+        """Load a local torchvision-format state dict (``fc.*`` ignored); names what doesn't fit."""
+        p = Path(path)
+        if not p.is_file():
+            raise CheckpointError(f"{p}: backbone weights file not found")
+        try:
+            state = torch.load(p, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises many types for corrupt files
+            raise CheckpointError(f"{p}: cannot read backbone weights ({type(exc).__name__}: {exc})") from None
+        if isinstance(state, dict) and "state_dict" in state:
+            state = state["state_dict"]
+        if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+            state = state["model"]
+        state = {k.removeprefix("backbone."): v for k, v in state.items() if not k.startswith("fc.")}
+        own = self.state_dict()
+        bad = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+        if bad:
+            raise CheckpointError(f"{p}: shape mismatch for {bad[0]} ({tuple(state[bad[0]].shape)} vs "
+                                  f"{tuple(own[bad[0]].shape)}); wrong depth?")
+        missing, _ = self.load_state_dict(state, strict=False)
+        missing = [k for k in missing if "conv_offset" not in k and "num_batches_tracked" not in k]
+        if missing:
+            raise CheckpointError(f"{p}: backbone weights lack {len(missing)} tensors, e.g. {missing[0]}")
+
+    def _freeze(self) -> None:
+        if self.frozen_stages >= 0:
+            for m in (self.conv1, self.bn1):
+                for param in m.parameters():
+                    param.requires_grad_(False)
+        for stage in self.stages[: max(self.frozen_stages, 0)]:
+            for param in stage.parameters():
+                param.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "ResNet":
+        super().train(mode)
+        if mode:
+            frozen = [self.conv1, self.bn1] if self.frozen_stages >= 0 else []
+            for m in frozen + self.stages[: max(self.frozen_stages, 0)]:
+                m.eval()
+            if self.norm_eval:
+                for m in self.modules():
+                    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                        m.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        outs = []
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i in self.out_indices:
+                outs.append(x)
+            if i >= max(self.out_indices):
+                break
+        return outs

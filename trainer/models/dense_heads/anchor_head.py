@@ -1,0 +1,138 @@
+"""Anchor-based dense head: targets from anchors, losses, and test-time decoding.
+
+Subclasses build the conv layers and implement ``forward(feats) -> (cls_scores, bbox_preds)``
+with per level ``cls_scores[l]: [B, A * C, H_l, W_l]`` and ``bbox_preds[l]: [B, A * 4, H_l, W_l]``.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from dettool.trainer.models.dense_heads.base_dense_head import (BaseDenseHead, TestSettings, levels_to_rows,
+                                                               select_and_nms)
+from dettool.trainer.models.structures import Detections
+from dettool.trainer.models.task_modules.anchor_generator import AnchorGenerator, anchor_inside_flags
+from dettool.trainer.models.task_modules.delta_xywh_coder import DeltaXYWHCoder
+from dettool.trainer.models.task_modules.max_iou_assigner import MaxIoUAssigner
+from dettool.trainer.models.task_modules.samplers import PseudoSampler, RandomSampler
+
+_BOX_DECODED_LOSSES = ("IoULoss", "GIoULoss")
+
+
+class AnchorHead(BaseDenseHead):
+    """Shared anchor-head machinery.
+
+    Args:
+        num_classes: foreground classes C (label C is background).
+        in_channels: channels of each input level.
+        anchor_generator: anchors per level.
+        bbox_coder: delta coder.
+        assigner: assigns anchors to gt.
+        sampler: PseudoSampler (all anchors) or RandomSampler (``neg_pos_ub`` honoured).
+        loss_cls: classification loss on logits ``[N, C]`` and labels ``[N]``.
+        loss_bbox: regression loss (on deltas, or on decoded boxes for IoU-type losses).
+        allowed_border: anchors crossing the image by more than this are not trained; -1 = no limit.
+        reg_decoded_bbox: regress decoded boxes (forced for IoU-type losses).
+        test_cfg: test-time settings.
+    """
+
+    def __init__(self, num_classes: int, in_channels: int, anchor_generator: AnchorGenerator,
+                 bbox_coder: DeltaXYWHCoder, assigner: MaxIoUAssigner, sampler: PseudoSampler | RandomSampler,
+                 loss_cls: nn.Module, loss_bbox: nn.Module, allowed_border: int = -1,
+                 reg_decoded_bbox: bool = False, test_cfg: TestSettings = TestSettings()) -> None:
+        super().__init__(num_classes, in_channels, test_cfg)
+        self.anchor_generator = anchor_generator
+        self.num_anchors = anchor_generator.num_base_anchors
+        self.bbox_coder = bbox_coder
+        self.assigner = assigner
+        self.sampler = sampler
+        self.loss_cls = loss_cls
+        self.loss_bbox = loss_bbox
+        self.allowed_border = allowed_border
+        self.reg_decoded_bbox = reg_decoded_bbox or type(loss_bbox).__name__ in _BOX_DECODED_LOSSES
+        self.sampling = not isinstance(sampler, PseudoSampler)
+
+    # ------------------------------------------------------------------------------- targets
+
+    def _targets_single(self, anchors: torch.Tensor, valid: torch.Tensor, target: dict, meta: dict):
+        """Per-image targets over all anchors ``[N, 4]``: labels, label weights, box targets, box weights."""
+        n = anchors.shape[0]
+        inside = anchor_inside_flags(anchors, valid, meta["img_shape"], self.allowed_border)
+        labels = anchors.new_full((n,), self.num_classes, dtype=torch.long)
+        label_weights = anchors.new_zeros(n)
+        box_targets = anchors.new_zeros((n, 4))
+        box_weights = anchors.new_zeros((n, 4))
+        inside_idx = inside.nonzero(as_tuple=True)[0]
+        gt_boxes = target["boxes"].to(anchors.device)
+        ignore = target.get("ignore_boxes")
+        assign = self.assigner.assign(anchors[inside_idx], gt_boxes, target["labels"].to(anchors.device),
+                                      None if ignore is None else ignore.to(anchors.device))
+        sample = self.sampler.sample(assign)
+        pos, neg = inside_idx[sample.pos_inds], inside_idx[sample.neg_inds]
+        if pos.numel():
+            matched = gt_boxes[assign.gt_inds[sample.pos_inds] - 1]
+            box_targets[pos] = matched if self.reg_decoded_bbox else self.bbox_coder.encode(anchors[pos], matched)
+            box_weights[pos] = 1.0
+            labels[pos] = assign.labels[sample.pos_inds]
+            label_weights[pos] = 1.0
+        label_weights[neg] = 1.0
+        return labels, label_weights, box_targets, box_weights, pos.numel(), neg.numel()
+
+    # ------------------------------------------------------------------------------- loss
+
+    def loss(self, raw: tuple[list[torch.Tensor], list[torch.Tensor]], targets: list[dict], metas: list[dict]) -> dict[str, torch.Tensor]:
+        """Focal (or other) classification and box regression losses over all levels and images."""
+        cls_scores, bbox_preds = raw
+        sizes = [tuple(c.shape[-2:]) for c in cls_scores]
+        device = cls_scores[0].device
+        anchors = torch.cat(self.anchor_generator.grid_anchors(sizes, device))
+        cls = torch.cat([levels_to_rows(c, self.num_classes) for c in cls_scores], 1)  # [B, N, C]
+        reg = torch.cat([levels_to_rows(r, 4) for r in bbox_preds], 1)  # [B, N, 4]
+        all_labels, all_lw, all_bt, all_bw = [], [], [], []
+        num_pos = num_neg = 0
+        for target, meta in zip(targets, metas):
+            valid = torch.cat(self.anchor_generator.valid_flags(sizes, meta["pad_shape"], meta["img_shape"], device))
+            labels, lw, bt, bw, p, q = self._targets_single(anchors, valid, target, meta)
+            all_labels.append(labels); all_lw.append(lw); all_bt.append(bt); all_bw.append(bw)
+            num_pos += p
+            num_neg += q
+        labels = torch.stack(all_labels).reshape(-1)
+        label_weights = torch.stack(all_lw).reshape(-1)
+        box_targets = torch.stack(all_bt).reshape(-1, 4)
+        box_weights = torch.stack(all_bw).reshape(-1, 4)
+        avg = float(num_pos + num_neg) if self.sampling else float(max(num_pos, 1))
+        avg = max(avg, 1.0)
+        loss_cls = self.loss_cls(cls.reshape(-1, self.num_classes), labels, label_weights, avg_factor=avg)
+        reg = reg.reshape(-1, 4)
+        pos = box_weights[:, 0] > 0
+        if self.reg_decoded_bbox:
+            flat_anchors = anchors.repeat(len(targets), 1)
+            pred = self.bbox_coder.decode(flat_anchors[pos], reg[pos])
+            loss_bbox = self.loss_bbox(pred, box_targets[pos], avg_factor=avg) if pos.any() else reg.sum() * 0
+        else:
+            loss_bbox = self.loss_bbox(reg[pos], box_targets[pos], box_weights[pos], avg_factor=avg) if pos.any() else reg.sum() * 0
+        return {"loss_cls": loss_cls, "loss_bbox": loss_bbox}
+
+    # ------------------------------------------------------------------------------- predict
+
+    @torch.no_grad()
+    def predict(self, raw: tuple[list[torch.Tensor], list[torch.Tensor]], metas: list[dict]) -> list[Detections]:
+        """Decode, keep ``nms_pre`` per level, threshold, class-wise NMS, rescale to original pixels."""
+        cls_scores, bbox_preds = raw
+        sizes = [tuple(c.shape[-2:]) for c in cls_scores]
+        anchors = self.anchor_generator.grid_anchors(sizes, cls_scores[0].device)
+        results = []
+        for i, meta in enumerate(metas):
+            boxes_l, scores_l = [], []
+            for lvl, (c, r) in enumerate(zip(cls_scores, bbox_preds)):
+                scores = levels_to_rows(c[i:i + 1], self.num_classes)[0].sigmoid()
+                deltas = levels_to_rows(r[i:i + 1], 4)[0]
+                a = anchors[lvl]
+                if 0 < self.test_cfg.nms_pre < scores.shape[0]:
+                    top = scores.max(dim=1).values.topk(self.test_cfg.nms_pre).indices
+                    scores, deltas, a = scores[top], deltas[top], a[top]
+                boxes_l.append(self.bbox_coder.decode(a, deltas, max_shape=meta["img_shape"]))
+                scores_l.append(scores)
+            boxes, scores, labels = select_and_nms(torch.cat(boxes_l), torch.cat(scores_l), self.test_cfg)
+            results.append(self.to_detections(boxes, scores, labels, meta))
+        return results

@@ -1,0 +1,35 @@
+"""Sigmoid focal loss (Lin et al., RetinaNet) on torchvision.ops.sigmoid_focal_loss."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchvision.ops import sigmoid_focal_loss
+
+from dettool.trainer.models.losses.reduction import weight_reduce
+
+
+class FocalLoss(nn.Module):
+    """``FL(p_t) = -alpha_t (1 - p_t)^gamma log(p_t)`` per class, summed over classes.
+
+    Args:
+        gamma: focusing parameter.
+        alpha: weight of positives (negatives get ``1 - alpha``).
+        weight: loss weight.
+    """
+
+    def __init__(self, gamma: float = 2.0, alpha: float = 0.25, weight: float = 1.0) -> None:
+        super().__init__()
+        self.gamma, self.alpha, self.weight = gamma, alpha, weight
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None = None,
+                avg_factor: float | torch.Tensor | None = None) -> torch.Tensor:
+        """Args: ``logits`` ``[N, C]``; ``labels`` ``[N]`` in ``[0, C]`` (C = background);
+        ``weight`` ``[N]``. Returns a scalar."""
+        num_classes = logits.shape[1]
+        onehot = torch.zeros_like(logits)
+        fg = labels < num_classes
+        onehot[fg.nonzero(as_tuple=True)[0], labels[fg]] = 1.0
+        loss = sigmoid_focal_loss(logits.float(), onehot.float(), alpha=self.alpha, gamma=self.gamma, reduction="none")
+        if weight is not None:
+            weight = weight.float()[:, None]
+        return self.weight * weight_reduce(loss, weight, avg_factor)

@@ -1,0 +1,49 @@
+"""IoU and generalized IoU losses on decoded xyxy boxes."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchvision.ops import generalized_box_iou_loss
+
+from dettool.trainer.models.losses.reduction import weight_reduce
+
+
+def aligned_iou(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """IoU of row-aligned box pairs ``[N, 4]`` x ``[N, 4]`` -> ``Tensor[N]``."""
+    lt = torch.max(pred[:, :2], target[:, :2])
+    rb = torch.min(pred[:, 2:], target[:, 2:])
+    inter = (rb - lt).clamp(min=0).prod(dim=1)
+    area_p = (pred[:, 2] - pred[:, 0]).clamp(min=0) * (pred[:, 3] - pred[:, 1]).clamp(min=0)
+    area_t = (target[:, 2] - target[:, 0]) * (target[:, 3] - target[:, 1])
+    return inter / (area_p + area_t - inter).clamp(min=eps)
+
+
+class IoULoss(nn.Module):
+    """``-log(IoU)`` (mode ``log``, UnitBox / MMDetection default) or ``1 - IoU`` (``linear``)."""
+
+    def __init__(self, mode: str = "log", weight: float = 1.0, eps: float = 1e-6) -> None:
+        super().__init__()
+        if mode not in ("log", "linear"):
+            raise ValueError(f"IoULoss mode must be 'log' or 'linear', got {mode!r}")
+        self.mode, self.weight, self.eps = mode, weight, eps
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
+                avg_factor: float | torch.Tensor | None = None) -> torch.Tensor:
+        """Args: ``pred``, ``target`` ``[N, 4]`` xyxy; ``weight`` ``[N]``. Returns a scalar."""
+        iou = aligned_iou(pred.float(), target.float()).clamp(min=self.eps)
+        loss = -iou.log() if self.mode == "log" else 1 - iou
+        return self.weight * weight_reduce(loss, weight, avg_factor)
+
+
+class GIoULoss(nn.Module):
+    """``1 - GIoU`` (Rezatofighi et al.) via torchvision.ops.generalized_box_iou_loss."""
+
+    def __init__(self, weight: float = 1.0) -> None:
+        super().__init__()
+        self.weight = weight
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
+                avg_factor: float | torch.Tensor | None = None) -> torch.Tensor:
+        """Args: ``pred``, ``target`` ``[N, 4]`` xyxy; ``weight`` ``[N]``. Returns a scalar."""
+        loss = generalized_box_iou_loss(pred.float(), target.float(), reduction="none")
+        return self.weight * weight_reduce(loss, weight, avg_factor)

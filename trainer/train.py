@@ -1,0 +1,131 @@
+"""``dettool train``: build everything from the config and run the hook-driven loop."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+
+import dettool
+from dettool.config.schema import Config
+from dettool.errors import CheckpointError, ConfigError
+from dettool.evaluation.coco_eval import coco_bbox_metrics, format_table, inference
+from dettool.trainer import builder
+from dettool.trainer.checkpoint import load_checkpoint
+from dettool.trainer.distributed import DistInfo, barrier, cleanup, init_distributed
+from dettool.trainer.hooks import (BUILTIN_HOOKS, CheckpointHook, LoggerHook, LrScheduleHook, MixedPrecisionHook,
+                                   OptimizerHook)
+from dettool.trainer.runner import LossWrapper, Runner
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def config_dict(cfg: Config) -> dict:
+    """The resolved config as plain data (saved beside the checkpoints)."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def resolve_resume(work_dir: Path, resume: str | None) -> Path | None:
+    """``None`` -> fresh run; ``'auto'`` -> the newest checkpoint in ``work_dir``; else a path."""
+    if resume is None:
+        return None
+    if resume != "auto":
+        return Path(resume)
+    pointer = work_dir / "last_checkpoint"
+    if not pointer.is_file():
+        raise CheckpointError(f"{work_dir}: nothing to resume (no last_checkpoint file)")
+    return work_dir / pointer.read_text().strip()
+
+
+def build_hooks(cfg: Config) -> list:
+    t = cfg.train
+    hooks = []
+    if t.amp != "none":
+        hooks.append(MixedPrecisionHook(t.amp))
+    lr = t.lr
+    hooks += [LrScheduleHook(lr.policy, lr.steps, lr.gamma, lr.min_lr_ratio, lr.warmup, lr.warmup_iters, lr.warmup_ratio),
+              OptimizerHook(t.optimizer.grad_clip),
+              CheckpointHook(t.checkpoint_interval, t.keep_last),
+              LoggerHook(t.log_interval)]
+    for i, spec in enumerate(t.custom_hooks):
+        cls = BUILTIN_HOOKS.get(spec.type) or builder.import_hook(spec, i)
+        try:
+            hooks.append(cls(**spec.args))
+        except TypeError as exc:
+            raise ConfigError(f"train.custom_hooks[{i}].args: {exc}") from None
+    return hooks
+
+
+def make_evaluator(cfg: Config, dist_info: DistInfo):
+    """``model -> metrics`` on the val split (rank 0 evaluates; other ranks wait)."""
+    dataset = builder.build_dataset(cfg, "val")
+    loader = builder.build_dataloader(cfg, dataset, train=False, batch_size=2)
+
+    def evaluate(model: nn.Module) -> dict:
+        metrics = {}
+        if dist_info.is_main:
+            results = inference(model, loader, dataset.cat_ids, dist_info.device)
+            metrics = {k: v for k, v in coco_bbox_metrics(dataset.coco, results).items() if not k.startswith("_")}
+        barrier()
+        return metrics
+
+    return evaluate
+
+
+def train(cfg: Config, resume: str | None = None, device: str | None = None) -> dict:
+    """Train ``cfg`` (under torchrun when launched so); returns the final val metrics on rank 0."""
+    info = init_distributed(device)
+    try:
+        return _train(cfg, info, resume)
+    finally:
+        cleanup()
+
+
+def _train(cfg: Config, info: DistInfo, resume: str | None) -> dict:
+    work_dir = Path(cfg.work_dir)
+    ckpt_path = resolve_resume(work_dir, resume)
+    ckpt = load_checkpoint(ckpt_path) if ckpt_path else None
+    if info.is_main:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        builder.ensure_synthetic(cfg.data)
+        (work_dir / "config.yaml").write_text(yaml.safe_dump(config_dict(cfg), sort_keys=False))
+    barrier()
+    seed_everything(cfg.train.seed)
+    train_set = builder.build_dataset(cfg, "train")
+    evaluate = make_evaluator(cfg, info) if cfg.train.eval_interval > 0 else None
+    loader = builder.build_dataloader(cfg, train_set, train=True, rank=info.rank, world_size=info.world_size)
+    model = builder.build_model(cfg).to(info.device)
+    if cfg.train.channels_last:  # NHWC convs: ~25% faster training on x86 CPUs
+        model = model.to(memory_format=torch.channels_last)
+    uses_sync_bn = cfg.train.sync_bn or cfg.model.backbone.norm == "syncbn"
+    if uses_sync_bn and info.world_size > 1:
+        if info.device.type != "cuda":
+            raise ConfigError("train.sync_bn / model.backbone.norm=syncbn: PyTorch's SyncBatchNorm needs CUDA; "
+                              "use norm 'bn' or 'gn' for multi-process CPU training")
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    train_model: nn.Module = LossWrapper(model)
+    if info.world_size > 1:
+        train_model = nn.parallel.DistributedDataParallel(
+            train_model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+    optimizer = builder.build_optimizer(cfg.train.optimizer, model)
+    meta = {"dettool_version": dettool.__version__, "class_names": train_set.class_names,
+            "cat_ids": list(train_set.cat_ids), "config": config_dict(cfg)}
+    runner = Runner(model, train_model, optimizer, loader, build_hooks(cfg), work_dir, cfg.train.max_epochs,
+                    cfg.train.max_iters, evaluate, cfg.train.eval_interval, info.device, info.rank, info.world_size, meta,
+                    channels_last=cfg.train.channels_last)
+    runner.train(resume=(ckpt, str(ckpt_path)) if ckpt else None)
+    metrics = runner.val_metrics
+    if info.is_main and metrics:
+        (work_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        print(format_table(metrics))
+        print(f"dettool: checkpoints, log.jsonl, loss_curve.png and metrics.json are in {work_dir}")
+    return metrics
