@@ -257,13 +257,17 @@ class OptimizerConfig:
 
 @dataclass(frozen=True)
 class LrConfig:
-    """Step (epochs in ``steps``) or cosine schedule, after an optional linear warm-up in iterations."""
+    """Step (epochs in ``steps``) or cosine schedule, after an optional warm-up in iterations.
+
+    Linear warm-up ramps the lr factor from ``warmup_ratio`` to 1; constant warm-up holds it at
+    ``warmup_ratio`` (MMDetection's FCOS recipe).
+    """
 
     policy: Literal["step", "cosine"] = "step"
     steps: tuple[int, ...] = (8, 11)
     gamma: float = 0.1
     min_lr_ratio: float = 0.01
-    warmup: Literal["linear", "none"] = "linear"
+    warmup: Literal["linear", "constant", "none"] = "linear"
     warmup_iters: int = 500
     warmup_ratio: float = 0.001
 

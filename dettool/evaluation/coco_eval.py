@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import sys
 
 import numpy as np
 import torch
@@ -19,7 +20,8 @@ def inference(model: torch.nn.Module, loader, label_to_cat_id: list[int], device
     """Run ``model.predict`` over ``loader``; COCO result dicts (xywh boxes, category ids)."""
     model.eval()
     results = []
-    for images, _, metas in tqdm(loader, desc="eval", unit="img", disable=not progress, leave=False):
+    bar = tqdm(loader, desc="eval", unit="batch", disable=not progress or not sys.stderr.isatty(), leave=False)
+    for images, _, metas in bar:
         for meta, det in zip(metas, model.predict(images.to(device), metas)):
             boxes = det.boxes.cpu().numpy()
             scores = det.scores.cpu().numpy()

@@ -46,7 +46,7 @@ class LoggerHook(Hook):
         if runner.rank != 0:
             return
         for k, v in runner.outputs.items():
-            self.sums[k] += float(v)
+            self.sums[k] += float(v.detach())
         for k, v in runner.log_vars.items():
             self.sums[k] += float(v)
         self.count += 1

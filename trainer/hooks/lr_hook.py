@@ -18,7 +18,7 @@ class LrScheduleHook(Hook):
         steps: epochs at which the step policy decays.
         gamma: decay factor.
         min_lr_ratio: cosine floor as a fraction of the base lr.
-        warmup: 'linear' or 'none'.
+        warmup: 'linear', 'constant' or 'none'.
         warmup_iters: iterations of warm-up.
         warmup_ratio: lr factor at iteration 0 of the warm-up.
     """
@@ -41,6 +41,8 @@ class LrScheduleHook(Hook):
         if self.warmup == "linear" and it < self.warmup_iters:
             k = (1 - it / self.warmup_iters) * (1 - self.warmup_ratio)
             f *= 1 - k
+        elif self.warmup == "constant" and it < self.warmup_iters:
+            f *= self.warmup_ratio
         return f
 
     def before_run(self, runner) -> None:
