@@ -34,6 +34,8 @@ class ScaleSpec:
         if not m:
             raise ConfigError(f"{key}: {text!r} is not a scale like 1333x800, 1333x[640:800:32] or 1333x[640:800]")
         long = int(m.group(1))
+        if long < 1 or any(g is not None and int(g) < 1 for g in m.group(2, 3, 4)):
+            raise ConfigError(f"{key}: {text!r}: sizes must be positive")
         if m.group(2):
             return cls(long, (int(m.group(2)),), "none")
         lo, hi, step = int(m.group(3)), int(m.group(4)), m.group(5)

@@ -190,3 +190,24 @@ def test_cli_eval_with_misspelled_set_key(tmp_path):
 def test_cli_eval_with_missing_checkpoint(tmp_path):
     proc = run_cli(["eval", RETINA, tmp_path / "no_such.pth", "--device", "cpu"], cwd=tmp_path)
     assert_one_error_line(proc, str(tmp_path / "no_such.pth"), "checkpoint not found")
+
+
+def test_worker_error_is_reduced_to_the_users_line(tmp_path):
+    """A DataLoader worker re-raises with its traceback inside; the CLI keeps only the DataError line."""
+    import torch
+
+    from dettool.cli import _one_line
+    from dettool.data.loader import Collate, EpochSampler
+
+    img_dir = tmp_path / "img"
+    img_dir.mkdir()
+    (img_dir / "bad.jpg").write_bytes(b"\xff\xd8 definitely not a jpeg")
+    ds = CocoDetection(write_json(tmp_path / "ann.json", coco_dict(["bad.jpg"])), img_dir, SPEC)
+    loader = torch.utils.data.DataLoader(ds, batch_size=1, sampler=EpochSampler(1, shuffle=False), num_workers=1,
+                                         collate_fn=Collate())
+    with pytest.raises(DataError) as info:
+        next(iter(loader))
+    assert "Traceback" in str(info.value)  # the worker's traceback rides along in the message
+    line = _one_line(info.value)
+    assert line.startswith(str(img_dir / "bad.jpg") + ": cannot decode image")
+    assert "\n" not in line and "Traceback" not in line

@@ -17,6 +17,9 @@ from dettool.data.coco import CocoDetection, TransformSpec
 from dettool.data.synth import CATEGORIES, generate
 from dettool.data.transforms import ScaleSpec
 
+# pycocotools 2.0.x calls np.array(copy=False) on NumPy 2; harmless here
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
 
 def split_bytes(root: Path, split: str) -> tuple[str, dict[str, bytes]]:
     text = (root / "annotations" / f"{split}.json").read_text(encoding="utf-8")

@@ -230,8 +230,6 @@ def test_incomplete_file_raises_checkpoint_error(tv18, tmp_path):
         ResNet(depth=18, weights=str(path))
 
 
-@pytest.mark.xfail(strict=True, reason="library: ResNet.load_weights ignores unexpected keys, so a deeper "
-                                       "(e.g. ResNet-34) file loads into ResNet-18 silently; see report")
 def test_deeper_file_into_shallower_model_raises(tv18, tmp_path):
     state = tv18[0].state_dict()
     deeper = dict(state)  # ResNet-34 has three blocks in stage 1, with ResNet-18's shapes

@@ -56,6 +56,15 @@ def test_gt_max_assign_all_ties(assign_all, expected):
         assert sorted(res.gt_inds.tolist()) == [-1, 1]
 
 
+def test_gt_overlapping_nothing_takes_no_candidates():
+    # min_pos_iou = 0 must not hand every zero-IoU candidate to a gt that overlaps none of them
+    far = torch.tensor([[500.0, 500.0, 510.0, 510.0]])
+    res = MaxIoUAssigner(pos_iou_thr=0.5, neg_iou_thr=0.4, min_pos_iou=0.0).assign(
+        CANDIDATES, torch.cat([GT[:1], far]), torch.tensor([3, 7]))
+    assert res.gt_inds.tolist() == [1, 1, -1, 0, 0, 0]
+    assert (res.gt_inds != 2).all()
+
+
 def test_empty_gt_gives_all_negative():
     res = MaxIoUAssigner(0.5, 0.4).assign(CANDIDATES, torch.zeros((0, 4)), torch.zeros((0,), dtype=torch.long))
     assert res.gt_inds.tolist() == [0] * len(CANDIDATES)
@@ -96,8 +105,6 @@ def test_ignore_iof_disabled_or_without_crowd_boxes():
                           ignore_boxes=torch.zeros((0, 4))).gt_inds[6:].tolist() == [0, 0]
 
 
-@pytest.mark.xfail(strict=True, reason="library: positives inside crowd boxes are not ignored "
-                                       "(docstring and MMDetection ignore them); see report")
 def test_positive_candidate_inside_crowd_box_is_ignored():
     # A crowd region covering gt 0 (COCO: a person inside a crowd): MMDetection sets these
     # candidates' overlaps to -1 before assignment, so they are neither positive nor negative.

@@ -12,7 +12,8 @@ class DeformConv2dPack(nn.Module):
     """A conv whose sampling offsets (and, if ``modulated``, masks) are predicted from its input.
 
     ``weight`` has the shape of the ``nn.Conv2d`` it replaces, so ImageNet weights of a plain
-    conv load into it. The offset conv starts at zero, so training starts from the plain conv.
+    conv load into it. The offset conv starts at zero: DCN (v1) starts as the plain conv, DCNv2
+    as half of it (its masks start at sigmoid(0) = 0.5, as in mmcv).
 
     Args:
         in_channels, out_channels, kernel_size, stride, padding, dilation, groups: as ``nn.Conv2d``.

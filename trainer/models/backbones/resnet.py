@@ -85,16 +85,21 @@ class ResNet(nn.Module):
             state = state["state_dict"]
         if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
             state = state["model"]
-        state = {k.removeprefix("backbone."): v for k, v in state.items() if not k.startswith("fc.")}
+        state = {k.removeprefix("backbone."): v for k, v in state.items()}
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
         own = self.state_dict()
         bad = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
         if bad:
             raise CheckpointError(f"{p}: shape mismatch for {bad[0]} ({tuple(state[bad[0]].shape)} vs "
                                   f"{tuple(own[bad[0]].shape)}); wrong depth?")
-        missing, _ = self.load_state_dict(state, strict=False)
+        missing, unexpected = self.load_state_dict(state, strict=False)
         missing = [k for k in missing if "conv_offset" not in k and "num_batches_tracked" not in k]
+        unexpected = [k for k in unexpected if not k.endswith("num_batches_tracked")]
         if missing:
             raise CheckpointError(f"{p}: backbone weights lack {len(missing)} tensors, e.g. {missing[0]}")
+        if unexpected:
+            raise CheckpointError(f"{p}: backbone weights have {len(unexpected)} unexpected tensors, "
+                                  f"e.g. {unexpected[0]}; wrong depth?")
 
     def _freeze(self) -> None:
         if self.frozen_stages >= 0:

@@ -34,14 +34,14 @@ class MaxIoUAssigner:
     3. candidates whose max IoU >= ``pos_iou_thr`` take that gt;
     4. each gt takes its best candidate(s) if that IoU >= ``min_pos_iou`` (all ties when
        ``gt_max_assign_all``), so every gt gets at least one positive where possible.
-    Candidates covered by crowd boxes with IoF > ``ignore_iof_thr`` (if >= 0) are ignored.
+    Candidates covered by crowd boxes with IoF > ``ignore_iof_thr`` (if > 0) are ignored.
 
     Args:
         pos_iou_thr: IoU at or above which a candidate is positive.
         neg_iou_thr: IoU below which a candidate is negative.
         min_pos_iou: lowest IoU for the per-gt best-candidate rule.
         gt_max_assign_all: assign every candidate tying for a gt's best IoU.
-        ignore_iof_thr: IoF threshold against crowd boxes; negative disables.
+        ignore_iof_thr: IoF threshold against crowd boxes; <= 0 disables.
     """
 
     def __init__(self, pos_iou_thr: float, neg_iou_thr: float, min_pos_iou: float = 0.0,
@@ -61,6 +61,9 @@ class MaxIoUAssigner:
             gt_inds = torch.zeros(n, dtype=torch.long, device=device)  # no gt: everything negative
             return AssignResult(gt_inds, boxes.new_zeros(n), torch.full((n,), -1, dtype=torch.long, device=device))
         overlaps = box_iou(gt_boxes, boxes)  # [G, N]
+        if self.ignore_iof_thr > 0 and ignore_boxes is not None and ignore_boxes.numel():
+            # Candidates inside crowd regions are neither negative nor picked by the per-gt rule.
+            overlaps[:, box_iof(boxes, ignore_boxes).max(dim=1).values > self.ignore_iof_thr] = -1
         max_overlaps, argmax = overlaps.max(dim=0)
         gt_inds = torch.full((n,), -1, dtype=torch.long, device=device)
         gt_inds[(max_overlaps >= 0) & (max_overlaps < self.neg_iou_thr)] = 0
@@ -73,8 +76,6 @@ class MaxIoUAssigner:
                     gt_inds[overlaps[i] == gt_max[i]] = i + 1
                 else:
                     gt_inds[gt_argmax[i]] = i + 1
-        if self.ignore_iof_thr >= 0 and ignore_boxes is not None and ignore_boxes.numel():
-            gt_inds[(box_iof(boxes, ignore_boxes).max(dim=1).values > self.ignore_iof_thr) & (gt_inds <= 0)] = -1
         labels = torch.full((n,), -1, dtype=torch.long, device=device)
         assigned = gt_inds > 0
         labels[assigned] = gt_labels[gt_inds[assigned] - 1]
