@@ -1,6 +1,7 @@
 """Kill-and-resume check: SIGKILL a training run mid-way, resume it, compare with an uninterrupted run.
 
-Runs ``dettool train CFG`` twice into separate work dirs, side by side: A uninterrupted; B killed
+Runs ``dettool train CFG`` twice into separate work dirs, side by side (or compares with a finished
+``--reference`` run): A uninterrupted; B killed
 with SIGKILL as soon as its checkpoint of epoch ``--kill-after`` is on disk (so the kill lands
 mid-epoch), then resumed with ``--resume``. Prints both final bbox APs and their difference and
 writes ``OUT/kill_resume.json``. Exit status 1 when |AP_A - AP_B| > ``--tol``.
@@ -33,16 +34,21 @@ def main() -> int:
     ap.add_argument("--kill-after", type=int, default=4, help="kill B once epoch_N.pth exists")
     ap.add_argument("--kill-delay", type=float, default=20.0, help="seconds to wait after that checkpoint (mid-epoch)")
     ap.add_argument("--tol", type=float, default=0.01)
-    ap.add_argument("--threads", type=int, default=1, help="OMP threads per run (the two runs share the machine)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="OMP threads per run (0: inherit; use 1 when A and B share a 2-core machine)")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--reference", help="work dir of a finished uninterrupted run of the same config and "
+                    "settings to compare against, instead of running A beside B")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
-    a_dir, b_dir = out / "uninterrupted", out / "killed_resumed"
+    env = dict(os.environ, **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}))
+    a_dir = Path(args.reference) if args.reference else out / "uninterrupted"
+    b_dir = out / "killed_resumed"
     t0 = time.time()
     logs = {name: open(out / f"{name}.log", "w") for name in ("a", "b1", "b2")}
-    proc_a = subprocess.Popen(dettool_cmd(args.config, a_dir, args.sets), env=env, stdout=logs["a"], stderr=subprocess.STDOUT)
+    proc_a = None if args.reference else subprocess.Popen(dettool_cmd(args.config, a_dir, args.sets), env=env,
+                                                          stdout=logs["a"], stderr=subprocess.STDOUT)
     proc_b = subprocess.Popen(dettool_cmd(args.config, b_dir, args.sets), env=env, stdout=logs["b1"], stderr=subprocess.STDOUT)
     marker = b_dir / f"epoch_{args.kill_after}.pth"
     while not marker.exists():
@@ -58,7 +64,7 @@ def main() -> int:
           f"iter {killed_at.get('iter')}); resuming", flush=True)
     proc_b2 = subprocess.Popen(dettool_cmd(args.config, b_dir, args.sets, resume=True), env=env,
                                stdout=logs["b2"], stderr=subprocess.STDOUT)
-    rc_a, rc_b = proc_a.wait(), proc_b2.wait()
+    rc_a, rc_b = (proc_a.wait() if proc_a else 0), proc_b2.wait()
     if rc_a or rc_b:
         print(f"a run failed: uninterrupted {rc_a}, resumed {rc_b}; see {out}/*.log", file=sys.stderr)
         return 2

@@ -252,6 +252,7 @@ class OptimizerConfig:
     momentum: float = 0.9
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 1e-4
+    decay_norm_and_bias: bool = False  # MMDetection decays every parameter; its COCO configs set true
     grad_clip: Optional[float] = None
 
 

@@ -1,8 +1,8 @@
 """Deterministic synthetic COCO dataset: coloured shapes on textured backgrounds.
 
 Each image holds 0-6 objects of four categories (non-contiguous COCO ids, to exercise the id
-mapping), drawn as polygons so the polygon masks written to the JSON are exactly the drawn
-pixels. Boxes may overlap (IoU up to ``MAX_BOX_IOU``) while shapes stay pixel-disjoint, so the
+mapping). Each shape is painted through the mask pycocotools decodes from the polygon written
+to the JSON, so the annotation's mask, area and box are exactly the painted pixels. Boxes may overlap (IoU up to ``MAX_BOX_IOU``) while shapes stay pixel-disjoint, so the
 polygon masks are exact. Every 40th file name has a space and non-ASCII letters.
 """
 from __future__ import annotations
@@ -13,7 +13,8 @@ import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
+from pycocotools import mask as mask_utils
 
 CATEGORIES = [
     {"id": 1, "name": "box", "supercategory": "shape"},
@@ -73,9 +74,10 @@ def _shape_polygon(rng: np.random.Generator, cat_id: int, cx: float, cy: float, 
 
 
 def _raster(poly: list[tuple[float, float]], h: int, w: int) -> np.ndarray:
-    canvas = Image.new("L", (w, h), 0)
-    ImageDraw.Draw(canvas).polygon(poly, fill=1)
-    return np.asarray(canvas, dtype=bool)
+    """The polygon rasterised exactly as pycocotools decodes it from the JSON: bool [h, w]."""
+    flat = [round(c, 2) for p in poly for c in p]
+    rle = mask_utils.merge(mask_utils.frPyObjects([flat], h, w))
+    return mask_utils.decode(rle).astype(bool)
 
 
 def _box_iou(a: list[float], b: list[float]) -> float:
@@ -90,8 +92,7 @@ def make_image(rng: np.random.Generator) -> tuple[np.ndarray, list[dict]]:
     """One synthetic image uint8 [H, W, 3] and its objects (category_id, polygon, bbox xyxy)."""
     w = int(rng.integers(IMAGE_W[0], IMAGE_W[1] + 1))
     h = int(rng.integers(IMAGE_H[0], IMAGE_H[1] + 1))
-    img = Image.fromarray(_background(rng, h, w))
-    draw = ImageDraw.Draw(img)
+    pixels = _background(rng, h, w)
     occupied = np.zeros((h, w), dtype=bool)
     objects: list[dict] = []
     target = 0 if rng.random() < 0.03 else int(rng.integers(1, 7))
@@ -117,11 +118,11 @@ def make_image(rng: np.random.Generator) -> tuple[np.ndarray, list[dict]]:
         occupied |= mask
         hue = _HUES[cat] + rng.uniform(-35, 35)
         color = _hsv_to_rgb(hue, rng.uniform(0.55, 1.0), rng.uniform(0.45, 1.0))
-        draw.polygon(poly, fill=color)
+        pixels[mask] = color  # paint exactly the mask pycocotools will decode from the polygon
         rows, cols = np.nonzero(mask)
         box = [float(cols.min()), float(rows.min()), float(cols.max() + 1), float(rows.max() + 1)]
         objects.append({"category_id": cat, "polygon": poly, "box": box, "area": float(mask.sum())})
-    return np.asarray(img), objects
+    return pixels, objects
 
 
 def _file_name(index: int) -> str:

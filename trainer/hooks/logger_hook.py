@@ -34,11 +34,12 @@ class LoggerHook(Hook):
     def before_run(self, runner) -> None:
         if runner.rank != 0:
             return
+        Path(runner.work_dir).mkdir(parents=True, exist_ok=True)
         self.log_path = Path(runner.work_dir) / "log.jsonl"
         tty = sys.stderr.isatty()
         self.bar = tqdm(total=runner.total_iters, initial=runner.iter, desc="train", unit="it", dynamic_ncols=True,
                         mininterval=0.5 if tty else 30.0, file=sys.stderr, smoothing=0.05)
-        self.t_last = time.perf_counter()
+        self.t_last = self.t_start = time.perf_counter()
         self._write({"mode": "start", "time": time.time(), "epoch": runner.epoch, "iter": runner.iter,
                      "total_iters": runner.total_iters, "world_size": runner.world_size})
 
@@ -57,23 +58,27 @@ class LoggerHook(Hook):
             post["ep"] = f"{runner.epoch + 1}/{runner.max_epochs}"
             self.bar.set_postfix(post, refresh=False)
         if self.count >= self.interval:
-            now = time.perf_counter()
-            sec_per_iter = (now - self.t_last) / self.count
-            remaining = runner.total_iters - runner.iter - 1
-            record = {"mode": "train", "epoch": runner.epoch + 1, "iter": runner.iter + 1,
-                      "lr": runner.optimizer.param_groups[0]["lr"], "sec_per_iter": round(sec_per_iter, 4),
-                      "eta_s": round(remaining * sec_per_iter, 1)}
-            record.update({k: round(v / self.count, 5) for k, v in self.sums.items()})
-            record["loss"] = round(sum(v for k, v in record.items() if k.startswith("loss_")), 5)
-            self._write(record)
-            self.sums.clear()
-            self.count = 0
-            self.t_last = now
+            self._flush(runner, runner.iter + 1)
+
+    def _flush(self, runner, done_iters: int) -> None:
+        """Write the losses averaged since the last record (``done_iters`` iterations completed)."""
+        now = time.perf_counter()
+        sec_per_iter = (now - self.t_last) / self.count
+        record = {"mode": "train", "epoch": runner.epoch + 1, "iter": done_iters,
+                  "lr": runner.optimizer.param_groups[0]["lr"], "sec_per_iter": round(sec_per_iter, 4),
+                  "eta_s": round((runner.total_iters - done_iters) * sec_per_iter, 1)}
+        record.update({k: round(v / self.count, 5) for k, v in self.sums.items()})
+        record["loss"] = round(sum(v for k, v in record.items() if k.startswith("loss_")), 5)
+        self._write(record)
+        self.sums.clear()
+        self.count = 0
+        self.t_last = now
 
     def after_val_epoch(self, runner) -> None:
         if runner.rank != 0 or not runner.val_metrics:
             return
-        self._write({"mode": "val", "epoch": runner.epoch + 1, "iter": runner.iter, **runner.val_metrics})
+        self._write({"mode": "val", "epoch": runner.epoch + 1, "iter": runner.iter,
+                     "elapsed_s": round(time.perf_counter() - self.t_start, 1), **runner.val_metrics})
         summary = " ".join(f"{k}={v:.3f}" for k, v in runner.val_metrics.items() if k in ("bbox_AP", "bbox_AP50"))
         tqdm.write(f"epoch {runner.epoch + 1}: {summary}", file=sys.stderr)
 
@@ -81,7 +86,10 @@ class LoggerHook(Hook):
         if runner.rank != 0:
             return
         self.bar.close()
-        self._write({"mode": "end", "time": time.time(), "epoch": runner.epoch, "iter": runner.iter})
+        if self.count:  # the tail of a run shorter than (or not a multiple of) the interval
+            self._flush(runner, runner.iter)
+        self._write({"mode": "end", "time": time.time(), "epoch": runner.epoch, "iter": runner.iter,
+                     "elapsed_s": round(time.perf_counter() - self.t_start, 1)})
         from dettool.visualization import plot_training_log
 
         plot_training_log(self.log_path, Path(runner.work_dir) / "loss_curve.png")

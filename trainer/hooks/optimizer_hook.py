@@ -27,7 +27,7 @@ class OptimizerHook(Hook):
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(finite, op=dist.ReduceOp.MIN)  # every rank stops together
         if finite.item() < 1:
-            terms = ", ".join(f"{k}={float(v):.4g}" for k, v in losses.items())
+            terms = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items())
             last = runner.last_checkpoint or "none written yet"
             raise TrainingDiverged(f"loss is not finite at epoch {runner.epoch + 1}, iteration {runner.iter + 1} "
                                    f"({terms}); training stopped; last good checkpoint: {last}")
