@@ -22,11 +22,19 @@ from dettool.trainer.models.backbones.resnet import ResNet
 from dettool.trainer.models.dense_heads.base_dense_head import TestSettings
 from dettool.trainer.models.dense_heads.fcos_head import FCOSHead
 from dettool.trainer.models.dense_heads.retina_head import RetinaHead
+from dettool.trainer.models.dense_heads.rpn_head import ProposalSettings, RPNHead, SigmoidBinaryLoss
 from dettool.trainer.models.detectors.single_stage import SingleStageDetector
+from dettool.trainer.models.detectors.two_stage import TwoStageDetector
+from dettool.trainer.models.roi_extractors.multi_level_roi_align import MultiLevelRoIAlign
+from dettool.trainer.models.roi_heads.bbox_head import ConvFCBBoxHead
+from dettool.trainer.models.roi_heads.cascade_roi_head import CascadeRoIHead
+from dettool.trainer.models.roi_heads.mask_head import FCNMaskHead
+from dettool.trainer.models.roi_heads.standard_roi_head import MaskBranch, StandardRoIHead
 from dettool.trainer.models.necks.fpn import FPN
 from dettool.trainer.models.task_modules.anchor_generator import AnchorGenerator
 from dettool.trainer.models.task_modules.delta_xywh_coder import DeltaXYWHCoder
 from dettool.trainer.models.task_modules.max_iou_assigner import MaxIoUAssigner
+from dettool.trainer.models.task_modules.ohem_sampler import OHEMSampler
 from dettool.trainer.models.task_modules.samplers import PseudoSampler, RandomSampler
 
 LOSSES = {S.FocalLossConfig: lambda c: L.FocalLoss(c.gamma, c.alpha, c.weight),
@@ -34,7 +42,8 @@ LOSSES = {S.FocalLossConfig: lambda c: L.FocalLoss(c.gamma, c.alpha, c.weight),
           S.L1LossConfig: lambda c: L.L1Loss(c.weight),
           S.IoULossConfig: lambda c: L.IoULoss(c.mode, c.weight),
           S.GIoULossConfig: lambda c: L.GIoULoss(c.weight),
-          S.BCELossConfig: lambda c: L.BCEWithLogitsLoss(c.weight)}
+          S.BCELossConfig: lambda c: L.BCEWithLogitsLoss(c.weight),
+          S.CrossEntropyLossConfig: lambda c: L.CrossEntropyLoss(c.weight)}
 
 
 def build_loss(cfg) -> nn.Module:
@@ -56,7 +65,8 @@ def build_neck(cfg: S.FPNConfig, in_channels: tuple[int, ...]) -> FPN:
 
 
 def test_settings(cfg: S.TestConfig) -> TestSettings:
-    return TestSettings(cfg.score_thr, cfg.nms_pre, cfg.nms_iou_thr, cfg.max_per_img)
+    return TestSettings(cfg.score_thr, cfg.nms_pre, cfg.nms_iou_thr, cfg.max_per_img, cfg.nms_type,
+                        cfg.soft_nms_sigma, cfg.soft_nms_min_score)
 
 
 def build_head(cfg, num_classes: int, in_channels: int, test_cfg: S.TestConfig, num_levels: int) -> nn.Module:
@@ -64,15 +74,13 @@ def build_head(cfg, num_classes: int, in_channels: int, test_cfg: S.TestConfig, 
         if len(cfg.anchor.strides) != num_levels:
             raise ConfigError(f"model.bbox_head.anchor.strides: {len(cfg.anchor.strides)} strides for {num_levels} neck levels")
         a = cfg.anchor
-        sampler = (PseudoSampler() if isinstance(cfg.sampler, S.PseudoSamplerConfig)
-                   else RandomSampler(cfg.sampler.num, cfg.sampler.pos_fraction, cfg.sampler.neg_pos_ub))
+        sampler = build_sampler(cfg.sampler)
         return RetinaHead(
             feat_channels=cfg.feat_channels, stacked_convs=cfg.stacked_convs, norm=cfg.norm,
             num_classes=num_classes, in_channels=in_channels,
             anchor_generator=AnchorGenerator(a.strides, a.ratios, a.octave_base_scale, a.scales_per_octave, a.center_offset),
             bbox_coder=DeltaXYWHCoder(cfg.bbox_coder.target_means, cfg.bbox_coder.target_stds),
-            assigner=MaxIoUAssigner(cfg.assigner.pos_iou_thr, cfg.assigner.neg_iou_thr, cfg.assigner.min_pos_iou,
-                                    cfg.assigner.gt_max_assign_all, cfg.assigner.ignore_iof_thr),
+            assigner=build_assigner(cfg.assigner),
             sampler=sampler, loss_cls=build_loss(cfg.loss_cls), loss_bbox=build_loss(cfg.loss_bbox),
             allowed_border=cfg.allowed_border, reg_decoded_bbox=cfg.reg_decoded_bbox, test_cfg=test_settings(test_cfg))
     if isinstance(cfg, S.FCOSHeadConfig):
@@ -87,13 +95,86 @@ def build_head(cfg, num_classes: int, in_channels: int, test_cfg: S.TestConfig, 
     raise ConfigError(f"model.bbox_head: unsupported head {type(cfg).__name__}")
 
 
-def build_model(cfg: S.Config) -> SingleStageDetector:
+def build_assigner(cfg: S.MaxIoUAssignerConfig) -> MaxIoUAssigner:
+    return MaxIoUAssigner(cfg.pos_iou_thr, cfg.neg_iou_thr, cfg.min_pos_iou, cfg.gt_max_assign_all, cfg.ignore_iof_thr)
+
+
+def build_sampler(cfg):
+    if isinstance(cfg, S.PseudoSamplerConfig):
+        return PseudoSampler()
+    if isinstance(cfg, S.OHEMSamplerConfig):
+        return OHEMSampler(cfg.num, cfg.pos_fraction, cfg.neg_pos_ub)
+    return RandomSampler(cfg.num, cfg.pos_fraction, cfg.neg_pos_ub)
+
+
+def proposal_settings(cfg: S.ProposalConfig) -> ProposalSettings:
+    return ProposalSettings(cfg.nms_pre, cfg.nms_iou_thr, cfg.max_per_img, cfg.min_bbox_size)
+
+
+def build_rpn_head(cfg: S.RPNHeadConfig, in_channels: int, num_levels: int) -> RPNHead:
+    if len(cfg.anchor.strides) != num_levels:
+        raise ConfigError(f"model.rpn_head.anchor.strides: {len(cfg.anchor.strides)} strides for {num_levels} neck levels")
+    a = cfg.anchor
+    return RPNHead(in_channels, feat_channels=cfg.feat_channels,
+                   anchor_generator=AnchorGenerator(a.strides, a.ratios, a.octave_base_scale, a.scales_per_octave, a.center_offset),
+                   bbox_coder=DeltaXYWHCoder(cfg.bbox_coder.target_means, cfg.bbox_coder.target_stds),
+                   assigner=build_assigner(cfg.assigner), sampler=build_sampler(cfg.sampler),
+                   loss_cls=SigmoidBinaryLoss(cfg.loss_cls.weight), loss_bbox=build_loss(cfg.loss_bbox),
+                   allowed_border=cfg.allowed_border, proposal_cfg=proposal_settings(cfg.test_proposals))
+
+
+def build_roi_extractor(cfg: S.RoIExtractorConfig) -> MultiLevelRoIAlign:
+    return MultiLevelRoIAlign(cfg.output_size, cfg.strides, cfg.sampling_ratio, cfg.finest_scale)
+
+
+def build_bbox_head(cfg: S.BBoxHeadConfig, num_classes: int, in_channels: int, roi_feat_size: int) -> ConvFCBBoxHead:
+    return ConvFCBBoxHead(num_classes, in_channels, roi_feat_size, cfg.num_shared_convs, cfg.num_shared_fcs,
+                          cfg.conv_out_channels, cfg.fc_out_channels, cfg.norm, cfg.reg_class_agnostic,
+                          DeltaXYWHCoder(target_stds=cfg.target_stds), loss_cls=build_loss(cfg.loss_cls),
+                          loss_bbox=build_loss(cfg.loss_bbox))
+
+
+def build_mask_branch(cfg: S.MaskHeadConfig | None, num_classes: int, in_channels: int, mask_thr: float) -> MaskBranch | None:
+    if cfg is None:
+        return None
+    head = FCNMaskHead(num_classes, in_channels, cfg.conv_out_channels, cfg.num_convs, cfg.roi_extractor.output_size,
+                       cfg.class_agnostic, cfg.loss_weight)
+    return MaskBranch(build_roi_extractor(cfg.roi_extractor), head, mask_thr)
+
+
+def build_roi_head(cfg, num_classes: int, in_channels: int, test_cfg: S.TestConfig):
+    tests = test_settings(test_cfg)
+    if isinstance(cfg, S.StandardRoIHeadConfig):
+        return StandardRoIHead(build_roi_extractor(cfg.roi_extractor),
+                               build_bbox_head(cfg.bbox_head, num_classes, in_channels, cfg.roi_extractor.output_size),
+                               build_assigner(cfg.assigner), build_sampler(cfg.sampler), cfg.sampler.add_gt_as_proposals,
+                               build_mask_branch(cfg.mask_head, num_classes, in_channels, test_cfg.mask_thr), tests)
+    if any(isinstance(st.sampler, S.OHEMSamplerConfig) for st in cfg.stages):
+        raise ConfigError("model.roi_head.stages: OHEM is supported by the standard RoI head only")
+    masks = [build_mask_branch(cfg.mask_head, num_classes, in_channels, test_cfg.mask_thr) for _ in cfg.stages] \
+        if cfg.mask_head is not None else None
+    return CascadeRoIHead(
+        build_roi_extractor(cfg.roi_extractor),
+        [build_bbox_head(st.bbox_head, num_classes, in_channels, cfg.roi_extractor.output_size) for st in cfg.stages],
+        [build_assigner(st.assigner) for st in cfg.stages], [build_sampler(st.sampler) for st in cfg.stages],
+        [st.loss_weight for st in cfg.stages], cfg.stages[0].sampler.add_gt_as_proposals, masks, tests)
+
+
+def build_model(cfg: S.Config) -> nn.Module:
     """Detector for ``cfg.model`` (weights random, or the backbone's from ``backbone.weights``)."""
     m = cfg.model
     backbone = build_backbone(m.backbone)
     neck = build_neck(m.neck, backbone.out_channels)
-    head = build_head(m.bbox_head, m.num_classes, m.neck.out_channels, cfg.test, m.neck.num_outs)
-    return SingleStageDetector(backbone, neck, head)
+    if isinstance(m, S.SingleStageConfig):
+        return SingleStageDetector(backbone, neck, build_head(m.bbox_head, m.num_classes, m.neck.out_channels,
+                                                              cfg.test, m.neck.num_outs))
+    if isinstance(m, S.RPNConfig):
+        return SingleStageDetector(backbone, neck, build_rpn_head(m.rpn_head, m.neck.out_channels, m.neck.num_outs))
+    rpn = build_rpn_head(m.rpn_head, m.neck.out_channels, m.neck.num_outs) if m.rpn_head is not None else None
+    roi = build_roi_head(m.roi_head, m.num_classes, m.neck.out_channels, cfg.test)
+    return TwoStageDetector(backbone, neck, rpn, roi,
+                            proposal_settings(m.rpn_head.train_proposals) if rpn else ProposalSettings(),
+                            proposal_settings(m.rpn_head.test_proposals) if rpn else ProposalSettings())
 
 
 # ----------------------------------------------------------------------------------- data

@@ -14,10 +14,11 @@ from typing import Any, Literal, Optional, Union
 
 @dataclass(frozen=True)
 class SplitConfig:
-    """One dataset split in COCO format."""
+    """One dataset split in COCO format; ``proposals_file`` feeds Fast R-CNN."""
 
     ann_file: str
     img_dir: str
+    proposals_file: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -219,6 +220,141 @@ class FCOSHeadConfig:
 
 
 @dataclass(frozen=True)
+class CrossEntropyLossConfig:
+    """Softmax cross-entropy over C + 1 classes (RoI box heads)."""
+
+    type: Literal["ce"] = "ce"
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class ProposalConfig:
+    """RPN proposal generation: per-level top-k, NMS, proposals kept per image."""
+
+    nms_pre: int = 1000
+    nms_iou_thr: float = 0.7
+    max_per_img: int = 1000
+    min_bbox_size: float = 0.0
+
+
+def _rpn_anchor() -> AnchorConfig:
+    return AnchorConfig(strides=(4, 8, 16, 32, 64), ratios=(0.5, 1.0, 2.0), octave_base_scale=8.0, scales_per_octave=1)
+
+
+@dataclass(frozen=True)
+class RPNHeadConfig:
+    """Region proposal network head (MMDetection v2 defaults; smooth L1 with beta 1/9)."""
+
+    type: Literal["rpn"] = "rpn"
+    feat_channels: int = 256
+    anchor: AnchorConfig = field(default_factory=_rpn_anchor)
+    bbox_coder: DeltaCoderConfig = field(default_factory=DeltaCoderConfig)
+    assigner: MaxIoUAssignerConfig = field(default_factory=lambda: MaxIoUAssignerConfig(
+        pos_iou_thr=0.7, neg_iou_thr=0.3, min_pos_iou=0.3))
+    sampler: RandomSamplerConfig = field(default_factory=lambda: RandomSamplerConfig(num=256, pos_fraction=0.5))
+    allowed_border: int = -1
+    loss_cls: BCELossConfig = field(default_factory=BCELossConfig)
+    loss_bbox: BoxLossConfig = field(default_factory=lambda: SmoothL1LossConfig(beta=1.0 / 9.0))
+    train_proposals: ProposalConfig = field(default_factory=lambda: ProposalConfig(nms_pre=2000))
+    test_proposals: ProposalConfig = field(default_factory=ProposalConfig)
+
+
+@dataclass(frozen=True)
+class RoIExtractorConfig:
+    """Multi-level RoIAlign (FPN level mapping with ``finest_scale``)."""
+
+    output_size: int = 7
+    strides: tuple[int, ...] = (4, 8, 16, 32)
+    sampling_ratio: int = 0
+    finest_scale: int = 56
+
+
+@dataclass(frozen=True)
+class BBoxHeadConfig:
+    """RoI box head: shared2fc (0 convs, 2 fcs) or 4conv1fc (4 convs with GN, 1 fc)."""
+
+    num_shared_convs: int = 0
+    num_shared_fcs: int = 2
+    conv_out_channels: int = 256
+    fc_out_channels: int = 1024
+    norm: Literal["none", "gn"] = "none"
+    reg_class_agnostic: bool = False
+    target_stds: tuple[float, float, float, float] = (0.1, 0.1, 0.2, 0.2)
+    loss_cls: CrossEntropyLossConfig = field(default_factory=CrossEntropyLossConfig)
+    loss_bbox: BoxLossConfig = field(default_factory=lambda: SmoothL1LossConfig(beta=1.0))
+
+
+@dataclass(frozen=True)
+class OHEMSamplerConfig:
+    """Online hard example mining: keep the highest-loss RoIs."""
+
+    type: Literal["ohem"] = "ohem"
+    num: int = 512
+    pos_fraction: float = 0.25
+    neg_pos_ub: float = -1.0
+    add_gt_as_proposals: bool = True
+
+
+def _rcnn_assigner() -> MaxIoUAssignerConfig:
+    return MaxIoUAssignerConfig(pos_iou_thr=0.5, neg_iou_thr=0.5, min_pos_iou=0.5)
+
+
+def _rcnn_sampler() -> RandomSamplerConfig:
+    return RandomSamplerConfig(num=512, pos_fraction=0.25, add_gt_as_proposals=True)
+
+
+@dataclass(frozen=True)
+class MaskHeadConfig:
+    """FCN mask head: ``num_convs`` 3x3 convs, a 2x deconv, per-class 28x28 masks."""
+
+    num_convs: int = 4
+    conv_out_channels: int = 256
+    class_agnostic: bool = False
+    loss_weight: float = 1.0
+    roi_extractor: RoIExtractorConfig = field(default_factory=lambda: RoIExtractorConfig(output_size=14))
+
+
+@dataclass(frozen=True)
+class StandardRoIHeadConfig:
+    """One RoI stage (Fast / Faster / Mask R-CNN)."""
+
+    type: Literal["standard"] = "standard"
+    roi_extractor: RoIExtractorConfig = field(default_factory=RoIExtractorConfig)
+    bbox_head: BBoxHeadConfig = field(default_factory=BBoxHeadConfig)
+    assigner: MaxIoUAssignerConfig = field(default_factory=_rcnn_assigner)
+    sampler: Union[RandomSamplerConfig, OHEMSamplerConfig] = field(default_factory=_rcnn_sampler)
+    mask_head: Optional[MaskHeadConfig] = None
+
+
+@dataclass(frozen=True)
+class CascadeStageConfig:
+    """One cascade stage: its box head, IoU thresholds, sampler and loss weight."""
+
+    bbox_head: BBoxHeadConfig = field(default_factory=BBoxHeadConfig)
+    assigner: MaxIoUAssignerConfig = field(default_factory=_rcnn_assigner)
+    sampler: Union[RandomSamplerConfig, OHEMSamplerConfig] = field(default_factory=_rcnn_sampler)
+    loss_weight: float = 1.0
+
+
+def _cascade_stages() -> tuple[CascadeStageConfig, ...]:
+    return tuple(CascadeStageConfig(
+        bbox_head=BBoxHeadConfig(target_stds=stds, reg_class_agnostic=True),
+        assigner=MaxIoUAssignerConfig(pos_iou_thr=t, neg_iou_thr=t, min_pos_iou=t), loss_weight=w)
+        for t, w, stds in ((0.5, 1.0, (0.1, 0.1, 0.2, 0.2)), (0.6, 0.5, (0.05, 0.05, 0.1, 0.1)),
+                           (0.7, 0.25, (0.033, 0.033, 0.067, 0.067))))
+
+
+@dataclass(frozen=True)
+class CascadeRoIHeadConfig:
+    """Cascade R-CNN: stages with rising IoU thresholds (0.5 / 0.6 / 0.7), weights 1 / 0.5 / 0.25."""
+
+    type: Literal["cascade"] = "cascade"
+    roi_extractor: RoIExtractorConfig = field(default_factory=RoIExtractorConfig)
+    stages: tuple[CascadeStageConfig, ...] = field(default_factory=_cascade_stages)
+    mask_head: Optional[MaskHeadConfig] = None
+
+
+@dataclass(frozen=True)
 class SingleStageConfig:
     """Backbone + neck + dense head (RetinaNet, FCOS)."""
 
@@ -229,17 +365,49 @@ class SingleStageConfig:
     bbox_head: Union[RetinaHeadConfig, FCOSHeadConfig] = field(default_factory=RetinaHeadConfig)
 
 
-ModelConfig = SingleStageConfig
+@dataclass(frozen=True)
+class TwoStageConfig:
+    """Backbone + neck + (RPN or a proposals file) + RoI head (Fast / Faster / Mask / Cascade R-CNN).
+
+    Without ``rpn_head`` the detector is Fast R-CNN: proposals come from
+    ``data.train.proposals_file`` / ``data.val.proposals_file``.
+    """
+
+    num_classes: int
+    type: Literal["two_stage"] = "two_stage"
+    backbone: ResNetConfig = field(default_factory=ResNetConfig)
+    neck: FPNConfig = field(default_factory=lambda: FPNConfig(add_extra_convs="none"))
+    rpn_head: Optional[RPNHeadConfig] = field(default_factory=RPNHeadConfig)
+    roi_head: Union[StandardRoIHeadConfig, CascadeRoIHeadConfig] = field(default_factory=StandardRoIHeadConfig)
+
+
+@dataclass(frozen=True)
+class RPNConfig:
+    """Region proposal network alone; evaluated by proposal recall (AR@100/300/1000)."""
+
+    num_classes: int
+    type: Literal["rpn"] = "rpn"
+    backbone: ResNetConfig = field(default_factory=ResNetConfig)
+    neck: FPNConfig = field(default_factory=lambda: FPNConfig(add_extra_convs="none"))
+    rpn_head: RPNHeadConfig = field(default_factory=RPNHeadConfig)
+
+
+ModelConfig = Union[SingleStageConfig, TwoStageConfig, RPNConfig]
 
 
 @dataclass(frozen=True)
 class TestConfig:
-    """Test-time decoding: score threshold, per-level top-k, batched NMS, detections kept."""
+    """Test-time decoding: score threshold, per-level top-k, batched NMS or soft-NMS (linear or
+    Gaussian, Bodla et al.), detections kept, mask binarisation threshold."""
 
     score_thr: float = 0.05
     nms_pre: int = 1000
+    nms_type: Literal["nms", "soft_nms_linear", "soft_nms_gaussian"] = "nms"
     nms_iou_thr: float = 0.5
+    soft_nms_sigma: float = 0.5
+    soft_nms_min_score: float = 0.001
     max_per_img: int = 100
+    mask_thr: float = 0.5
 
 
 # ----------------------------------------------------------------------------------- training

@@ -4,6 +4,7 @@ Category ids (possibly non-contiguous) map to contiguous labels ``0..C-1`` and b
 annotations are kept apart as ignore boxes (MMDetection drops them from training targets);
 images without annotations are kept for evaluation and skipped in training when
 ``filter_empty_gt``; images are decoded with EXIF orientation applied and converted to RGB.
+With ``with_masks`` each non-crowd box also gets its instance mask (``dettool.data.masks``).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from pycocotools.coco import COCO
 
+from dettool.data.masks import check_segmentation, resize_masks, segmentation_to_mask
 from dettool.data.transforms import ScaleSpec, hflip_boxes, resize, to_normalized_tensor
 from dettool.errors import DataError
 
@@ -103,17 +105,21 @@ class CocoDetection(torch.utils.data.Dataset):
     """COCO detection dataset yielding ``(image Tensor[3, H, W], target, meta)``.
 
     ``target``: ``boxes`` Tensor[N, 4] xyxy in resized pixels, ``labels`` Tensor[N] int64 in
-    ``[0, C)``, ``ignore_boxes`` Tensor[M, 4] (crowd regions). ``meta``: ``image_id``,
+    ``[0, C)``, ``ignore_boxes`` Tensor[M, 4] (crowd regions) and, with ``with_masks``,
+    ``masks`` uint8 Tensor[N, H, W] in {0, 1}: one per box, same order, at the resized unpadded
+    image size, flipped with the image (decoded at the original size, resized bilinearly and
+    thresholded at 0.5). ``meta``: ``image_id``,
     ``file_name``, ``ori_shape`` (h, w), ``img_shape`` (h, w) after resize, ``scale_factor``
     (sx, sy), ``flip``. Indexing takes an int or ``(index, seed)``; the seed drives the random
     scale and flip, so augmentation is reproducible under any number of workers and on resume.
     """
 
     def __init__(self, ann_file: str | Path, img_dir: str | Path, transform: TransformSpec,
-                 filter_empty_gt: bool = False) -> None:
+                 filter_empty_gt: bool = False, with_masks: bool = False) -> None:
         self.ann_file = Path(ann_file)
         self.img_dir = Path(img_dir)
         self.transform = transform
+        self.with_masks = with_masks
         self.coco = load_coco(self.ann_file)
         self.cat_ids = sorted(self.coco.getCatIds())
         self.cat_id_to_label = {cat_id: i for i, cat_id in enumerate(self.cat_ids)}
@@ -122,6 +128,8 @@ class CocoDetection(torch.utils.data.Dataset):
         if filter_empty_gt:
             ids = [i for i in ids if any(not a.get("iscrowd", 0) for a in self.coco.imgToAnns.get(i, []))]
         self.image_ids = ids
+        if with_masks:
+            self._check_segmentations()
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -129,13 +137,30 @@ class CocoDetection(torch.utils.data.Dataset):
     def label_to_cat_id(self, label: int) -> int:
         return self.cat_ids[label]
 
-    def annotations(self, image_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Boxes ``[N, 4]`` xyxy, labels ``[N]`` and crowd boxes ``[M, 4]`` in original pixels."""
-        boxes, labels, ignore = [], [], []
+    def _kept_annotations(self, image_id: int) -> list[dict]:
+        """The image's annotations with a usable box (crowd included), in file order."""
+        kept = []
         for ann in self.coco.imgToAnns.get(image_id, []):
             x, y, w, h = ann["bbox"]
             if w < 1 or h < 1 or ann.get("area", w * h) <= 0:
                 continue
+            kept.append(ann)
+        return kept
+
+    def _check_segmentations(self) -> None:
+        """Fail early on a box without a usable-looking segmentation (details checked on decode)."""
+        for image_id in self.image_ids:
+            for ann in self._kept_annotations(image_id):
+                if not ann.get("iscrowd", 0):
+                    reason = check_segmentation(ann.get("segmentation"))
+                    if reason is not None:
+                        raise DataError(f"{self.ann_file}: annotation id {ann['id']}: {reason}")
+
+    def annotations(self, image_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Boxes ``[N, 4]`` xyxy, labels ``[N]`` and crowd boxes ``[M, 4]`` in original pixels."""
+        boxes, labels, ignore = [], [], []
+        for ann in self._kept_annotations(image_id):
+            x, y, w, h = ann["bbox"]
             box = [x, y, x + w, y + h]
             if ann.get("iscrowd", 0):
                 ignore.append(box)
@@ -145,6 +170,24 @@ class CocoDetection(torch.utils.data.Dataset):
         return (torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
                 torch.tensor(labels, dtype=torch.int64),
                 torch.tensor(ignore, dtype=torch.float32).reshape(-1, 4))
+
+    def instance_masks(self, image_id: int, height: int, width: int) -> torch.Tensor:
+        """uint8 ``[N, height, width]`` masks of the non-crowd boxes of ``annotations``, same order.
+
+        ``height`` and ``width`` are the decoded image's size; a missing or malformed
+        segmentation is a ``DataError`` naming the annotation file and id.
+        """
+        masks = []
+        for ann in self._kept_annotations(image_id):
+            if ann.get("iscrowd", 0):
+                continue
+            try:
+                masks.append(segmentation_to_mask(ann.get("segmentation"), height, width))
+            except (ValueError, TypeError, OverflowError) as exc:
+                raise DataError(f"{self.ann_file}: annotation id {ann['id']}: {exc}") from None
+        if not masks:
+            return torch.zeros((0, height, width), dtype=torch.uint8)
+        return torch.from_numpy(np.stack(masks))
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, dict, dict]:
         index, seed = key if isinstance(key, tuple) else (key, 0)
@@ -156,6 +199,7 @@ class CocoDetection(torch.utils.data.Dataset):
         long, short = self.transform.scale.sample(rng)
         ori_w, ori_h = img.size
         n = boxes.shape[0]
+        masks = self.instance_masks(image_id, ori_h, ori_w) if self.with_masks else None
         img, both, (sx, sy) = resize(img, torch.cat([boxes, ignore]), long, short)
         flip = bool(self.transform.flip_prob > 0 and rng.random() < self.transform.flip_prob)
         if flip:
@@ -163,6 +207,9 @@ class CocoDetection(torch.utils.data.Dataset):
             both = hflip_boxes(both, img.size[0])
         tensor = to_normalized_tensor(img, self.transform.mean, self.transform.std)
         target = {"boxes": both[:n], "labels": labels, "ignore_boxes": both[n:]}
+        if masks is not None:
+            masks = resize_masks(masks, img.size[1], img.size[0])
+            target["masks"] = masks.flip(-1) if flip else masks
         meta = {"image_id": image_id, "file_name": info["file_name"], "ori_shape": (ori_h, ori_w),
                 "img_shape": (tensor.shape[1], tensor.shape[2]), "scale_factor": (sx, sy), "flip": flip}
         return tensor, target, meta

@@ -1,4 +1,4 @@
-"""COCO bbox metrics through pycocotools, and the inference loop that feeds it."""
+"""COCO bbox and segm metrics through pycocotools, and the inference loop that feeds them."""
 from __future__ import annotations
 
 import contextlib
@@ -7,17 +7,37 @@ import sys
 
 import numpy as np
 import torch
+from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from tqdm import tqdm
 
+from dettool.errors import DataError
+
 BBOX_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100")
+SEGM_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+def encode_masks(masks: torch.Tensor) -> list[dict]:
+    """``bool Tensor[K, H, W]`` -> K compressed COCO RLEs ``{"size": [H, W], "counts": str}`` (JSON-ready)."""
+    if masks.shape[0] == 0:
+        return []
+    arr = np.asfortranarray(masks.cpu().numpy().astype(np.uint8).transpose(1, 2, 0))  # [H, W, K], column-major
+    rles = mask_utils.encode(arr)
+    for rle in rles:
+        rle["counts"] = rle["counts"].decode("ascii")
+    return rles
 
 
 @torch.no_grad()
 def inference(model: torch.nn.Module, loader, label_to_cat_id: list[int], device: torch.device,
               progress: bool = True) -> list[dict]:
-    """Run ``model.predict`` over ``loader``; COCO result dicts (xywh boxes, category ids)."""
+    """Run ``model.predict`` over ``loader``; COCO result dicts (xywh boxes, category ids).
+
+    When a ``Detections`` carries ``masks`` (bool ``[K, H, W]`` at the original size), each of
+    its dicts also holds ``segmentation``: a compressed RLE with ``counts`` as ``str``, so the
+    list serialises to JSON and feeds both ``coco_bbox_metrics`` and ``coco_segm_metrics``.
+    """
     model.eval()
     results = []
     bar = tqdm(loader, desc="eval", unit="batch", disable=not progress or not sys.stderr.isatty(), leave=False)
@@ -26,10 +46,14 @@ def inference(model: torch.nn.Module, loader, label_to_cat_id: list[int], device
             boxes = det.boxes.cpu().numpy()
             scores = det.scores.cpu().numpy()
             labels = det.labels.cpu().numpy()
-            for b, s, lab in zip(boxes, scores, labels):
-                results.append({"image_id": meta["image_id"], "category_id": int(label_to_cat_id[int(lab)]),
-                                "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])],
-                                "score": float(s)})
+            rles = encode_masks(det.masks) if det.masks is not None else None
+            for i, (b, s, lab) in enumerate(zip(boxes, scores, labels)):
+                result = {"image_id": meta["image_id"], "category_id": int(label_to_cat_id[int(lab)]),
+                          "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])],
+                          "score": float(s)}
+                if rles is not None:
+                    result["segmentation"] = rles[i]
+                results.append(result)
     return results
 
 
@@ -51,6 +75,33 @@ def coco_bbox_metrics(coco_gt: COCO, results: list[dict], image_ids: list[int] |
     return out
 
 
+def coco_segm_metrics(coco_gt: COCO, results: list[dict], image_ids: list[int] | None = None) -> dict[str, float]:
+    """``segm_AP`` ... ``segm_APl`` in [0, 1] from the results that carry a ``segmentation``.
+
+    Results without one are skipped; with none left every metric is 0. The dicts are copied
+    without ``bbox``: given a box, pycocotools' ``loadRes`` would take the box area as the
+    detection's area and shift APs / APm / APl (MMDetection drops it for the same reason).
+    """
+    dets = [{"image_id": r["image_id"], "category_id": r["category_id"], "score": r["score"],
+             "segmentation": r["segmentation"]} for r in results if r.get("segmentation") is not None]
+    if not dets:
+        return {f"segm_{k}": 0.0 for k in SEGM_METRICS}
+    missing = [a["id"] for a in coco_gt.dataset["annotations"] if not a.get("segmentation")]
+    if missing:
+        raise DataError(f"segm metrics need ground-truth masks; annotation id {missing[0]} "
+                        f"({len(missing)} in all) has no 'segmentation'")
+    with contextlib.redirect_stdout(io.StringIO()):
+        dt = coco_gt.loadRes(dets)
+        ev = COCOeval(coco_gt, dt, "segm")
+        if image_ids is not None:
+            ev.params.imgIds = list(image_ids)
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    stats = [max(float(v), 0.0) for v in ev.stats]
+    return {f"segm_{k}": stats[i] for i, k in enumerate(SEGM_METRICS)}
+
+
 def per_class_ap(precision: np.ndarray, names: list[str]) -> dict[str, float]:
     """AP@[.5:.95] per class from COCOeval's precision array ``[T, R, K, A, M]`` (area all, 100 dets)."""
     out = {}
@@ -65,6 +116,7 @@ def format_table(metrics: dict[str, float], per_class: dict[str, float] | None =
     """Readable COCO summary table (values in [0, 1])."""
     lines = ["| metric | value |", "|---|---|"]
     lines += [f"| bbox {k} | {metrics[f'bbox_{k}']:.4f} |" for k in BBOX_METRICS if f"bbox_{k}" in metrics]
+    lines += [f"| segm {k} | {metrics[f'segm_{k}']:.4f} |" for k in SEGM_METRICS if f"segm_{k}" in metrics]
     if per_class:
         lines += ["", "| class | AP |", "|---|---|"] + [f"| {n} | {v:.4f} |" for n, v in per_class.items()]
     return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""RoI heads: per-region box classification and regression (two-stage detectors)."""
