@@ -72,6 +72,21 @@ def evaluate(config: str, checkpoint: str, out: str | None, show_dir: str | None
     evaluate_checkpoint(load_config(config, overrides), checkpoint, out=out, show_dir=show_dir, device=device)
 
 
+@cli.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--split", type=click.Choice(["train", "val"]), default="val", show_default=True)
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Proposals file to write (.pt).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key (repeatable).")
+@click.option("--device", default=None, help="cpu or cuda (default: cuda when available).")
+def proposals(config: str, checkpoint: str, split: str, out: str, overrides: tuple[str, ...], device: str | None) -> None:
+    """Write a trained RPN's proposals for a split (input of Fast R-CNN's data.*.proposals_file)."""
+    from dettool.config import load_config
+    from dettool.trainer.proposals import write_proposals
+
+    write_proposals(load_config(config, overrides), checkpoint, split, out, device=device)
+
+
 @cli.group()
 def data() -> None:
     """Dataset utilities."""

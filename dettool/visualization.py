@@ -41,7 +41,7 @@ def plot_training_log(log_path: str | Path, out_path: str | Path) -> Path | None
     ax.set_xlabel("iteration"); ax.set_ylabel("loss"); ax.set_yscale("log"); ax.legend(); ax.grid(alpha=0.3)
     if val:
         ax = axes[0, 1]
-        for k in ("bbox_AP", "bbox_AP50", "bbox_AP75"):
+        for k in ("bbox_AP", "bbox_AP50", "bbox_AP75", "segm_AP", "AR@100", "AR@1000"):
             pts = [(r["epoch"], r[k]) for r in val if k in r]
             if pts:
                 ax.plot(*zip(*pts), marker="o", label=k)

@@ -14,6 +14,7 @@ from torch import nn
 from dettool.config import schema as S
 from dettool.data.coco import CocoDetection, TransformSpec
 from dettool.data.loader import Collate, EpochSampler
+from dettool.data.proposals import load_proposals
 from dettool.data.transforms import ScaleSpec
 from dettool.errors import ConfigError, DataError
 from dettool.trainer.models import losses as L
@@ -200,18 +201,30 @@ def ensure_synthetic(cfg: S.DataConfig) -> None:
     generate(root, cfg.synth.num_train, cfg.synth.num_val, cfg.synth.seed)
 
 
-def build_dataset(cfg: S.Config, split: str) -> CocoDetection:
-    """``split`` is 'train' (augmented, empty images filtered) or 'val'."""
+def has_masks(cfg: S.Config) -> bool:
+    """Whether the model predicts instance masks."""
+    return isinstance(cfg.model, S.TwoStageConfig) and cfg.model.roi_head.mask_head is not None
+
+
+def build_dataset(cfg: S.Config, split: str, augment: bool | None = None) -> CocoDetection:
+    """``split`` is 'train' (augmented, empty images filtered, masks loaded for mask models) or
+    'val'; ``augment=False`` reads the train split as a test set (no augmentation, no filtering)."""
     d = cfg.data
     ensure_synthetic(d)
     sc = d.train if split == "train" else d.val
-    if split == "train":
+    augment = split == "train" if augment is None else augment
+    if augment:
         spec = TransformSpec(ScaleSpec.parse(d.train_scale, "data.train_scale"), d.flip_prob, d.mean, d.std)
     else:
         spec = TransformSpec(ScaleSpec.parse(d.test_scale, "data.test_scale"), 0.0, d.mean, d.std)
     if not Path(sc.img_dir).is_dir():
         raise DataError(f"{sc.img_dir}: image folder not found (data.{split}.img_dir)")
-    ds = CocoDetection(sc.ann_file, sc.img_dir, spec, filter_empty_gt=split == "train" and d.filter_empty_gt)
+    fast_rcnn = isinstance(cfg.model, S.TwoStageConfig) and cfg.model.rpn_head is None
+    proposals = load_proposals(sc.proposals_file) if sc.proposals_file and fast_rcnn else None
+    if fast_rcnn and proposals is None:
+        raise ConfigError(f"data.{split}.proposals_file: required when model.rpn_head is null (Fast R-CNN)")
+    ds = CocoDetection(sc.ann_file, sc.img_dir, spec, filter_empty_gt=augment and d.filter_empty_gt,
+                       with_masks=augment and has_masks(cfg), proposals=proposals)
     if len(ds.cat_ids) != cfg.model.num_classes:
         raise ConfigError(f"model.num_classes: {cfg.model.num_classes} but {sc.ann_file} has {len(ds.cat_ids)} categories")
     if len(ds) == 0:

@@ -8,9 +8,10 @@ import torch
 
 from dettool.config.schema import Config
 from dettool.data.coco import load_image
-from dettool.evaluation.coco_eval import coco_bbox_metrics, format_table, inference, per_class_ap
+from dettool.evaluation.coco_eval import detection_metrics, format_table, inference, per_class_ap
 from dettool.trainer import builder
 from dettool.trainer.checkpoint import load_checkpoint, load_model_weights
+from dettool.trainer.train import is_rpn
 from dettool.visualization import draw_detections, plot_pr_curves
 
 
@@ -30,7 +31,7 @@ def evaluate_checkpoint(cfg: Config, ckpt_path: str | Path, out: str | Path | No
     dataset = builder.build_dataset(cfg, "val")
     loader = builder.build_dataloader(cfg, dataset, train=False, batch_size=2)
     results = inference(model, loader, dataset.cat_ids, dev)
-    metrics = coco_bbox_metrics(dataset.coco, results)
+    metrics = detection_metrics(dataset.coco, results, proposals_only=is_rpn(cfg))
     precision = metrics.pop("_precision", None)
     per_class = per_class_ap(precision, dataset.class_names) if precision is not None else {}
     table = format_table(metrics, per_class)

@@ -12,9 +12,9 @@ import yaml
 from torch import nn
 
 import dettool
-from dettool.config.schema import Config
+from dettool.config.schema import Config, RPNConfig
 from dettool.errors import CheckpointError, ConfigError
-from dettool.evaluation.coco_eval import coco_bbox_metrics, format_table, inference
+from dettool.evaluation.coco_eval import detection_metrics, format_table, inference
 from dettool.trainer import builder
 from dettool.trainer.checkpoint import load_checkpoint
 from dettool.trainer.distributed import DistInfo, barrier, cleanup, init_distributed
@@ -65,6 +65,11 @@ def build_hooks(cfg: Config) -> list:
     return hooks
 
 
+def is_rpn(cfg: Config) -> bool:
+    """An RPN alone is judged by proposal recall."""
+    return isinstance(cfg.model, RPNConfig)
+
+
 def make_evaluator(cfg: Config, dist_info: DistInfo):
     """``model -> metrics`` on the val split (rank 0 evaluates; other ranks wait)."""
     dataset = builder.build_dataset(cfg, "val")
@@ -74,7 +79,8 @@ def make_evaluator(cfg: Config, dist_info: DistInfo):
         metrics = {}
         if dist_info.is_main:
             results = inference(model, loader, dataset.cat_ids, dist_info.device)
-            metrics = {k: v for k, v in coco_bbox_metrics(dataset.coco, results).items() if not k.startswith("_")}
+            metrics = detection_metrics(dataset.coco, results, proposals_only=is_rpn(cfg))
+            metrics = {k: v for k, v in metrics.items() if not k.startswith("_")}
         barrier()
         return metrics
 

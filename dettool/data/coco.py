@@ -110,13 +110,16 @@ class CocoDetection(torch.utils.data.Dataset):
     image size, flipped with the image (decoded at the original size, resized bilinearly and
     thresholded at 0.5). ``meta``: ``image_id``,
     ``file_name``, ``ori_shape`` (h, w), ``img_shape`` (h, w) after resize, ``scale_factor``
-    (sx, sy), ``flip``. Indexing takes an int or ``(index, seed)``; the seed drives the random
+    (sx, sy), ``flip`` and, with a proposals file (Fast R-CNN), ``proposals`` Tensor[K, 5] in
+    resized pixels. Indexing takes an int or ``(index, seed)``; the seed drives the random
     scale and flip, so augmentation is reproducible under any number of workers and on resume.
     """
 
     def __init__(self, ann_file: str | Path, img_dir: str | Path, transform: TransformSpec,
-                 filter_empty_gt: bool = False, with_masks: bool = False) -> None:
+                 filter_empty_gt: bool = False, with_masks: bool = False,
+                 proposals: dict[int, torch.Tensor] | None = None) -> None:
         self.ann_file = Path(ann_file)
+        self.proposals = proposals
         self.img_dir = Path(img_dir)
         self.transform = transform
         self.with_masks = with_masks
@@ -198,18 +201,27 @@ class CocoDetection(torch.utils.data.Dataset):
         rng = np.random.default_rng([seed, index])
         long, short = self.transform.scale.sample(rng)
         ori_w, ori_h = img.size
-        n = boxes.shape[0]
+        n, m = boxes.shape[0], ignore.shape[0]
         masks = self.instance_masks(image_id, ori_h, ori_w) if self.with_masks else None
-        img, both, (sx, sy) = resize(img, torch.cat([boxes, ignore]), long, short)
+        props = self._proposals(image_id)
+        img, both, (sx, sy) = resize(img, torch.cat([boxes, ignore, props[:, :4]]), long, short)
         flip = bool(self.transform.flip_prob > 0 and rng.random() < self.transform.flip_prob)
         if flip:
             img = img.transpose(Image.FLIP_LEFT_RIGHT)
             both = hflip_boxes(both, img.size[0])
         tensor = to_normalized_tensor(img, self.transform.mean, self.transform.std)
-        target = {"boxes": both[:n], "labels": labels, "ignore_boxes": both[n:]}
+        target = {"boxes": both[:n], "labels": labels, "ignore_boxes": both[n:n + m]}
         if masks is not None:
             masks = resize_masks(masks, img.size[1], img.size[0])
             target["masks"] = masks.flip(-1) if flip else masks
         meta = {"image_id": image_id, "file_name": info["file_name"], "ori_shape": (ori_h, ori_w),
                 "img_shape": (tensor.shape[1], tensor.shape[2]), "scale_factor": (sx, sy), "flip": flip}
+        if self.proposals is not None:
+            meta["proposals"] = torch.cat([both[n + m:], props[:, 4:]], dim=1)
         return tensor, target, meta
+
+    def _proposals(self, image_id: int) -> torch.Tensor:
+        """This image's proposals ``[K, 5]`` (original pixels + score); empty without a proposals file."""
+        if self.proposals is None:
+            return torch.zeros((0, 5))
+        return self.proposals.get(image_id, torch.zeros((0, 5))).float()

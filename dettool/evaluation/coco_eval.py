@@ -62,7 +62,7 @@ def coco_bbox_metrics(coco_gt: COCO, results: list[dict], image_ids: list[int] |
     if not results:
         return {f"bbox_{k}": 0.0 for k in BBOX_METRICS}
     with contextlib.redirect_stdout(io.StringIO()):
-        dt = coco_gt.loadRes(results)
+        dt = coco_gt.loadRes([{k: v for k, v in r.items() if k != "segmentation"} for r in results])  # loadRes edits dicts
         ev = COCOeval(coco_gt, dt, "bbox")
         if image_ids is not None:
             ev.params.imgIds = list(image_ids)
@@ -102,6 +102,20 @@ def coco_segm_metrics(coco_gt: COCO, results: list[dict], image_ids: list[int] |
     return {f"segm_{k}": stats[i] for i, k in enumerate(SEGM_METRICS)}
 
 
+def detection_metrics(coco_gt: COCO, results: list[dict], proposals_only: bool = False) -> dict:
+    """The metrics a model is judged by: proposal recall (``AR@100/300/1000``) for an RPN, else
+    bbox metrics, plus segm metrics when results carry masks. ``_precision`` is kept for plots."""
+    if proposals_only:
+        from dettool.evaluation.proposal_eval import proposal_recall
+
+        return proposal_recall(coco_gt, results)
+    with_masks = any(r.get("segmentation") is not None for r in results)
+    metrics = coco_bbox_metrics(coco_gt, results)
+    if with_masks:
+        metrics.update(coco_segm_metrics(coco_gt, results))
+    return metrics
+
+
 def per_class_ap(precision: np.ndarray, names: list[str]) -> dict[str, float]:
     """AP@[.5:.95] per class from COCOeval's precision array ``[T, R, K, A, M]`` (area all, 100 dets)."""
     out = {}
@@ -117,6 +131,7 @@ def format_table(metrics: dict[str, float], per_class: dict[str, float] | None =
     lines = ["| metric | value |", "|---|---|"]
     lines += [f"| bbox {k} | {metrics[f'bbox_{k}']:.4f} |" for k in BBOX_METRICS if f"bbox_{k}" in metrics]
     lines += [f"| segm {k} | {metrics[f'segm_{k}']:.4f} |" for k in SEGM_METRICS if f"segm_{k}" in metrics]
+    lines += [f"| {k} | {v:.4f} |" for k, v in metrics.items() if k.startswith("AR@")]
     if per_class:
         lines += ["", "| class | AP |", "|---|---|"] + [f"| {n} | {v:.4f} |" for n, v in per_class.items()]
     return "\n".join(lines)

@@ -79,7 +79,7 @@ class LoggerHook(Hook):
             return
         self._write({"mode": "val", "epoch": runner.epoch + 1, "iter": runner.iter,
                      "elapsed_s": round(time.perf_counter() - self.t_start, 1), **runner.val_metrics})
-        summary = " ".join(f"{k}={v:.3f}" for k, v in runner.val_metrics.items() if k in ("bbox_AP", "bbox_AP50"))
+        summary = " ".join(f"{k}={v:.3f}" for k, v in runner.val_metrics.items() if k in ("bbox_AP", "bbox_AP50", "segm_AP", "AR@1000"))
         tqdm.write(f"epoch {runner.epoch + 1}: {summary}", file=sys.stderr)
 
     def after_run(self, runner) -> None:
