@@ -1,27 +1,13 @@
-"""Checkpoint files: atomic writes, safe loading (``weights_only=True``), RNG state capture."""
+"""Checkpoint files: safe loading (``weights_only=True``), RNG state capture."""
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from dettool.errors import CheckpointError
-
-
-def atomic_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def load_checkpoint(path: str | Path) -> dict:

@@ -7,12 +7,12 @@ only, never arbitrary pickles. Each row is (x1, y1, x2, y2, score) in original-i
 from __future__ import annotations
 
 import numbers
-import os
 from pathlib import Path
 
 import torch
 
 from dettool.errors import DataError
+from dettool.io import atomic_save
 
 FORMAT = "dettool-proposals"
 VERSION = 1
@@ -34,17 +34,7 @@ def save_proposals(path: str | Path, proposals: dict[int, torch.Tensor]) -> None
             shape = tuple(boxes.shape) if isinstance(boxes, torch.Tensor) else type(boxes).__name__
             raise ValueError(f"proposals: image {image_id}: expected Tensor[K, 5], got {shape}")
         data[int(image_id)] = boxes.detach().to("cpu", torch.float32).clone()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save({"format": FORMAT, "version": VERSION, "proposals": data}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_save({"format": FORMAT, "version": VERSION, "proposals": data}, path)
 
 
 def load_proposals(path: str | Path) -> dict[int, torch.Tensor]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from dettool.io import atomic_save
 from dettool.trainer.hooks.base import Hook
 
 
@@ -24,8 +25,6 @@ class CheckpointHook(Hook):
             return
         work_dir = Path(runner.work_dir)
         path = work_dir / name
-        from dettool.trainer.checkpoint import atomic_save
-
         atomic_save(runner.state_dict(), path)
         pointer = work_dir / "last_checkpoint"
         tmp = pointer.with_suffix(".tmp")
