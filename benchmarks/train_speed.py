@@ -35,6 +35,31 @@ def random_targets(batch: int, size: int, num_classes: int, gen: torch.Generator
     return out
 
 
+def sgd_step(model: torch.nn.Module, compute_loss):
+    """A training step closure: ``compute_loss()`` -> dict of loss terms (``acc*`` entries are metrics, skipped)."""
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
+
+    def step() -> None:
+        loss = sum(v for k, v in compute_loss().items() if not k.startswith("acc"))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def compare(step_ours, step_theirs, iters: int, warmup: int) -> None:
+    """Time both interleaved (machine-load drift hits both alike); print medians and the ratio."""
+    t_ours, t_theirs = [], []
+    for _ in range(2):
+        t_ours += time_steps(step_ours, iters // 2 + 1, warmup)
+        t_theirs += time_steps(step_theirs, iters // 2 + 1, warmup)
+    m_ours, m_theirs = statistics.median(t_ours), statistics.median(t_theirs)
+    print(f"dettool      : {m_ours * 1000:8.1f} ms/step (median of {len(t_ours)})")
+    print(f"torchvision  : {m_theirs * 1000:8.1f} ms/step (median of {len(t_theirs)})")
+    print(f"ratio dettool / torchvision = {m_ours / m_theirs:.3f}  (goal <= 1.0)")
+
+
 def time_steps(step, iters: int, warmup: int) -> list[float]:
     for _ in range(warmup):
         step()
@@ -66,13 +91,7 @@ def main() -> None:
     ours = build_model(cfg).train()
     metas = [{"img_shape": (args.size, args.size), "pad_shape": (args.size, args.size),
               "ori_shape": (args.size, args.size), "scale_factor": (1.0, 1.0)} for _ in range(args.batch)]
-    opt_ours = torch.optim.SGD([p for p in ours.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
-
-    def step_ours() -> None:
-        loss = sum(ours.loss(images, targets, metas).values())
-        opt_ours.zero_grad(set_to_none=True)
-        loss.backward()
-        opt_ours.step()
+    step_ours = sgd_step(ours, lambda: ours.loss(images, targets, metas))
 
     body = _resnet_fpn_extractor(resnet50(norm_layer=FrozenBatchNorm2d), trainable_layers=3,
                                  returned_layers=[2, 3, 4], extra_blocks=LastLevelP6P7(2048, 256))
@@ -80,25 +99,11 @@ def main() -> None:
                        image_mean=[0.0, 0.0, 0.0], image_std=[1.0, 1.0, 1.0]).train()
     tv_images = list(images)
     tv_targets = [{"boxes": t["boxes"], "labels": t["labels"] + 1} for t in targets]
-    opt_theirs = torch.optim.SGD([p for p in theirs.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
-
-    def step_theirs() -> None:
-        loss = sum(theirs(tv_images, tv_targets).values())
-        opt_theirs.zero_grad(set_to_none=True)
-        loss.backward()
-        opt_theirs.step()
+    step_theirs = sgd_step(theirs, lambda: theirs(tv_images, tv_targets))
 
     print(f"RetinaNet R-50-FPN training step, {args.batch} x 3 x {args.size} x {args.size}, FrozenBN, "
           f"{torch.get_num_threads()} threads, {args.iters} timed steps after {args.warmup} warm-up")
-    # Interleave the two so drift in machine load affects both alike.
-    t_ours, t_theirs = [], []
-    for _ in range(2):
-        t_ours += time_steps(step_ours, args.iters // 2 + 1, args.warmup)
-        t_theirs += time_steps(step_theirs, args.iters // 2 + 1, args.warmup)
-    m_ours, m_theirs = statistics.median(t_ours), statistics.median(t_theirs)
-    print(f"dettool      : {m_ours * 1000:8.1f} ms/step (median of {len(t_ours)})")
-    print(f"torchvision  : {m_theirs * 1000:8.1f} ms/step (median of {len(t_theirs)})")
-    print(f"ratio dettool / torchvision = {m_ours / m_theirs:.3f}  (goal <= 1.0)")
+    compare(step_ours, step_theirs, args.iters, args.warmup)
 
 
 if __name__ == "__main__":

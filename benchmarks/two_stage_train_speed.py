@@ -12,7 +12,6 @@ dettool / torchvision (goal: <= 1.0).
 from __future__ import annotations
 
 import argparse
-import statistics
 
 import torch
 from torchvision.models import resnet50
@@ -23,7 +22,7 @@ from torchvision.ops import FrozenBatchNorm2d
 from dettool.config import load_config
 from dettool.trainer.builder import build_model
 
-from train_speed import random_targets, time_steps
+from train_speed import compare, random_targets, sgd_step
 
 
 def main() -> None:
@@ -51,14 +50,7 @@ def main() -> None:
     metas = [{"img_shape": (args.size, args.size), "pad_shape": (args.size, args.size),
               "ori_shape": (args.size, args.size), "scale_factor": (1.0, 1.0)} for _ in range(args.batch)]
     our_targets = [{k: v for k, v in t.items() if args.model == "mask" or k != "masks"} for t in targets]
-    opt_ours = torch.optim.SGD([p for p in ours.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
-
-    def step_ours() -> None:
-        losses = ours.loss(images, our_targets, metas)
-        loss = sum(v for k, v in losses.items() if k.startswith("loss_"))
-        opt_ours.zero_grad(set_to_none=True)
-        loss.backward()
-        opt_ours.step()
+    step_ours = sgd_step(ours, lambda: ours.loss(images, our_targets, metas))
 
     body = _resnet_fpn_extractor(resnet50(norm_layer=FrozenBatchNorm2d), trainable_layers=3)
     cls = MaskRCNN if args.model == "mask" else FasterRCNN
@@ -67,24 +59,11 @@ def main() -> None:
     tv_targets = [{"boxes": t["boxes"], "labels": t["labels"] + 1, **({"masks": t["masks"]} if args.model == "mask" else {})}
                   for t in targets]
     tv_images = list(images)
-    opt_theirs = torch.optim.SGD([p for p in theirs.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
-
-    def step_theirs() -> None:
-        loss = sum(theirs(tv_images, tv_targets).values())
-        opt_theirs.zero_grad(set_to_none=True)
-        loss.backward()
-        opt_theirs.step()
+    step_theirs = sgd_step(theirs, lambda: theirs(tv_images, tv_targets))
 
     print(f"{cls.__name__} R-50-FPN training step, {args.batch} x 3 x {args.size} x {args.size}, FrozenBN, "
           f"{torch.get_num_threads()} threads")
-    t_ours, t_theirs = [], []
-    for _ in range(2):
-        t_ours += time_steps(step_ours, args.iters // 2 + 1, args.warmup)
-        t_theirs += time_steps(step_theirs, args.iters // 2 + 1, args.warmup)
-    m_ours, m_theirs = statistics.median(t_ours), statistics.median(t_theirs)
-    print(f"dettool      : {m_ours * 1000:8.1f} ms/step (median of {len(t_ours)})")
-    print(f"torchvision  : {m_theirs * 1000:8.1f} ms/step (median of {len(t_theirs)})")
-    print(f"ratio dettool / torchvision = {m_ours / m_theirs:.3f}  (goal <= 1.0)")
+    compare(step_ours, step_theirs, args.iters, args.warmup)
 
 
 if __name__ == "__main__":

@@ -57,19 +57,26 @@ def inference(model: torch.nn.Module, loader, label_to_cat_id: list[int], device
     return results
 
 
-def coco_bbox_metrics(coco_gt: COCO, results: list[dict], image_ids: list[int] | None = None) -> dict[str, float]:
-    """``bbox_AP`` ... ``bbox_AR100`` in [0, 1] (0 for every metric when there are no detections)."""
-    if not results:
-        return {f"bbox_{k}": 0.0 for k in BBOX_METRICS}
+def _run_cocoeval(coco_gt: COCO, dets: list[dict], iou_type: str,
+                  image_ids: list[int] | None) -> tuple[COCOeval, list[float]]:
+    """Evaluate, accumulate and summarise silently; stats clamped at 0 (pycocotools' -1 = no gt)."""
     with contextlib.redirect_stdout(io.StringIO()):
-        dt = coco_gt.loadRes([{k: v for k, v in r.items() if k != "segmentation"} for r in results])  # loadRes edits dicts
-        ev = COCOeval(coco_gt, dt, "bbox")
+        ev = COCOeval(coco_gt, coco_gt.loadRes(dets), iou_type)
         if image_ids is not None:
             ev.params.imgIds = list(image_ids)
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
-    stats = [max(float(v), 0.0) for v in ev.stats]  # pycocotools uses -1 for "no gt of this size"
+    return ev, [max(float(v), 0.0) for v in ev.stats]
+
+
+def coco_bbox_metrics(coco_gt: COCO, results: list[dict], image_ids: list[int] | None = None) -> dict[str, float]:
+    """``bbox_AP`` ... ``bbox_AR100`` in [0, 1] (0 for every metric when there are no detections)."""
+    if not results:
+        return {f"bbox_{k}": 0.0 for k in BBOX_METRICS}
+    # loadRes edits the dicts it gets (adds polygons), so it gets copies without masks
+    ev, stats = _run_cocoeval(coco_gt, [{k: v for k, v in r.items() if k != "segmentation"} for r in results],
+                              "bbox", image_ids)
     out = {f"bbox_{k}": stats[i] for i, k in enumerate(BBOX_METRICS)}
     out["_precision"] = ev.eval["precision"]  # [T, R, K, A, M]; for PR curves, not serialised
     return out
@@ -90,15 +97,7 @@ def coco_segm_metrics(coco_gt: COCO, results: list[dict], image_ids: list[int] |
     if missing:
         raise DataError(f"segm metrics need ground-truth masks; annotation id {missing[0]} "
                         f"({len(missing)} in all) has no 'segmentation'")
-    with contextlib.redirect_stdout(io.StringIO()):
-        dt = coco_gt.loadRes(dets)
-        ev = COCOeval(coco_gt, dt, "segm")
-        if image_ids is not None:
-            ev.params.imgIds = list(image_ids)
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    stats = [max(float(v), 0.0) for v in ev.stats]
+    _, stats = _run_cocoeval(coco_gt, dets, "segm", image_ids)
     return {f"segm_{k}": stats[i] for i, k in enumerate(SEGM_METRICS)}
 
 
