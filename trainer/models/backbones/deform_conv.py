@@ -1,11 +1,13 @@
-"""(Modulated) deformable 3x3 convolution (DCN, DCNv2) on torchvision.ops.deform_conv2d."""
+"""(Modulated) deformable 3x3 convolution (DCN, DCNv2) on torchvision.ops.deform_conv2d
+(with a faster, equal CPU backward: ``ops/deform_conv_cpu_grad``)."""
 from __future__ import annotations
 
 import math
 
 import torch
 from torch import nn
-from torchvision.ops import deform_conv2d
+
+from dettool.trainer.models.ops.deform_conv_cpu_grad import deform_conv2d
 
 
 class DeformConv2dPack(nn.Module):
