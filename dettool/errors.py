@@ -19,3 +19,11 @@ class CheckpointError(DettoolError):
 
 class TrainingDiverged(DettoolError):
     """The loss became NaN or infinite; training stopped, the last good checkpoint is kept."""
+
+
+class ExportError(DettoolError):
+    """A model, op or setting the exporter cannot carry into a deploy graph (the message names it)."""
+
+
+class BackendError(DettoolError):
+    """A deploy file cannot be run by the chosen backend (corrupt, wrong backend, missing runtime)."""

@@ -26,9 +26,9 @@ class Scale(nn.Module):
 
 
 def distance_to_box(points: torch.Tensor, distances: torch.Tensor) -> torch.Tensor:
-    """Points ``[N, 2]`` (x, y) and distances ``[N, 4]`` (l, t, r, b) -> boxes ``[N, 4]`` xyxy."""
-    return torch.stack([points[:, 0] - distances[:, 0], points[:, 1] - distances[:, 1],
-                        points[:, 0] + distances[:, 2], points[:, 1] + distances[:, 3]], dim=-1)
+    """Points ``[..., 2]`` (x, y) and distances ``[..., 4]`` (l, t, r, b) -> boxes ``[..., 4]`` xyxy."""
+    return torch.stack([points[..., 0] - distances[..., 0], points[..., 1] - distances[..., 1],
+                        points[..., 0] + distances[..., 2], points[..., 1] + distances[..., 3]], dim=-1)
 
 
 def centerness_target(ltrb: torch.Tensor) -> torch.Tensor:

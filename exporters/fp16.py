@@ -1,0 +1,66 @@
+"""FP32 ONNX deploy graph -> FP16 graph for TensorRT's strongly typed builder (and ONNX Runtime).
+
+TensorRT 11 has no FP16 builder flag: a network runs in FP16 where its ONNX tensors are FP16.
+The conversion is onnxruntime's maintained ``convert_float_to_float16`` with:
+
+- inputs and outputs kept float32 (``keep_io_types``);
+- every node of an ``FP32Region`` module (box decoding, proposal and detection selection, RoI
+  coordinates; found by the module class the exporter records on each node) kept float32;
+- ``DettoolBatchedNMS`` (scores and boxes in float32, as its spec says) and the standard ops that
+  ONNX Runtime has no FP16 kernel for (onnxruntime's default block list: ``NonMaxSuppression``,
+  ``RoiAlign``, ``TopK`` ...) plus ``DeformConv`` kept float32;
+- the ``rois`` input of ``DettoolMultiLevelRoIAlign`` rewired to its float32 source (its features
+  run in FP16, its coordinates must not: fp16 cannot hold pixel coordinates past 2048 exactly).
+"""
+from __future__ import annotations
+
+import ast
+
+import onnx
+from onnx import TensorProto
+
+from dettool.exporters.deploy.regions import fp32_region_classes
+
+CLASS_KEY = "pkg.torch.onnx.class_hierarchy"
+FP32_OPS = ("DettoolBatchedNMS", "DeformConv", "NonMaxSuppression", "RoiAlign", "TopK")
+
+
+def _in_fp32_region(node: onnx.NodeProto, regions: set[str]) -> bool:
+    for prop in node.metadata_props:
+        if prop.key == CLASS_KEY:
+            try:
+                classes = ast.literal_eval(prop.value)
+            except (ValueError, SyntaxError):
+                return False
+            return any(c in regions for c in classes)
+    return False
+
+
+def fp32_node_names(model: onnx.ModelProto) -> list[str]:
+    """Names of the nodes that belong to an ``FP32Region`` module."""
+    regions = fp32_region_classes()
+    return [n.name for n in model.graph.node if _in_fp32_region(n, regions)]
+
+
+def _keep_rois_fp32(model: onnx.ModelProto) -> None:
+    """Feed ``DettoolMultiLevelRoIAlign`` its float32 RoIs instead of the fp16 cast of them."""
+    casts = {n.output[0]: n for n in model.graph.node if n.op_type == "Cast"
+             and any(a.name == "to" and a.i == TensorProto.FLOAT16 for a in n.attribute)}
+    for node in model.graph.node:
+        if node.op_type == "DettoolMultiLevelRoIAlign" and node.input[0] in casts:
+            node.input[0] = casts[node.input[0]].input[0]
+    used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+    dead = [n for n in model.graph.node if n.op_type == "Cast" and n.output[0] not in used]
+    for n in dead:
+        model.graph.node.remove(n)
+
+
+def convert_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The FP16 version of a dettool FP32 deploy graph (inputs and outputs stay float32)."""
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+
+    model = convert_float_to_float16(model, keep_io_types=True,
+                                     op_block_list=sorted(set(DEFAULT_OP_BLOCK_LIST) | set(FP32_OPS)),
+                                     node_block_list=fp32_node_names(model))
+    _keep_rois_fp32(model)
+    return model

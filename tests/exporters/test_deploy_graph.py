@@ -1,0 +1,105 @@
+"""Deploy graphs run eagerly (reference dettool ops) give exactly ``model.predict``'s detections."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from dettool.config import load_config
+from dettool.errors import ExportError
+from dettool.exporters.deploy.detector import build_deploy_model
+from dettool.runtime.backend import DeployOutputs, image_shapes_tensor, outputs_to_detections
+from dettool.trainer import builder
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+MODELS = ["retinanet", "fcos", "faster_rcnn", "mask_rcnn", "cascade_rcnn", "cascade_mask_rcnn", "faster_rcnn_r18_fpn_dconv"]
+
+
+def config_path(name: str) -> Path:
+    return CONFIGS / (f"{name}_synth.yaml" if name.endswith("dconv") else f"{name}_r18_fpn_synth.yaml")
+
+
+def tiny_cfg(name: str, root: Path, *extra: str):
+    sets = [f"data.train.ann_file={root / 'annotations/train.json'}", f"data.train.img_dir={root / 'train'}",
+            f"data.val.ann_file={root / 'annotations/val.json'}", f"data.val.img_dir={root / 'val'}",
+            "data.synth=null", "data.num_workers=0", "data.test_scale=128x96", "test.score_thr=0.001", *extra]
+    return load_config(config_path(name), sets)
+
+
+def random_model(cfg, seed: int = 0) -> torch.nn.Module:
+    """A randomly initialised detector whose heads give spread-out scores (not the near-constant prior)."""
+    torch.manual_seed(seed)
+    model = builder.build_model(cfg).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if any(k in name for k in ("cls", "reg", "centerness", "fc_", "conv_logits")):
+                p.normal_(0.0, 0.05)
+    return model
+
+
+def deploy_detections(deploy, images, metas):
+    with torch.no_grad():
+        out = deploy(images, image_shapes_tensor(metas))
+    return outputs_to_detections(DeployOutputs(*out[:4], masks=out[4] if len(out) > 4 else None), metas)
+
+
+def assert_same(ref, got, box_atol: float = 1e-4, mask_flips: float = 0.0):
+    """Same detections; ``mask_flips``: tolerated fraction of mask pixels that differ (float noise
+    can move a box edge by 1e-4 px and flip a boundary pixel of its pasted mask)."""
+    assert len(ref) == len(got)
+    for r, d in zip(ref, got):
+        assert len(r) == len(d)
+        assert torch.equal(r.labels, d.labels)
+        torch.testing.assert_close(d.boxes, r.boxes, atol=box_atol, rtol=0)
+        torch.testing.assert_close(d.scores, r.scores, atol=1e-5, rtol=0)
+        if r.masks is not None:
+            assert (r.masks != d.masks).float().mean() <= mask_flips
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_deploy_graph_equals_predict(name, tiny_synth):
+    cfg = tiny_cfg(name, tiny_synth)
+    model = random_model(cfg)
+    deploy = build_deploy_model(model)
+    assert deploy.with_masks == ("mask" in name)
+    dataset = builder.build_dataset(cfg, "val")
+    images, _, metas = next(iter(builder.build_dataloader(cfg, dataset, train=False, batch_size=3)))
+    assert len({m["img_shape"] for m in metas}) > 1  # varied sizes, padded into one batch
+    ref = model.predict(images, metas)
+    assert sum(len(r) for r in ref) > 0
+    assert_same(ref, deploy_detections(deploy, images, metas))
+
+
+def test_batch_of_three_equals_three_batches_of_one(tiny_synth):
+    """Per-image results do not depend on the batch (same padded size, different image shapes);
+    convolutions pick other kernels for another batch size, hence the float tolerance."""
+    cfg = tiny_cfg("mask_rcnn", tiny_synth)
+    deploy = build_deploy_model(random_model(cfg, seed=1))
+    dataset = builder.build_dataset(cfg, "val")
+    images, _, metas = next(iter(builder.build_dataloader(cfg, dataset, train=False, batch_size=3)))
+    batched = deploy_detections(deploy, images, metas)
+    singles = [deploy_detections(deploy, images[i:i + 1], metas[i:i + 1])[0] for i in range(3)]
+    assert_same(singles, batched, box_atol=1e-3, mask_flips=1e-3)
+
+
+def test_soft_nms_and_fast_rcnn_are_refused_by_name(tiny_synth):
+    cfg = tiny_cfg("retinanet", tiny_synth, "test.nms_type=soft_nms_linear")
+    with pytest.raises(ExportError, match="test.nms_type=soft_nms_linear"):
+        build_deploy_model(builder.build_model(cfg))
+    cfg = tiny_cfg("faster_rcnn", tiny_synth)
+    model = builder.build_model(cfg)
+    model.rpn_head = None
+    with pytest.raises(ExportError, match="Fast R-CNN"):
+        build_deploy_model(model)
+
+
+def test_trained_model_is_not_modified(tiny_synth):
+    cfg = tiny_cfg("faster_rcnn_r18_fpn_dconv", tiny_synth)
+    model = random_model(cfg)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    build_deploy_model(model)
+    from dettool.trainer.models.backbones.deform_conv import DeformConv2dPack
+
+    assert any(isinstance(m, DeformConv2dPack) for m in model.modules())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
