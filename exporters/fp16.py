@@ -55,6 +55,25 @@ def _keep_rois_fp32(model: onnx.ModelProto) -> None:
         model.graph.node.remove(n)
 
 
+def _sort_topologically(graph: onnx.GraphProto) -> None:
+    """Reorder ``graph.node`` so every node follows its inputs' producers (the converter appends
+    its input casts after their consumers, which ``onnx.checker`` rejects)."""
+    available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        ready = [n for n in pending if all(i in available for i in n.input)]
+        if not ready:
+            raise ValueError(f"graph has a cycle or a dangling input at node {pending[0].name}")
+        for n in ready:
+            available.update(n.output)
+        ordered += ready
+        ready_ids = {id(n) for n in ready}
+        pending = [n for n in pending if id(n) not in ready_ids]
+    copies = [onnx.NodeProto.FromString(n.SerializeToString()) for n in ordered]
+    del graph.node[:]
+    graph.node.extend(copies)
+
+
 def convert_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     """The FP16 version of a dettool FP32 deploy graph (inputs and outputs stay float32)."""
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
@@ -63,4 +82,5 @@ def convert_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
                                      op_block_list=sorted(set(DEFAULT_OP_BLOCK_LIST) | set(FP32_OPS)),
                                      node_block_list=fp32_node_names(model))
     _keep_rois_fp32(model)
+    _sort_topologically(model.graph)
     return model

@@ -152,7 +152,8 @@ def export_onnx(cfg: Config, checkpoint: str | Path, out: str | Path, *, fp16: b
     class_names = list(meta_ckpt.get("class_names") or [f"class_{i}" for i in range(num_classes)])
     cat_ids = list(meta_ckpt.get("cat_ids") or range(1, num_classes + 1))
     deploy = build_deploy_model(model)
-    inputs = example_inputs(cfg, batch)
+    # torch.export specialises a dimension whose example size is 1: trace a dynamic batch with 2.
+    inputs = example_inputs(cfg, max(batch, 2) if dynamic_batch else batch)
     onnx_model = trace_to_onnx(deploy, inputs, portable, dynamic_batch, cfg.data.size_divisor)
     if fp16:
         from dettool.exporters.fp16 import convert_to_fp16

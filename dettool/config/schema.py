@@ -468,6 +468,25 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class DeployConfig:
+    """TensorRT engine building: the optimization profile and builder limits.
+
+    Sizes are ``(height, width)`` of the padded network input; ``None`` derives them from
+    ``data.test_scale``: ``opt`` is a 4:3 landscape image at the test scale, ``max`` a square of
+    the long side (either orientation fits), ``min`` one ``size_divisor`` block.
+    """
+
+    min_batch: int = 1
+    opt_batch: int = 1
+    max_batch: int = 8
+    min_size: Optional[tuple[int, int]] = None
+    opt_size: Optional[tuple[int, int]] = None
+    max_size: Optional[tuple[int, int]] = None
+    workspace_mb: int = 4096
+    timing_cache: str = ""
+
+
+@dataclass(frozen=True)
 class Config:
     """Root of a dettool config file."""
 
@@ -475,5 +494,6 @@ class Config:
     data: DataConfig
     train: TrainConfig = field(default_factory=TrainConfig)
     test: TestConfig = field(default_factory=TestConfig)
+    deploy: DeployConfig = field(default_factory=DeployConfig)
     work_dir: str = ""
     source: str = ""
