@@ -1,0 +1,168 @@
+"""Standard-ONNX (opset 19) translations of the dettool operators: the ``--portable`` flavour.
+
+Each function writes the same semantics as the reference in ``dettool.ops`` (docs/custom_ops.md)
+with default-domain operators only, so any ONNX runtime runs the graph:
+
+- batched NMS: ``NonMaxSuppression`` (per class, smaller box index first on equal scores, as
+  torchvision), then the kept candidates are scattered into a dense ``[B, N * C]`` score map
+  (``-inf`` elsewhere) whose ``TopK`` (``k = min(K, N * C)``; equal values in increasing index,
+  i.e. flat index ``n * C + c``) orders them; the result is padded to ``K`` rows.
+- multi-level RoIAlign: one ``RoiAlign`` per level over all RoIs, combined by each RoI's level
+  with ``Where``; RoiAlign runs in float32.
+- modulated deformable convolution: ``DeformConv`` (float32).
+
+Trace-only onnxscript functions (see ``onnx_ops.py``).
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+from onnxscript import ir
+from onnxscript import opset19 as op
+from onnxscript.onnx_types import TensorType
+
+FLOAT = ir.DataType.FLOAT
+INT64 = ir.DataType.INT64
+INT32 = ir.DataType.INT32
+
+
+def _ints(*values: int):
+    return op.Constant(value_ints=[int(v) for v in values])
+
+
+def _float(value: float):
+    return op.Constant(value_float=float(value))
+
+
+def _to_float32(x):
+    return x if x.dtype == FLOAT else op.Cast(x, to=FLOAT)
+
+
+def _column(x, index: int):
+    """``x[:, index]`` of a 2-d tensor, as a 1-d tensor."""
+    return op.Squeeze(op.Slice(x, _ints(index), _ints(index + 1), _ints(1)), _ints(1))
+
+
+def portable_batched_nms(boxes, scores, score_threshold: float, iou_threshold: float, max_output_boxes: int):
+    """``dettool::batched_nms`` as NonMaxSuppression + TopK + padding.
+
+    Per-class boxes ``[B, N, C, 4]`` run NMS as ``B * C`` batches of one class each (exact; no
+    coordinate offsets). Per class at most ``K`` boxes are kept, which loses nothing since at most
+    ``K`` detections of all classes are output.
+
+    Args:
+        boxes: ``[B, N, 4]`` or ``[B, N, C, 4]``.
+        scores: ``[B, N, C]``.
+
+    Returns: ``num_dets [B]`` int32, ``det_boxes [B, K, 4]``, ``det_scores [B, K]``, ``det_classes [B, K]`` int32.
+    """
+    k = int(max_output_boxes)
+    per_class = len(boxes.shape) == 4  # before the Cast: Cast outputs carry no shape while tracing
+    boxes, scores = _to_float32(boxes), _to_float32(scores)
+    batch = op.Shape(scores, start=0, end=1)
+    num_boxes = op.Shape(scores, start=1, end=2)
+    num_classes = op.Shape(scores, start=2, end=3)
+    num_flat = op.Mul(num_boxes, num_classes)
+    # Reshapes spell every dimension out (a -1 cannot be inferred when N == 0) with allowzero=1
+    # (a 0 means an empty dimension, not 'copy the input's').
+    if per_class:  # one NMS batch per (image, class): [B * C, N, 4] and scores [B * C, 1, N]
+        batch_classes = op.Mul(batch, num_classes)
+        nms_boxes = op.Reshape(op.Transpose(boxes, perm=[0, 2, 1, 3]),
+                               op.Concat(batch_classes, num_boxes, _ints(4), axis=0), allowzero=1)
+        nms_scores = op.Reshape(op.Transpose(scores, perm=[0, 2, 1]),
+                                op.Concat(batch_classes, _ints(1), num_boxes, axis=0), allowzero=1)
+    else:
+        nms_boxes, nms_scores = boxes, op.Transpose(scores, perm=[0, 2, 1])
+    selected = op.NonMaxSuppression(nms_boxes, nms_scores, op.Constant(value_int=k), _float(iou_threshold),
+                                    _float(score_threshold))  # [S, 3] (batch, class, box)
+    if per_class:
+        image = op.Div(_column(selected, 0), num_classes)
+        cls = op.Mod(_column(selected, 0), num_classes)
+    else:
+        image, cls = _column(selected, 0), _column(selected, 1)
+    flat_index = op.Add(op.Mul(_column(selected, 2), num_classes), cls)  # n * C + c
+    image_and_flat = op.Concat(op.Unsqueeze(image, _ints(1)), op.Unsqueeze(flat_index, _ints(1)), axis=1)  # [S, 2]
+
+    flat_scores = op.Reshape(scores, op.Concat(batch, num_flat, axis=0), allowzero=1)  # [B, N * C]
+    neg_inf = _float(-math.inf)
+    dense = op.ScatterND(op.Expand(neg_inf, op.Shape(flat_scores)), image_and_flat,
+                         op.GatherND(flat_scores, image_and_flat))
+    top_k = op.Min(num_flat, _ints(k))  # TopK's k must not exceed N * C
+    values, order = op.TopK(dense, top_k, axis=1, largest=1, sorted=1)  # [B, k']
+    pads = op.Concat(_ints(0, 0, 0), op.Sub(_ints(k), top_k), axis=0)
+    values = op.Pad(values, pads, neg_inf)  # [B, K]
+    order = op.Pad(order, pads, op.Constant(value_int=0))
+    valid = op.Greater(values, neg_inf)
+
+    num_dets = op.Cast(op.ReduceSum(op.Cast(valid, to=INT64), _ints(1), keepdims=0), to=INT32)
+    det_scores = op.Where(valid, values, _float(0.0))
+    det_classes = op.Cast(op.Where(valid, op.Mod(order, num_classes), op.Constant(value_int=-1)), to=INT32)
+    # One zero row after the last box keeps the padding rows' index 0 in range when N * C == 0.
+    box_rows = op.Reshape(boxes, op.Concat(batch, num_flat if per_class else num_boxes, _ints(4), axis=0),
+                          allowzero=1)  # [B, N or N * C, 4]
+    box_rows = op.Pad(box_rows, _ints(0, 0, 0, 0, 1, 0), _float(0.0))
+    row_index = order if per_class else op.Div(order, num_classes)
+    det_boxes = op.GatherND(box_rows, op.Unsqueeze(row_index, _ints(2)), batch_dims=1)  # [B, K, 4]
+    det_boxes = op.Where(op.Unsqueeze(valid, _ints(2)), det_boxes, _float(0.0))
+    return num_dets, det_boxes, det_scores, det_classes
+
+
+def _roi_levels(boxes, num_levels: int, finest_scale: int):
+    """Level of each RoI as float ``[R]``: ``clamp(floor(log2(sqrt(w * h) / finest_scale + 1e-6)), 0, L - 1)``.
+
+    ``floor(log2(v)) >= l`` is written ``v >= 2 ** l`` (exact, no Log rounding; the TensorRT plugin
+    does the same); a RoI whose scale is NaN (negative area) gets level -1.
+    """
+    width = op.Sub(_column(boxes, 2), _column(boxes, 0))
+    height = op.Sub(_column(boxes, 3), _column(boxes, 1))
+    v = op.Add(op.Div(op.Sqrt(op.Mul(width, height)), _float(finest_scale)), _float(1e-6))
+    level = op.ConstantOfShape(op.Shape(v))  # float32 zeros [R]
+    for lvl in range(1, num_levels):
+        level = op.Add(level, op.Cast(op.GreaterOrEqual(v, _float(2.0 ** lvl)), to=FLOAT))
+    return op.Where(op.IsNaN(v), _float(-1.0), level)
+
+
+def portable_multi_level_roi_align(rois, feats: Sequence[TensorType], output_height: int, output_width: int,
+                                   featmap_strides: Sequence[int], sampling_ratio: int, finest_scale: int,
+                                   aligned: bool):
+    """``dettool::multi_level_roi_align`` as one ``RoiAlign`` (opset 16+) per level, merged by level.
+
+    Args:
+        rois: ``[R, 5]`` ``(batch_index, x1, y1, x2, y2)``.
+        feats: L tensors ``[B, C, H_l, W_l]``.
+
+    Returns: ``[R, C, output_height, output_width]`` of the features' type.
+    """
+    rois = _to_float32(rois)
+    boxes = op.Slice(rois, _ints(1), _ints(5), _ints(1))  # [R, 4]
+    # A RoI of negative area or with a batch index outside (-1, B) pools to zeros (level -1); its
+    # index becomes 0 for RoiAlign, which rejects indices outside the batch.
+    index = _column(rois, 0)
+    batch = op.Cast(op.Shape(feats[0], start=0, end=1), to=FLOAT)
+    in_batch = op.And(op.Greater(index, _float(-1.0)), op.Less(index, batch))
+    batch_index = op.Where(in_batch, op.Cast(index, to=INT64), op.Constant(value_int=0))  # truncated toward 0
+    level = op.Where(in_batch, _roi_levels(boxes, len(feats), finest_scale), _float(-1.0))
+    level = op.Unsqueeze(level, _ints(1, 2, 3))  # [R, 1, 1, 1]
+    mode = "half_pixel" if aligned else "output_half_pixel"
+    out = None
+    for lvl, (feat, stride) in enumerate(zip(feats, featmap_strides)):
+        pooled = op.RoiAlign(_to_float32(feat), boxes, batch_index, coordinate_transformation_mode=mode, mode="avg",
+                             output_height=int(output_height), output_width=int(output_width),
+                             sampling_ratio=int(sampling_ratio), spatial_scale=1.0 / float(stride))
+        out = op.Where(op.Equal(level, _float(lvl)), pooled, _float(0.0) if out is None else out)
+    feat_type = feats[0].dtype
+    return out if feat_type == FLOAT else op.Cast(out, to=feat_type)
+
+
+def portable_modulated_deform_conv(input, offset, mask, weight, bias, stride: Sequence[int], padding: Sequence[int],
+                                   dilation: Sequence[int], groups: int, deform_groups: int):
+    """``dettool::modulated_deform_conv`` as opset-19 ``DeformConv`` (run in float32).
+
+    Returns: ``[B, Co, Ho, Wo]`` of the input's type.
+    """
+    out = op.DeformConv(_to_float32(input), _to_float32(weight), _to_float32(offset), _to_float32(bias),
+                        _to_float32(mask), dilations=[int(d) for d in dilation], group=int(groups),
+                        offset_group=int(deform_groups), pads=[int(padding[0]), int(padding[1])] * 2,
+                        strides=[int(s) for s in stride])
+    return out if input.dtype == FLOAT else op.Cast(out, to=input.dtype)

@@ -1,0 +1,139 @@
+"""runtime.ort_custom_ops on hand-built ONNX graphs: the model adaptation, FP16, errors."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper
+
+from dettool.errors import DettoolError
+from dettool.ops import batched_nms, multi_level_roi_align
+from dettool.runtime.ort_custom_ops import CONTRIB_DOMAIN, MAX_FEATURE_LEVELS, adapt_model, make_session
+
+STRIDES = [4, 8, 16]
+
+
+def roi_align_model(feat_type: int = TensorProto.FLOAT, num_levels: int = 3,
+                    value_info: bool = True) -> onnx.ModelProto:
+    """``rois [R, 5]`` and ``f0 .. f{L-1}`` -> Identity -> DettoolMultiLevelRoIAlign -> ``pooled``."""
+    feats = [f"f{i}" for i in range(num_levels)]
+    nodes = [helper.make_node("Identity", ["rois"], ["rois_copy"]),
+             helper.make_node("DettoolMultiLevelRoIAlign", ["rois_copy", *feats], ["pooled"], name="roi_align",
+                              domain="dettool", output_height=7, output_width=5,
+                              featmap_strides=[4 * 2 ** i for i in range(num_levels)], sampling_ratio=2,
+                              finest_scale=56, aligned=1, plugin_namespace="dettool", plugin_version="1")]
+    inputs = [helper.make_tensor_value_info("rois", TensorProto.FLOAT, ["R", 5])]
+    inputs += [helper.make_tensor_value_info(f, feat_type, ["B", 4, f"H{i}", f"W{i}"]) for i, f in enumerate(feats)]
+    infos = [helper.make_tensor_value_info("rois_copy", TensorProto.FLOAT, ["R", 5])] if value_info else []
+    graph = helper.make_graph(nodes, "g", inputs, [helper.make_tensor_value_info("pooled", feat_type, None)],
+                              value_info=infos)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19), helper.make_opsetid("dettool", 1)],
+                             ir_version=10)
+
+
+def nms_model(box_type: int = TensorProto.FLOAT) -> onnx.ModelProto:
+    node = helper.make_node("DettoolBatchedNMS", ["boxes", "scores"], ["num", "boxes_out", "scores_out", "classes"],
+                            domain="dettool", score_threshold=0.1, iou_threshold=0.5, max_output_boxes=5)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("boxes", box_type, None),
+                                            helper.make_tensor_value_info("scores", TensorProto.FLOAT, None)],
+                              [helper.make_tensor_value_info("num", TensorProto.INT32, None),
+                               helper.make_tensor_value_info("boxes_out", TensorProto.FLOAT, None),
+                               helper.make_tensor_value_info("scores_out", TensorProto.FLOAT, None),
+                               helper.make_tensor_value_info("classes", TensorProto.INT32, None)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19), helper.make_opsetid("dettool", 1)],
+                             ir_version=10)
+
+
+def roi_align_feed(dtype=np.float32) -> dict[str, np.ndarray]:
+    g = torch.Generator().manual_seed(0)
+    rois = torch.tensor([[0, 4.0, 4, 40, 30], [1, 10, 20, 150, 130], [0, 0, 0, 300, 250], [1, 50, 50, 52, 52]])
+    feeds = {f"f{i}": torch.randn(2, 4, 128 // s, 96 // s, generator=g).numpy().astype(dtype)
+             for i, s in enumerate(STRIDES)}
+    return {"rois": rois.numpy(), **feeds}
+
+
+def reference_roi_align(feed: dict[str, np.ndarray]) -> np.ndarray:
+    feats = [torch.from_numpy(feed[f"f{i}"]) for i in range(len(STRIDES))]
+    return multi_level_roi_align(torch.from_numpy(feed["rois"]), feats, 7, 5, STRIDES, 2, 56, True).numpy()
+
+
+def test_dettool_nodes_become_python_ops_and_the_model_is_not_changed() -> None:
+    model = roi_align_model()
+    before = model.SerializeToString()
+    adapted = adapt_model(model)
+    assert model.SerializeToString() == before
+    node = next(n for n in adapted.graph.node if n.name == "roi_align")
+    assert (node.domain, node.op_type) == (CONTRIB_DOMAIN, "DettoolMultiLevelRoIAlign_L3")
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    assert attrs["featmap_strides"] == b"4,8,16" and attrs["aligned"] == 1
+    assert "plugin_namespace" not in attrs and "plugin_version" not in attrs
+    assert {o.domain for o in adapted.opset_import} == {"", CONTRIB_DOMAIN}
+
+
+def test_session_from_a_file_matches_the_reference_and_leaves_the_file(tmp_path) -> None:
+    path = tmp_path / "roi_align.onnx"
+    onnx.save(roi_align_model(), path)
+    before = path.read_bytes()
+    feed = roi_align_feed()
+    (pooled,) = make_session(path).run(None, feed)
+    np.testing.assert_array_equal(pooled, reference_roi_align(feed))
+    assert path.read_bytes() == before
+
+
+def test_values_without_type_are_inferred() -> None:
+    feed = roi_align_feed()
+    (pooled,) = make_session(roi_align_model(value_info=False)).run(None, feed)
+    np.testing.assert_array_equal(pooled, reference_roi_align(feed))
+
+
+def test_float16_features_are_cast_around_the_python_op() -> None:
+    model = roi_align_model(TensorProto.FLOAT16)
+    casts = [n for n in adapt_model(model).graph.node if n.op_type == "Cast"]
+    assert len(casts) == 4  # three feature levels in, the pooled features out
+    feed = roi_align_feed(np.float16)
+    (pooled,) = make_session(model).run(None, feed)
+    assert pooled.dtype == np.float16
+    np.testing.assert_array_equal(pooled, reference_roi_align(feed))  # the reference also pools in float32
+
+
+def test_nms_takes_float16_boxes() -> None:
+    g = torch.Generator().manual_seed(1)
+    xy = torch.rand(2, 20, 2, generator=g) * 50
+    boxes = torch.cat([xy, xy + 20], dim=-1).half()
+    scores = torch.rand(2, 20, 3, generator=g)
+    outputs = make_session(nms_model(TensorProto.FLOAT16)).run(None, {"boxes": boxes.numpy(), "scores": scores.numpy()})
+    for out, ref in zip(outputs, batched_nms(boxes, scores, 0.1, 0.5, 5)):
+        np.testing.assert_array_equal(out, ref.numpy())
+
+
+def test_portable_models_pass_through() -> None:
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)], ir_version=10)
+    assert adapt_model(model) is model
+    (y,) = make_session(model).run(None, {"x": np.array([-1.0, 2.0], np.float32)})
+    assert y.tolist() == [0.0, 2.0]
+
+
+def test_unsupported_graphs_raise_dettool_errors() -> None:
+    unknown = roi_align_model()
+    unknown.graph.node[1].op_type = "DettoolSomethingElse"
+    with pytest.raises(DettoolError, match="DettoolSomethingElse"):
+        adapt_model(unknown)
+    with pytest.raises(DettoolError, match="'boxes' is INT64"):
+        adapt_model(nms_model(TensorProto.INT64))
+    with pytest.raises(DettoolError, match=f"ONNX Runtime runs 1 to {MAX_FEATURE_LEVELS}"):
+        adapt_model(roi_align_model(num_levels=MAX_FEATURE_LEVELS + 1))
+
+
+def test_an_error_inside_a_python_op_is_raised_and_the_session_survives() -> None:
+    # An exception escaping an onnxruntime-extensions Python op would abort the process.
+    session = make_session(nms_model())
+    disjoint = np.array([[[0, 0, 10, 10], [20, 0, 30, 10], [40, 0, 50, 10], [60, 0, 70, 10]]], np.float32)
+    good = {"boxes": disjoint, "scores": np.ones((1, 4, 2), np.float32)}
+    with pytest.raises(DettoolError, match="boxes must be"):
+        session.run(None, {"boxes": np.zeros((1, 4, 5), np.float32), "scores": good["scores"]})
+    num_dets, *_ = session.run(None, good)
+    assert num_dets.tolist() == [5]  # 8 candidates, K = 5
