@@ -2,17 +2,19 @@
  * The registration unit of libdettool_plugins.so: the three creators, how TensorRT finds them,
  * and what the library was built with.
  *
- * Two ways to load the library, both supported:
- *  - dlopen (Python ctypes.CDLL, trtexec --staticPlugins): a static initializer registers the
- *    creators with the getPluginRegistry() of the libnvinfer already loaded in the process;
- *  - IPluginRegistry::loadLibrary (trtexec --dynamicPlugins, tensorrt's load_library): TensorRT
- *    calls getCreators() and registers what it returns. Because loadLibrary fails when a returned
- *    creator is already registered, getCreators() returns only the creators the static
- *    initializer did not register. Set DETTOOL_TRT_PLUGIN_NO_STATIC_REGISTRATION=1 to leave all
- *    registration to loadLibrary (e.g. plugin libraries serialized with version-compatible engines).
+ * Two ways to load the library, both supported, never registering a creator twice:
+ *  - dlopen by the application (Python ctypes.CDLL after `import tensorrt`, trtexec
+ *    --staticPlugins, a C++ program): a static initializer registers the creators with the
+ *    getPluginRegistry() of the libnvinfer already loaded in the process;
+ *  - IPluginRegistry::loadLibrary (tensorrt's registry.load_library, trtexec --dynamicPlugins):
+ *    TensorRT calls getCreators() and registers what it returns. The static initializer sees
+ *    libnvinfer on its call stack and leaves the registration to TensorRT (loadLibrary fails if a
+ *    creator it is handed is already registered); should that check miss, getCreators() returns
+ *    only the creators not registered statically.
+ * DETTOOL_TRT_PLUGIN_NO_STATIC_REGISTRATION=1 switches the static registration off altogether.
  *
  * The library does not link libnvinfer, so one build serves TensorRT 10 and 11 (libnvinfer.so.10
- * or .11), as far as their IPluginV3 interfaces are the same.
+ * or .11) as far as their IPluginV3 interfaces are the same.
  */
 #include "batched_nms/batched_nms_plugin.h"
 #include "modulated_deform_conv/modulated_deform_conv_plugin.h"
@@ -24,6 +26,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <cuda_runtime_api.h>
+#include <dlfcn.h>
+#include <execinfo.h>
 #include <mutex>
 #include <string>
 
@@ -87,13 +91,36 @@ int32_t registerWithGlobalRegistry()
     return count;
 }
 
-//! The static initializer: registration at load time, unless switched off.
+//! Whether a libnvinfer* (full, lean or dispatch runtime) is on the call stack: TensorRT's
+//! IPluginRegistry::loadLibrary is loading this library and will register getCreators() itself.
+bool calledFromTensorRt() noexcept
+{
+    void* frames[64];
+    int32_t const depth = backtrace(frames, 64);
+    for (int32_t i = 1; i < depth; ++i)
+    {
+        Dl_info info;
+        if (dladdr(frames[i], &info) != 0 && info.dli_fname != nullptr)
+        {
+            char const* slash = std::strrchr(info.dli_fname, '/');
+            if (std::strncmp(slash ? slash + 1 : info.dli_fname, "libnvinfer", 10) == 0)
+            {
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+//! The static initializer: registration at load time, unless TensorRT is loading the library or
+//! DETTOOL_TRT_PLUGIN_NO_STATIC_REGISTRATION is set.
 struct StaticRegistration
 {
     StaticRegistration()
     {
         char const* off = std::getenv("DETTOOL_TRT_PLUGIN_NO_STATIC_REGISTRATION");
-        if (off == nullptr || off[0] == '\0' || std::strcmp(off, "0") == 0)
+        bool const disabled = off != nullptr && off[0] != '\0' && std::strcmp(off, "0") != 0;
+        if (!disabled && !calledFromTensorRt())
         {
             registerWithGlobalRegistry();
         }

@@ -26,7 +26,10 @@ def _pad_detections(boxes, scores, classes, k):
     return n, out_boxes, out_scores, out_classes
 
 
-def _stack_images(per_image):
+def _stack_images(per_image, k):
+    if not per_image:  # no images
+        return (torch.zeros((0,), dtype=torch.int32), torch.zeros((0, k, 4)), torch.zeros((0, k)),
+                torch.zeros((0, k), dtype=torch.int32))
     nums, boxes, scores, classes = zip(*per_image)
     return (torch.tensor(nums, dtype=torch.int32), torch.stack(boxes), torch.stack(scores), torch.stack(classes))
 
@@ -63,7 +66,7 @@ def reference_batched_nms(boxes: torch.Tensor, scores: torch.Tensor, score_thres
         kept = kept[torch.argsort(index[kept])]  # by flat index, then stably by score
         kept = kept[torch.sort(cand_scores[kept], descending=True, stable=True).indices][:max_output_boxes]
         per_image.append(_pad_detections(cand_boxes[kept], cand_scores[kept], cand_classes[kept], max_output_boxes))
-    return _stack_images(per_image)
+    return _stack_images(per_image, max_output_boxes)
 
 
 def torchvision_batched_nms(boxes: torch.Tensor, scores: torch.Tensor, score_threshold: float,
@@ -81,7 +84,7 @@ def torchvision_batched_nms(boxes: torch.Tensor, scores: torch.Tensor, score_thr
         cand_classes = index % num_classes
         keep = torchvision.ops.batched_nms(cand_boxes, cand_scores, cand_classes, iou_threshold)[:max_output_boxes]
         per_image.append(_pad_detections(cand_boxes[keep], cand_scores[keep], cand_classes[keep], max_output_boxes))
-    return _stack_images(per_image)
+    return _stack_images(per_image, max_output_boxes)
 
 
 def map_roi_levels(rois: torch.Tensor, num_levels: int, finest_scale: int) -> torch.Tensor:

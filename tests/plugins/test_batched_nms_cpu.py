@@ -81,7 +81,9 @@ def test_empty_inputs(cpu_ops, case):
         thr = 1.0
     boxes = random_boxes(g, b, n)
     scores = torch.rand(b, n, c, generator=g)
-    num, det_boxes, det_scores, det_classes = cpu_ops.batched_nms(boxes, scores, thr, 0.5, k)
+    got = cpu_ops.batched_nms(boxes, scores, thr, 0.5, k)
+    assert_same_detections(got, reference_batched_nms(boxes, scores, thr, 0.5, k))
+    num, det_boxes, det_scores, det_classes = got
     assert num.shape == (b,) and det_boxes.shape == (b, k, 4) and det_classes.shape == (b, k)
     assert (num == 0).all()
     assert (det_classes == -1).all() and (det_scores == 0).all() and (det_boxes == 0).all()

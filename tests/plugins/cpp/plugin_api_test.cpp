@@ -7,10 +7,14 @@
  * as PluginFields, output shapes through an IExprBuilder, format combinations, serialization round
  * trips, shape checks. enqueue (a CUDA launch) is left to tests/tensorrt and tests/gpu.
  *
- * Usage: dettool_plugin_api_test static|dynamic
- *   static:  the static initializer must have registered the three creators, getCreators() none;
- *   dynamic: run with DETTOOL_TRT_PLUGIN_NO_STATIC_REGISTRATION=1: nothing registered at load,
- *            getCreators() returns all three.
+ * Usage: dettool_plugin_api_test static|dynamic        (linked with the plugin library)
+ *        dettool_plugin_loadlibrary_test loadlibrary <libdettool_plugins.so>
+ *   static:      the static initializer must have registered the three creators, getCreators() none;
+ *   dynamic:     run with DETTOOL_TRT_PLUGIN_NO_STATIC_REGISTRATION=1: nothing registered at load,
+ *                getCreators() returns all three;
+ *   loadlibrary: built with DETTOOL_LOAD_THROUGH_STUB, the library is dlopened from a stub named
+ *                libnvinfer_*.so, as TensorRT's loadLibrary does: the static initializer must leave
+ *                the registration to TensorRT and getCreators() return all three.
  */
 #include <NvInferRuntime.h>
 #include <NvInferVersion.h>
@@ -24,12 +28,27 @@
 
 using namespace nvinfer1;
 
+#ifdef DETTOOL_LOAD_THROUGH_STUB
+#include <dlfcn.h>
+extern "C" void* stubLoadLibrary(char const* path, int32_t* nbCreators);
+#else
 extern "C" IPluginCreatorInterface* const* getCreators(int32_t& nbCreators);
 extern "C" int32_t dettoolRegisterPlugins();
 extern "C" char const* dettoolPluginBuildInfo();
+#endif
 
 namespace
 {
+
+//! The library's exported entry points.
+struct Library
+{
+    IPluginCreatorInterface* const* (*getCreators)(int32_t&) = nullptr;
+    int32_t (*registerPlugins)() = nullptr;
+    char const* (*buildInfo)() = nullptr;
+};
+
+Library gLibrary;
 
 int gFailures = 0;
 
@@ -247,7 +266,7 @@ IPluginCreatorV3One* creatorNamed(char const* name)
     IPluginRegistry* registry = &testRegistry();
     IPluginCreatorInterface* const* all = registry->getAllCreators(&n);
     std::vector<IPluginCreatorInterface*> candidates(all, all + n);
-    IPluginCreatorInterface* const* fresh = getCreators(n);
+    IPluginCreatorInterface* const* fresh = gLibrary.getCreators(n);
     candidates.insert(candidates.end(), fresh, fresh + n);
     for (IPluginCreatorInterface* c : candidates)
     {
@@ -654,27 +673,49 @@ int main(int argc, char** argv)
     std::string const mode = argc > 1 ? argv[1] : "static";
     RecordingRegistry& registry = testRegistry();
     int32_t nb = -1;
-    getCreators(nb);
+#ifdef DETTOOL_LOAD_THROUGH_STUB
+    if (mode != "loadlibrary" || argc < 3)
+    {
+        std::printf("usage: %s loadlibrary <libdettool_plugins.so>\n", argv[0]);
+        return 2;
+    }
+    void* handle = stubLoadLibrary(argv[2], &nb);
+    CHECK(handle != nullptr);
+    if (handle == nullptr)
+    {
+        std::printf("dlopen failed: %s\n", dlerror());
+        return 1;
+    }
+    gLibrary.getCreators = reinterpret_cast<decltype(gLibrary.getCreators)>(dlsym(handle, "getCreators"));
+    gLibrary.registerPlugins = reinterpret_cast<decltype(gLibrary.registerPlugins)>(dlsym(handle, "dettoolRegisterPlugins"));
+    gLibrary.buildInfo = reinterpret_cast<decltype(gLibrary.buildInfo)>(dlsym(handle, "dettoolPluginBuildInfo"));
+    CHECK(dlsym(handle, "setLoggerFinder") != nullptr);
+    CHECK(registry.creators.empty()); // left to TensorRT
+    CHECK(nb == 3);
+#else
+    gLibrary = Library{&getCreators, &dettoolRegisterPlugins, &dettoolPluginBuildInfo};
+    gLibrary.getCreators(nb);
     if (mode == "static")
     {
         CHECK(registry.creators.size() == 3);
         CHECK(nb == 0);
-        CHECK(dettoolRegisterPlugins() == 0);
+        CHECK(gLibrary.registerPlugins() == 0);
     }
     else
     {
         CHECK(registry.creators.empty());
         CHECK(nb == 3);
-        CHECK(dettoolRegisterPlugins() == 3);
-        getCreators(nb);
+        CHECK(gLibrary.registerPlugins() == 3);
+        gLibrary.getCreators(nb);
         CHECK(nb == 0);
     }
+#endif
     for (std::string const& ns : registry.namespaces)
     {
         CHECK(ns == "dettool");
     }
 
-    std::string const info = dettoolPluginBuildInfo();
+    std::string const info = gLibrary.buildInfo();
     std::string const version = "\"tensorrt_version\": \"" + std::to_string(NV_TENSORRT_MAJOR) + "."
         + std::to_string(NV_TENSORRT_MINOR) + "." + std::to_string(NV_TENSORRT_PATCH) + "\"";
     CHECK(info.find(version) != std::string::npos);
