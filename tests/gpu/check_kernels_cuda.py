@@ -10,7 +10,8 @@ prints a pass/fail table and exits 1 if any check fails (2 if it cannot run).
     python tests/gpu/check_kernels_cuda.py --build-only  # build and import only (no GPU needed)
 
 Needs torch with CUDA, torchvision and nvcc (CUDA_HOME); no internet. Tolerances:
-  NMS                  exact (same detections, order, boxes, scores)
+  NMS                  exact vs the spec's reference (torchvision nms per class on the CPU);
+                       vs torchvision's CUDA batched_nms: same counts, <= 0.5 % rows differing
   RoIAlign float32     atol 1e-5, rtol 1e-5   (FMA contraction in the interpolation sums)
   DeformConv float32   atol 1e-4, rtol 1e-4   (other summation order than im2col + GEMM)
   float16 (both)       atol 1e-3, rtol 1e-3   (one float16 ulp: math in float32, rounded once)
@@ -152,13 +153,29 @@ def dcn_inputs(g: torch.Generator, batch=2, channels=16, size=(20, 18), out_chan
 # --------------------------------------------------------------------------------------------
 
 def nms_checks(ext, c: Checker) -> None:
+    def close_to_torchvision_cuda(got, boxes, scores, thr, iou, k) -> int:
+        """The spec's one-liner run by torchvision's CUDA kernels: equal counts, and the same kept
+        (class, box, score) rows but for at most 0.5 % (its IoU may round differently from the
+        exact one on near-ties). Orders are not compared: batched_nms orders equal scores
+        arbitrarily, and torch.rand repeats values among hundreds of thousands."""
+        want = [w.cpu() for w in torchvision_batched_nms(boxes.cuda(), scores.cuda(), thr, iou, k)]
+        assert torch.equal(got[0].cpu(), want[0]), "num_dets differs from torchvision CUDA"
+        missing = 0
+        for b, n in enumerate(want[0].tolist()):
+            def rows(out):
+                return {(int(out[3][b, r]), *out[1][b, r].tolist(), float(out[2][b, r])) for r in range(n)}
+            missing += len(rows([t.cpu() for t in got]) - rows(want))
+        total = max(int(want[0].sum()), 1)
+        assert missing <= 0.005 * total, f"{missing} of {total} kept rows differ from torchvision CUDA"
+        return missing
+
     def compare(boxes, scores, thr, iou, k, also_torchvision_cuda=False):
         got = ext.batched_nms(boxes.cuda().contiguous(), scores.cuda().contiguous(), thr, iou, k)
-        assert_same_detections(got, reference_batched_nms(boxes, scores, thr, iou, k))
-        if also_torchvision_cuda:  # the spec's one-liner, run by torchvision's CUDA kernels
-            want = torchvision_batched_nms(boxes.cuda(), scores.cuda(), thr, iou, k)
-            assert_same_detections(got, [w.cpu() for w in want])
-        return f"num_dets {got[0].tolist()[:4]}"
+        assert_same_detections(got, reference_batched_nms(boxes, scores, thr, iou, k))  # exact
+        detail = f"num_dets {got[0].tolist()[:4]}"
+        if also_torchvision_cuda:
+            detail += f", rows differing from torchvision CUDA: {close_to_torchvision_cuda(got, boxes, scores, thr, iou, k)}"
+        return detail
 
     g = torch.Generator().manual_seed(0)
     c.run("nms random shared boxes B=4 N=1000 C=20",
@@ -187,17 +204,16 @@ def nms_checks(ext, c: Checker) -> None:
     c.run("nms no images (B=0)", lambda: compare(random_boxes(g, 0, 5), torch.rand(0, 5, 4, generator=g), 0.1, 0.5, 10))
 
     def many():
-        boxes = random_boxes(g, 1, 4000, size=800.0).cuda()
-        scores = torch.rand(1, 4000, 80, generator=g).cuda()
-        got = ext.batched_nms(boxes, scores, 0.0, 0.65, 300)  # 320,000 candidates
-        want = torchvision_batched_nms(boxes, scores, 0.0, 0.65, 300)
-        assert_same_detections(got, [w.cpu() for w in want])
+        boxes = random_boxes(g, 1, 4000, size=800.0)
+        scores = torch.rand(1, 4000, 80, generator=g)
+        detail = compare(boxes, scores, 0.0, 0.65, 300, also_torchvision_cuda=True)  # 320,000 candidates
+        boxes, scores = boxes.cuda(), scores.cuda()
         torch.cuda.synchronize()
         start = time.perf_counter()
         for _ in range(5):
             ext.batched_nms(boxes, scores, 0.0, 0.65, 300)
         torch.cuda.synchronize()
-        return f"320k candidates, K=300: {1e3 * (time.perf_counter() - start) / 5:.2f} ms/call"
+        return f"{detail}; {1e3 * (time.perf_counter() - start) / 5:.2f} ms/call"
     c.run("nms 320k candidates vs torchvision CUDA", many)
 
 
