@@ -87,6 +87,60 @@ def proposals(config: str, checkpoint: str, split: str, out: str, overrides: tup
     write_proposals(load_config(config, overrides), checkpoint, split, out, device=device)
 
 
+@cli.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--to", "target", required=True, type=click.Choice(["onnx", "tensorrt"]), help="What to write.")
+@click.option("--fp16", is_flag=True, help="FP16 graph (FP32 kept where precision needs it) / FP16 engine.")
+@click.option("--portable", is_flag=True, help="Standard ONNX ops only (no dettool custom ops).")
+@click.option("--dynamic-batch", is_flag=True, help="Batch size chosen at run time (else fixed at --batch-size).")
+@click.option("--batch-size", default=1, show_default=True, type=click.IntRange(1), help="Batch of the traced graph.")
+@click.option("--out", type=click.Path(), help="File to write (default: <work_dir>/deploy/<config stem>...).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key (repeatable).")
+def export(config: str, checkpoint: str, target: str, fp16: bool, portable: bool, dynamic_batch: bool,
+           batch_size: int, out: str | None, overrides: tuple[str, ...]) -> None:
+    """Export CHECKPOINT to an ONNX deploy graph or a TensorRT engine (with deploy metadata)."""
+    from dettool.config import load_config
+    from dettool.exporters.export import export_deploy
+
+    export_deploy(load_config(config, overrides), checkpoint, target, out, fp16=fp16, portable=portable,
+                  dynamic_batch=dynamic_batch, batch=batch_size, log=click.echo)
+
+
+@cli.command(name="eval-engine")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--engine", required=True, type=click.Path(), help="Exported file: .onnx, or a dettool TensorRT engine.")
+@click.option("--backend", default="onnxruntime", show_default=True, type=click.Choice(["onnxruntime", "tensorrt"]))
+@click.option("--out", type=click.Path(dir_okay=False), help="Report JSON (default: <engine>.eval.json; .md beside).")
+@click.option("--batch-size", default=4, show_default=True, type=click.IntRange(1), help="Batch N (accuracy, latency).")
+@click.option("--max-images", type=click.IntRange(1), help="Use the first M val images only.")
+@click.option("--warmup", default=2, show_default=True, type=click.IntRange(0), help="Untimed calls before timing.")
+@click.option("--iters", default=10, show_default=True, type=click.IntRange(0), help="Timed calls (0: no latency).")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), help="Default: cuda when available.")
+@click.option("--fp32-tol", default=0.001, show_default=True, type=float, help="Max |delta bbox AP|, FP32 engine.")
+@click.option("--fp16-tol", default=0.003, show_default=True, type=float, help="Max |delta bbox AP|, FP16 engine.")
+@click.option("--mask-tol", default=0.003, show_default=True, type=float, help="Max |delta segm AP|.")
+@click.option("--show-dir", type=click.Path(file_okay=False), help="Draw engine detections here (default: beside --out).")
+@click.option("--num-show", default=8, show_default=True, type=click.IntRange(0), help="Images to draw (0: none).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key (repeatable).")
+def eval_engine(config: str, checkpoint: str, engine: str, backend: str, out: str | None, batch_size: int,
+                max_images: int | None, warmup: int, iters: int, device: str | None, fp32_tol: float, fp16_tol: float,
+                mask_tol: float, show_dir: str | None, num_show: int, overrides: tuple[str, ...]) -> None:
+    """Compare ENGINE with the PyTorch model (CONFIG + CHECKPOINT) on the val split: AP parity,
+    matched-detection differences, latency. Exit status 2 when a parity check fails."""
+    from dettool.config import load_config
+    from dettool.runtime.eval_engine import Tolerances, evaluate_engine
+
+    report = evaluate_engine(load_config(config, overrides), checkpoint, engine, backend=backend, out=out,
+                             batch_size=batch_size, max_images=max_images, warmup=warmup, iters=iters, device=device,
+                             tolerances=Tolerances(fp32_tol, fp16_tol, mask_tol), show_dir=show_dir,
+                             num_show=num_show)
+    if not report["passed"]:
+        click.echo(f"dettool: parity check failed: {'; '.join(report['failures'])}", err=True)
+        sys.exit(2)
+
+
 @cli.group()
 def data() -> None:
     """Dataset utilities."""

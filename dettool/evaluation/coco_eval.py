@@ -42,18 +42,25 @@ def inference(model: torch.nn.Module, loader, label_to_cat_id: list[int], device
     results = []
     bar = tqdm(loader, desc="eval", unit="batch", disable=not progress or not sys.stderr.isatty(), leave=False)
     for images, _, metas in bar:
-        for meta, det in zip(metas, model.predict(images.to(device), metas)):
-            boxes = det.boxes.cpu().numpy()
-            scores = det.scores.cpu().numpy()
-            labels = det.labels.cpu().numpy()
-            rles = encode_masks(det.masks) if det.masks is not None else None
-            for i, (b, s, lab) in enumerate(zip(boxes, scores, labels)):
-                result = {"image_id": meta["image_id"], "category_id": int(label_to_cat_id[int(lab)]),
-                          "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])],
-                          "score": float(s)}
-                if rles is not None:
-                    result["segmentation"] = rles[i]
-                results.append(result)
+        results += detections_to_results(model.predict(images.to(device), metas), metas, label_to_cat_id)
+    return results
+
+
+def detections_to_results(dets: list, metas: list[dict], label_to_cat_id: list[int]) -> list[dict]:
+    """One ``Detections`` per image -> COCO result dicts (xywh boxes, category ids, RLE masks)."""
+    results = []
+    for meta, det in zip(metas, dets):
+        boxes = det.boxes.cpu().numpy()
+        scores = det.scores.cpu().numpy()
+        labels = det.labels.cpu().numpy()
+        rles = encode_masks(det.masks) if det.masks is not None else None
+        for i, (b, s, lab) in enumerate(zip(boxes, scores, labels)):
+            result = {"image_id": meta["image_id"], "category_id": int(label_to_cat_id[int(lab)]),
+                      "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])],
+                      "score": float(s)}
+            if rles is not None:
+                result["segmentation"] = rles[i]
+            results.append(result)
     return results
 
 
@@ -101,17 +108,19 @@ def coco_segm_metrics(coco_gt: COCO, results: list[dict], image_ids: list[int] |
     return {f"segm_{k}": stats[i] for i, k in enumerate(SEGM_METRICS)}
 
 
-def detection_metrics(coco_gt: COCO, results: list[dict], proposals_only: bool = False) -> dict:
+def detection_metrics(coco_gt: COCO, results: list[dict], proposals_only: bool = False,
+                      image_ids: list[int] | None = None) -> dict:
     """The metrics a model is judged by: proposal recall (``AR@100/300/1000``) for an RPN, else
-    bbox metrics, plus segm metrics when results carry masks. ``_precision`` is kept for plots."""
+    bbox metrics, plus segm metrics when results carry masks. ``_precision`` is kept for plots.
+    ``image_ids``: evaluate these images only (default: every image of ``coco_gt``)."""
     if proposals_only:
         from dettool.evaluation.proposal_eval import proposal_recall
 
-        return proposal_recall(coco_gt, results)
+        return proposal_recall(coco_gt, results, image_ids=image_ids)
     with_masks = any(r.get("segmentation") is not None for r in results)
-    metrics = coco_bbox_metrics(coco_gt, results)
+    metrics = coco_bbox_metrics(coco_gt, results, image_ids)
     if with_masks:
-        metrics.update(coco_segm_metrics(coco_gt, results))
+        metrics.update(coco_segm_metrics(coco_gt, results, image_ids))
     return metrics
 
 
