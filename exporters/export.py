@@ -79,7 +79,8 @@ def export_deploy(cfg: Config, checkpoint: str | Path, to: str, out: str | Path 
     profile = profile_from_config(d, cfg.data.test_scale, cfg.data.size_divisor, meta)
     log(f"dettool: building the TensorRT engine {out} (batch {profile.min_batch}-{profile.max_batch}, padded size "
         f"{list(profile.min_size)}-{list(profile.max_size)}; minutes on a first build) ...")
-    header = build_engine(onnx_path, out, profile, workspace_mb=d.workspace_mb, timing_cache=d.timing_cache or None)
+    cache = d.timing_cache or out.with_name("timing.cache")  # reused by later builds on this GPU
+    header = build_engine(onnx_path, out, profile, workspace_mb=d.workspace_mb, timing_cache=cache)
     log(f"dettool: wrote {out} ({_size_mb(out)}; TensorRT {header.tensorrt_version}, {header.precision}, "
         f"GPU {header.gpu_name}) and its metadata sidecar {sidecar_path(out)}")
     return out

@@ -83,4 +83,10 @@ def convert_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
                                      node_block_list=fp32_node_names(model))
     _keep_rois_fp32(model)
     _sort_topologically(model.graph)
+    # The converter declares fp16 value_info for float32 initializers read by blocked nodes; the
+    # declarations are optional (checkers infer them), so drop those that contradict the data.
+    inits = {t.name for t in model.graph.initializer}
+    stale = [v for v in model.graph.value_info if v.name in inits]
+    for v in stale:
+        model.graph.value_info.remove(v)
     return model

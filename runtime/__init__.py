@@ -9,16 +9,15 @@ import importlib.util
 from pathlib import Path
 
 from dettool.errors import BackendError
+from dettool.runtime.tensorrt_env import INSTALL_HINT
 
 ENGINE_BACKENDS = ("onnxruntime", "tensorrt")
-TENSORRT_HINT = ("TensorRT is not installed: pip install tensorrt (needs an NVIDIA GPU and CUDA), then build "
-                 "dettool's plugin library (plugins_trt/, see README); or run the ONNX model with "
-                 "--backend onnxruntime")
+TENSORRT_HINT = INSTALL_HINT + "; or run the ONNX model with --backend onnxruntime"
 
 
 def tensorrt_installed() -> bool:
-    """Whether the ``tensorrt`` package can be imported (a bare ``tensorrt/`` folder on the path,
-    such as ``tests/tensorrt``, is a namespace package, not TensorRT)."""
+    """Whether the ``tensorrt`` package can be imported (a bare ``tensorrt/`` folder on the path
+    would import as a namespace package, not TensorRT)."""
     spec = importlib.util.find_spec("tensorrt")
     return spec is not None and spec.origin is not None
 

@@ -474,6 +474,8 @@ class DeployConfig:
     Sizes are ``(height, width)`` of the padded network input; ``None`` derives them from
     ``data.test_scale``: ``opt`` is a 4:3 landscape image at the test scale, ``max`` a square of
     the long side (either orientation fits), ``min`` one ``size_divisor`` block.
+    ``timing_cache``: TensorRT's kernel timing cache file, read before and written after a build
+    ("" = ``timing.cache`` beside the engine).
     """
 
     min_batch: int = 1

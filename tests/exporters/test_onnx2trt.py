@@ -1,7 +1,7 @@
 """Engine building around TensorRT: profiles from the config, the engine file, version checks.
 
 TensorRT itself is absent here; what runs without it is tested here, the engine build itself in
-tests/tensorrt (marked ``tensorrt``).
+tests/trt_engines (marked ``tensorrt``).
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Every reference computes in float32 and returns the input's type, as the spec states for float16
 features. Shared by the CPU tests (tests/plugins), the GPU check (tests/gpu) and the TensorRT
-tests (tests/tensorrt).
+tests (tests/trt_engines).
 """
 from __future__ import annotations
 

@@ -30,7 +30,7 @@ def registered(trt, name: str) -> bool:
 def plugin_library():
     """``(path, ctypes handle)`` of the plugin library, registered with TensorRT's registry."""
     trt = pytest.importorskip("tensorrt", reason="TensorRT is not installed")
-    if not hasattr(trt, "Builder"):  # tests/tensorrt itself, imported as a namespace package
+    if not hasattr(trt, "Builder"):  # a folder named tensorrt on sys.path, not the library
         sys.modules.pop("tensorrt", None)
         pytest.skip("TensorRT is not installed")
     if not torch.cuda.is_available():

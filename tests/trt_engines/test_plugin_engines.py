@@ -12,7 +12,7 @@ import pytest
 import torch
 
 trt = pytest.importorskip("tensorrt", reason="TensorRT is not installed")
-if not hasattr(trt, "Builder"):  # tests/tensorrt itself, imported as a namespace package
+if not hasattr(trt, "Builder"):  # a folder named tensorrt on sys.path, not the library
     sys.modules.pop("tensorrt", None)
     pytest.skip("TensorRT is not installed", allow_module_level=True)
 
