@@ -27,7 +27,7 @@ from dettool.runtime.parity import OutputDiff
 from dettool.runtime.report import format_report, write_report
 from dettool.runtime.torch_backend import TorchBackend
 from dettool.trainer import builder
-from dettool.trainer.evaluate import _draw
+from dettool.trainer.evaluate import draw_results
 from dettool.trainer.train import is_rpn
 
 RPN_METRICS = ("AR@100", "AR@300", "AR@1000")
@@ -248,6 +248,6 @@ def evaluate_engine(cfg: Config, checkpoint: str | Path, engine: str | Path, *, 
     print(format_report(report))
     print(f"dettool: wrote {json_path} and {md_path}")
     if num_show > 0:
-        _draw(dataset, results_engine, Path(show_dir) if show_dir else out.with_name(out.stem + "_show"),
+        draw_results(dataset, results_engine, Path(show_dir) if show_dir else out.with_name(out.stem + "_show"),
               min(num_show, num))
     return report

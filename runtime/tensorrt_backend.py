@@ -6,6 +6,7 @@ the backend's own stream, which first waits for the stream that produced the inp
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -46,7 +47,8 @@ class TensorRTBackend(Backend):
         self.device = torch.device(device)
         if self.device.type != "cuda" or not torch.cuda.is_available():
             raise BackendError(f"{self.path}: the tensorrt backend needs a CUDA device")
-        self.meta = header.metadata(str(self.path))
+        # An FP32 graph built with TensorRT 10's FP16 flag is an FP16 engine: judge it as one.
+        self.meta = replace(header.metadata(str(self.path)), precision=header.precision)
         env = tensorrt_env(require_plugins=bool(self.meta.custom_ops))
         major, minor = torch.cuda.get_device_capability(self.device)
         check_compatible(header, self.path, env.version, f"{major}.{minor}", env.plugin_sha256)

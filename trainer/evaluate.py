@@ -46,11 +46,12 @@ def evaluate_checkpoint(cfg: Config, ckpt_path: str | Path, out: str | Path | No
             plot_pr_curves(precision, dataset.class_names, out.with_name(out.stem + "_pr.png"))
         print(f"dettool: wrote {out}, {out.with_suffix('.md')} and the PR curves beside them")
     if show_dir:
-        _draw(dataset, results, Path(show_dir), num_show)
+        draw_results(dataset, results, Path(show_dir), num_show)
     return report
 
 
-def _draw(dataset, results: list[dict], show_dir: Path, num_show: int) -> None:
+def draw_results(dataset, results: list[dict], show_dir: Path, num_show: int) -> None:
+    """Draw COCO-format ``results`` on the first ``num_show`` images of ``dataset`` into ``show_dir``."""
     show_dir.mkdir(parents=True, exist_ok=True)
     by_image: dict[int, list[dict]] = {}
     for r in results:
