@@ -1,6 +1,7 @@
 """File writing shared by checkpoints, proposals files and reports."""
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
@@ -34,3 +35,12 @@ def atomic_save(obj: Any, path: str | Path) -> None:
 def atomic_write_bytes(data: bytes, path: str | Path) -> None:
     """Write ``data`` to ``path`` atomically (models, engines, reports)."""
     _atomic_write(path, lambda f: f.write(data))
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks (checkpoints, models, plugin libraries)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -8,7 +8,6 @@ parser maps each ``dettool`` node to the plugin of the same name (``plugin_names
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ import onnx
 from dettool.config.schema import DeployConfig
 from dettool.data.transforms import ScaleSpec, rescale_size
 from dettool.errors import ExportError
-from dettool.io import atomic_write_bytes
+from dettool.io import atomic_write_bytes, file_sha256
 from dettool.runtime.engine_file import EngineHeader, write_engine
 from dettool.runtime.metadata import METADATA_KEY, DeployMetadata, sidecar_path
 from dettool.runtime.tensorrt_env import tensorrt_env
@@ -85,10 +84,6 @@ def read_onnx_metadata(onnx_path: Path) -> DeployMetadata:
     if sidecar_path(onnx_path).is_file():
         return DeployMetadata.from_json(sidecar_path(onnx_path).read_text(), str(sidecar_path(onnx_path)))
     raise ExportError(f"{onnx_path}: not a dettool deploy graph (no '{METADATA_KEY}' metadata); export it with dettool")
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _gpu() -> tuple[str, str]:
@@ -163,7 +158,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, profile: ShapeP
         plugin_library_sha256=env.plugin_sha256, precision="fp16" if (meta.precision == "fp16" or fp16_flag) else "fp32",
         strongly_typed=strongly_typed, profiles={k: {"min": list(v[0]), "opt": list(v[1]), "max": list(v[2])}
                                                  for k, v in shapes.items()},
-        onnx_sha256=_sha256(onnx_path), deploy=json.loads(meta.to_json()))
+        onnx_sha256=file_sha256(onnx_path), deploy=json.loads(meta.to_json()))
     write_engine(engine_path, header, bytes(plan))
     atomic_write_bytes(meta.to_json().encode(), sidecar_path(engine_path))
     return header

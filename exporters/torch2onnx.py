@@ -8,7 +8,6 @@ stores the deploy metadata, runs ``onnx.checker`` (full check) and writes the fi
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import warnings
 from pathlib import Path
@@ -20,7 +19,7 @@ import dettool
 from dettool.config.schema import Config
 from dettool.data.transforms import ScaleSpec, rescale_size
 from dettool.errors import ExportError
-from dettool.io import atomic_write_bytes
+from dettool.io import atomic_write_bytes, file_sha256
 from dettool.exporters.deploy.detector import INPUT_NAMES, DeployDetector, build_deploy_model
 from dettool.runtime.metadata import METADATA_KEY, DeployMetadata, Postprocess, Preprocess, sidecar_path
 
@@ -90,14 +89,6 @@ def strip_node_metadata(model: onnx.ModelProto) -> None:
 
 def custom_ops_of(model: onnx.ModelProto) -> tuple[str, ...]:
     return tuple(sorted({n.op_type for n in model.graph.node if n.domain == "dettool"}))
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def build_metadata(cfg: Config, deploy: DeployDetector, class_names: list[str], cat_ids: list[int], *,

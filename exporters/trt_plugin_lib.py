@@ -14,11 +14,11 @@ so that an engine's metadata can record which plugin binary it was built with.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 import dettool
+from dettool.io import file_sha256
 
 PLUGIN_LIBRARY_NAME = "libdettool_plugins.so"
 PLUGIN_LIBRARY_ENV = "DETTOOL_TRT_PLUGIN_LIB"
@@ -62,8 +62,4 @@ def find_plugin_library() -> Path:
 
 def plugin_library_hash(path: Path | str) -> str:
     """sha256 of the library file, hex: identifies the exact plugin binary an engine was built with."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_sha256(path)

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from dettool.config.schema import Config
 from dettool.errors import BackendError
 from dettool.evaluation.coco_eval import detection_metrics, detections_to_results
-from dettool.exporters.torch2onnx import file_sha256
+from dettool.io import file_sha256
 from dettool.runtime import load_backend
 from dettool.runtime.backend import Backend
 from dettool.runtime.latency import measure_latency
