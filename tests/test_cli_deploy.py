@@ -6,8 +6,6 @@ successful export and the parity verdicts are tested on an exported model in tes
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import subprocess
 import sys
@@ -18,6 +16,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
+from detector_helpers import run_cli
 from dettool.config import load_config
 from dettool.runtime import tensorrt_installed
 from dettool.trainer import builder
@@ -25,23 +24,6 @@ from dettool.trainer import builder
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 FASTER = CONFIGS / "faster_rcnn_r18_fpn_synth.yaml"
 RETINA = CONFIGS / "retinanet_r18_fpn_synth.yaml"
-
-
-def run_cli(args: list) -> tuple[int, str, str]:
-    """``dettool ARGS`` in-process: (exit status, stdout, stderr)."""
-    from dettool.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    argv, sys.argv = sys.argv, ["dettool", *[str(a) for a in args]]
-    code = 0
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        sys.argv = argv
-    return code, out.getvalue(), err.getvalue()
 
 
 def one_error_line(code: int, stdout: str, stderr: str, *fragments: str) -> str:

@@ -6,13 +6,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from detector_helpers import CONFIGS, random_detector, tiny_sets
 from dettool.config import load_config
 from dettool.errors import ExportError
 from dettool.exporters.deploy.detector import build_deploy_model
 from dettool.runtime.backend import DeployOutputs, image_shapes_tensor, outputs_to_detections
 from dettool.trainer import builder
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 MODELS = ["retinanet", "fcos", "faster_rcnn", "mask_rcnn", "cascade_rcnn", "cascade_mask_rcnn", "faster_rcnn_r18_fpn_dconv"]
 
 
@@ -21,21 +21,7 @@ def config_path(name: str) -> Path:
 
 
 def tiny_cfg(name: str, root: Path, *extra: str):
-    sets = [f"data.train.ann_file={root / 'annotations/train.json'}", f"data.train.img_dir={root / 'train'}",
-            f"data.val.ann_file={root / 'annotations/val.json'}", f"data.val.img_dir={root / 'val'}",
-            "data.synth=null", "data.num_workers=0", "data.test_scale=128x96", "test.score_thr=0.001", *extra]
-    return load_config(config_path(name), sets)
-
-
-def random_model(cfg, seed: int = 0) -> torch.nn.Module:
-    """A randomly initialised detector whose heads give spread-out scores (not the near-constant prior)."""
-    torch.manual_seed(seed)
-    model = builder.build_model(cfg).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if any(k in name for k in ("cls", "reg", "centerness", "fc_", "conv_logits")):
-                p.normal_(0.0, 0.05)
-    return model
+    return load_config(config_path(name), tiny_sets(root, "test.score_thr=0.001", *extra))
 
 
 def deploy_detections(deploy, images, metas):
@@ -60,7 +46,7 @@ def assert_same(ref, got, box_atol: float = 1e-4, mask_flips: float = 0.0):
 @pytest.mark.parametrize("name", MODELS)
 def test_deploy_graph_equals_predict(name, tiny_synth):
     cfg = tiny_cfg(name, tiny_synth)
-    model = random_model(cfg)
+    model = random_detector(cfg)
     deploy = build_deploy_model(model)
     assert deploy.with_masks == ("mask" in name)
     dataset = builder.build_dataset(cfg, "val")
@@ -75,7 +61,7 @@ def test_batch_of_three_equals_three_batches_of_one(tiny_synth):
     """Per-image results do not depend on the batch (same padded size, different image shapes);
     convolutions pick other kernels for another batch size, hence the float tolerance."""
     cfg = tiny_cfg("mask_rcnn", tiny_synth)
-    deploy = build_deploy_model(random_model(cfg, seed=1))
+    deploy = build_deploy_model(random_detector(cfg, seed=1))
     dataset = builder.build_dataset(cfg, "val")
     images, _, metas = next(iter(builder.build_dataloader(cfg, dataset, train=False, batch_size=3)))
     batched = deploy_detections(deploy, images, metas)
@@ -96,7 +82,7 @@ def test_soft_nms_and_fast_rcnn_are_refused_by_name(tiny_synth):
 
 def test_trained_model_is_not_modified(tiny_synth):
     cfg = tiny_cfg("faster_rcnn_r18_fpn_dconv", tiny_synth)
-    model = random_model(cfg)
+    model = random_detector(cfg)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     build_deploy_model(model)
     from dettool.trainer.models.backbones.deform_conv import DeformConv2dPack

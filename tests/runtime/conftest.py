@@ -17,25 +17,8 @@ import pytest
 import torch
 
 from dettool.config import load_config
+from detector_helpers import run_cli
 from runtime_helpers import MASK_RCNN, random_detector, tiny_sets
-
-
-def run_cli(args: list) -> tuple[int, str, str]:
-    """``dettool ARGS`` in-process through ``dettool.cli.main``: (exit status, stdout, stderr)."""
-    from dettool.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    argv = sys.argv
-    sys.argv = ["dettool", *[str(a) for a in args]]
-    code = 0
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        sys.argv = argv
-    return code, out.getvalue(), err.getvalue()
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ if not hasattr(trt, "Builder"):  # a folder named tensorrt on sys.path, not the 
     sys.modules.pop("tensorrt", None)
     pytest.skip("TensorRT is not installed", allow_module_level=True)
 
+from detector_helpers import CONFIGS, random_detector, tiny_sets  # noqa: E402
 from dettool.config import load_config  # noqa: E402
 from dettool.exporters.onnx2trt import ShapeProfile, build_engine  # noqa: E402
 from dettool.exporters.torch2onnx import export_onnx  # noqa: E402
@@ -31,35 +32,21 @@ from dettool.trainer import builder  # noqa: E402
 
 pytestmark = [pytest.mark.tensorrt, pytest.mark.gpu]
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 MODELS = {"retinanet": "retinanet_r18_fpn_synth.yaml", "fcos": "fcos_r18_fpn_synth.yaml",
           "faster_rcnn": "faster_rcnn_r18_fpn_synth.yaml", "mask_rcnn": "mask_rcnn_r18_fpn_synth.yaml",
           "cascade_mask_rcnn": "cascade_mask_rcnn_r18_fpn_synth.yaml", "dcn": "faster_rcnn_r18_fpn_dconv_synth.yaml"}
 PROFILE = ShapeProfile(1, 2, 4, (32, 32), (96, 128), (256, 256))
 
 
-def tiny_cfg(name: str, root: Path):
-    return load_config(CONFIGS / MODELS[name], [
-        f"data.train.ann_file={root / 'annotations/train.json'}", f"data.train.img_dir={root / 'train'}",
-        f"data.val.ann_file={root / 'annotations/val.json'}", f"data.val.img_dir={root / 'val'}",
-        "data.synth=null", "data.num_workers=0", "data.test_scale=128x96", "test.score_thr=0.01"])
-
-
 def tiny_checkpoint(cfg, path: Path) -> Path:
-    torch.manual_seed(0)
-    model = builder.build_model(cfg).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if any(k in name for k in ("cls", "reg", "centerness", "fc_", "conv_logits")):
-                p.normal_(0.0, 0.05)
-    atomic_save({"model": model.state_dict(), "meta": {}}, path)
+    atomic_save({"model": random_detector(cfg).state_dict(), "meta": {}}, path)
     return path
 
 
 @pytest.mark.parametrize("fp16", [False, True], ids=["fp32", "fp16"])
 @pytest.mark.parametrize("name", list(MODELS))
 def test_detector_engine_matches_pytorch(name, fp16, plugin_library, tiny_synth, tmp_path):
-    cfg = tiny_cfg(name, tiny_synth)
+    cfg = load_config(CONFIGS / MODELS[name], tiny_sets(tiny_synth))
     ckpt = tiny_checkpoint(cfg, tmp_path / "model.pth")
     onnx_path, _ = export_onnx(cfg, ckpt, tmp_path / "model.onnx", fp16=fp16, dynamic_batch=True)
     build_engine(onnx_path, tmp_path / "model.engine", PROFILE, workspace_mb=1024)
