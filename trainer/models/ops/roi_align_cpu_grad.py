@@ -15,21 +15,18 @@ import torch
 from torchvision.ops import roi_align as tv_roi_align
 
 
-def _sample_coords(start: torch.Tensor, size: torch.Tensor, pooled: int, grid: torch.Tensor) -> torch.Tensor:
-    """Sampling coordinates along one axis, ``Tensor[R, pooled * G]`` for ``G = grid.max()``.
+def _sample_coords(start: torch.Tensor, size: torch.Tensor, pooled: int, grid: int) -> torch.Tensor:
+    """Sampling coordinates along one axis, ``Tensor[R, pooled * grid]``.
 
-    Bin ``p`` of a RoI with ``g`` samples per bin samples at ``start + p * bin + (k + 0.5) * bin / g``
-    for ``k < g``; the slots ``k >= g`` (RoIs with fewer samples in an adaptive grid) are masked
-    by the caller.
+    Bin ``p`` of a RoI samples at ``start + p * bin + (k + 0.5) * bin / grid`` for ``k < grid``.
     """
-    g_max = int(grid.max())
     bin_size = size / pooled
-    p = torch.arange(pooled, dtype=start.dtype, device=start.device).repeat_interleave(g_max)
-    k = torch.arange(g_max, dtype=start.dtype, device=start.device).repeat(pooled)
+    p = torch.arange(pooled, dtype=start.dtype, device=start.device).repeat_interleave(grid)
+    k = torch.arange(grid, dtype=start.dtype, device=start.device).repeat(pooled)
     return start[:, None] + p[None] * bin_size[:, None] + (k[None] + 0.5) * (bin_size / grid)[:, None]
 
 
-def _bilinear_axis(coord: torch.Tensor, limit: int, in_grid: torch.Tensor):
+def _bilinear_axis(coord: torch.Tensor, limit: int):
     """Low and high neighbour indices and their weights along one axis, as torchvision's kernel.
 
     Samples outside ``[-1, limit]`` contribute nothing; coordinates in ``[-1, 0)`` clamp to 0 and
@@ -37,7 +34,7 @@ def _bilinear_axis(coord: torch.Tensor, limit: int, in_grid: torch.Tensor):
 
     Returns: ``(index [R, S, 2], weight [R, S, 2])``.
     """
-    valid = (coord >= -1.0) & (coord <= limit) & in_grid
+    valid = (coord >= -1.0) & (coord <= limit)
     coord = coord.clamp(min=0)
     low = coord.floor().long()
     at_edge = low >= limit - 1
@@ -48,9 +45,34 @@ def _bilinear_axis(coord: torch.Tensor, limit: int, in_grid: torch.Tensor):
     return torch.stack([low, high], dim=-1), weight
 
 
+def _entries(index: torch.Tensor, batch: torch.Tensor, y1: torch.Tensor, x1: torch.Tensor, roi_h: torch.Tensor,
+             roi_w: torch.Tensor, grid: tuple[int, int], pooled: tuple[int, int], size: tuple[int, int]):
+    """Non-zero ``(row, col, weight)`` entries of the gradient matrix for RoIs sharing one sampling grid.
+
+    Rows index the feature map (``(b * H + y) * W + x``), columns the output bins
+    (``(r * PH + py) * PW + px``) of the RoIs ``index`` ``[R']``.
+    """
+    (gy, gx), (ph, pw), (h, w) = grid, pooled, size
+    device = y1.device
+    y_idx, y_wt = _bilinear_axis(_sample_coords(y1, roi_h, ph, gy), h)
+    x_idx, x_wt = _bilinear_axis(_sample_coords(x1, roi_w, pw, gx), w)
+    # Every (sample row, corner) x (sample column, corner) pair: [R', PH*gy, 2, PW*gx, 2].
+    rows = (batch[:, None, None, None, None] * h + y_idx[:, :, :, None, None]) * w + x_idx[:, None, None, :, :]
+    weights = y_wt[:, :, :, None, None] * x_wt[:, None, None, :, :] / (gy * gx)
+    bin_y = torch.arange(ph * gy, device=device) // gy
+    bin_x = torch.arange(pw * gx, device=device) // gx
+    cols = ((index[:, None, None, None, None] * ph + bin_y[None, :, None, None, None]) * pw
+            + bin_x[None, None, None, :, None]).expand_as(rows)
+    keep = weights.reshape(-1) != 0
+    return rows.reshape(-1)[keep], cols.reshape(-1)[keep], weights.reshape(-1)[keep]
+
+
 def roi_align_grad_input(grad_output: torch.Tensor, rois: torch.Tensor, input_shape: torch.Size,
                          spatial_scale: float, sampling_ratio: int, aligned: bool) -> torch.Tensor:
     """Gradient of ``roi_align`` with respect to its input.
+
+    With adaptive sampling (``sampling_ratio=0``) each RoI has its own grid
+    (``ceil(roi_size / output_size)``); RoIs are grouped by grid so that no padding samples are built.
 
     Args:
         grad_output: ``Tensor[R, C, PH, PW]``.
@@ -62,8 +84,9 @@ def roi_align_grad_input(grad_output: torch.Tensor, rois: torch.Tensor, input_sh
     """
     b, c, h, w = input_shape
     r, _, ph, pw = grad_output.shape
-    dtype, device = grad_output.dtype, grad_output.device
-    rois = rois.to(dtype)
+    if r == 0:
+        return grad_output.new_zeros(input_shape).contiguous(memory_format=torch.channels_last)
+    rois = rois.to(grad_output.dtype)
     offset = 0.5 if aligned else 0.0
     x1 = rois[:, 1] * spatial_scale - offset
     y1 = rois[:, 2] * spatial_scale - offset
@@ -71,32 +94,18 @@ def roi_align_grad_input(grad_output: torch.Tensor, rois: torch.Tensor, input_sh
     roi_h = rois[:, 4] * spatial_scale - offset - y1
     if not aligned:  # the legacy RoIAlign forces a RoI to at least one pixel
         roi_w, roi_h = roi_w.clamp(min=1.0), roi_h.clamp(min=1.0)
-    if sampling_ratio > 0:
-        grid_h = torch.full_like(roi_h, float(sampling_ratio))
-        grid_w = torch.full_like(roi_w, float(sampling_ratio))
-    else:
-        grid_h, grid_w = torch.ceil(roi_h / ph).clamp(min=1.0), torch.ceil(roi_w / pw).clamp(min=1.0)
-    if r == 0:
-        return grad_output.new_zeros(input_shape).contiguous(memory_format=torch.channels_last)
-    ys = _sample_coords(y1, roi_h, ph, grid_h)
-    xs = _sample_coords(x1, roi_w, pw, grid_w)
-    gy, gx = int(grid_h.max()), int(grid_w.max())
-    slot_y = torch.arange(ph * gy, device=device) % gy
-    slot_x = torch.arange(pw * gx, device=device) % gx
-    y_idx, y_wt = _bilinear_axis(ys, h, slot_y[None] < grid_h[:, None])
-    x_idx, x_wt = _bilinear_axis(xs, w, slot_x[None] < grid_w[:, None])
-    # Every (sample row, corner) x (sample column, corner) pair: [R, PH*gy, 2, PW*gx, 2].
     batch = rois[:, 0].long()
-    rows = (batch[:, None, None, None, None] * h + y_idx[:, :, :, None, None]) * w + x_idx[:, None, None, :, :]
-    count = (grid_h * grid_w)[:, None, None, None, None]
-    weights = y_wt[:, :, :, None, None] * x_wt[:, None, None, :, :] / count
-    bin_y = torch.arange(ph * gy, device=device) // gy
-    bin_x = torch.arange(pw * gx, device=device) // gx
-    cols = ((torch.arange(r, device=device)[:, None, None, None, None] * ph + bin_y[None, :, None, None, None]) * pw
-            + bin_x[None, None, None, :, None]).expand_as(rows)
-    keep = weights.reshape(-1) != 0
-    matrix = torch.sparse_coo_tensor(torch.stack([rows.reshape(-1)[keep], cols.reshape(-1)[keep]]),
-                                     weights.reshape(-1)[keep], (b * h * w, r * ph * pw), check_invariants=False)
+    index = torch.arange(r, device=rois.device)
+    if sampling_ratio > 0:
+        groups = [((sampling_ratio, sampling_ratio), index)]
+    else:
+        grids = torch.stack([torch.ceil(roi_h / ph), torch.ceil(roi_w / pw)], dim=1).clamp(min=1.0).long()
+        unique, inverse = grids.unique(dim=0, return_inverse=True)
+        groups = [((int(gy), int(gx)), index[inverse == k]) for k, (gy, gx) in enumerate(unique.tolist())]
+    parts = [_entries(i, batch[i], y1[i], x1[i], roi_h[i], roi_w[i], grid, (ph, pw), (h, w)) for grid, i in groups]
+    rows, cols, weights = (torch.cat(t) for t in zip(*parts))
+    matrix = torch.sparse_coo_tensor(torch.stack([rows, cols]), weights, (b * h * w, r * ph * pw),
+                                     check_invariants=False)
     grad_rows = grad_output.permute(0, 2, 3, 1).reshape(r * ph * pw, c)
     return torch.sparse.mm(matrix, grad_rows).view(b, h, w, c).permute(0, 3, 1, 2)
 
