@@ -106,6 +106,9 @@ def _train(cfg: Config, info: DistInfo, resume: str | None) -> dict:
         (work_dir / "config.yaml").write_text(yaml.safe_dump(config_dict(cfg), sort_keys=False))
     barrier()
     seed_everything(cfg.train.seed)
+    if info.device.type == "cpu":
+        # Values below 1e-38 become 0: x86 computes denormal floats ~3x slower (R-50 from scratch).
+        torch.set_flush_denormal(True)
     train_set = builder.build_dataset(cfg, "train")
     evaluate = make_evaluator(cfg, info) if cfg.train.eval_interval > 0 else None
     loader = builder.build_dataloader(cfg, train_set, train=True, rank=info.rank, world_size=info.world_size)

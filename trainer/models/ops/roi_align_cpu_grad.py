@@ -115,13 +115,19 @@ class _RoIAlignCPUGrad(torch.autograd.Function):
     def forward(ctx, feat, rois, output_size, spatial_scale, sampling_ratio, aligned):
         ctx.save_for_backward(rois)
         ctx.args = (feat.shape, spatial_scale, sampling_ratio, aligned)
+        # The gradient is built channels-last; hand it back in the layout of the input, or the
+        # convolution that produced the input runs its backward on mixed layouts (20x slower).
+        ctx.channels_last = feat.dim() == 4 and feat.is_contiguous(memory_format=torch.channels_last)
         return tv_roi_align(feat, rois, output_size, spatial_scale, sampling_ratio, aligned)
 
     @staticmethod
     def backward(ctx, grad_output):
         (rois,) = ctx.saved_tensors
         shape, scale, ratio, aligned = ctx.args
-        grad = roi_align_grad_input(grad_output, rois, shape, scale, ratio, aligned) if ctx.needs_input_grad[0] else None
+        grad = None
+        if ctx.needs_input_grad[0]:
+            grad = roi_align_grad_input(grad_output, rois, shape, scale, ratio, aligned)
+            grad = grad.contiguous(memory_format=torch.channels_last if ctx.channels_last else torch.contiguous_format)
         return grad, None, None, None, None, None
 
 
