@@ -1,7 +1,8 @@
 """Output-level agreement of an engine with the PyTorch model: detections matched one to one.
 
 Per image, each engine detection (highest score first) takes the unmatched PyTorch detection of
-the same label with the highest IoU, if that IoU is at least ``iou_thr``. Matched pairs give
+the same label with the highest IoU, if that IoU is at least ``iou_thr`` (equal boxes count as
+IoU 1, also when they have no area). Matched pairs give
 the box error (L-inf, original-image pixels), the score error and, for masks, the pixels that
 differ over the pixels of either mask (1 - mask IoU); unmatched detections on either side are counted.
 """
@@ -26,7 +27,12 @@ def match_detections(ref: Detections, got: Detections, iou_thr: float = 0.5) -> 
     """
     if len(ref) == 0 or len(got) == 0:
         return []
-    iou = box_iou(got.boxes.float().cpu(), ref.boxes.float().cpu())  # [K_g, K_r]
+    got_boxes, ref_boxes = got.boxes.float().cpu(), ref.boxes.float().cpu()
+    # A box with no area (clipped to the image border) has IoU 0/0 with itself: count a box equal
+    # to a reference box (within 1e-3 px) as overlapping it fully.
+    iou = box_iou(got_boxes, ref_boxes).nan_to_num(0.0)  # [K_g, K_r]
+    same = (got_boxes[:, None, :] - ref_boxes[None, :, :]).abs().amax(-1) <= 1e-3
+    iou = torch.where(same, torch.ones_like(iou), iou)
     iou[got.labels.cpu()[:, None] != ref.labels.cpu()[None, :]] = -1.0
     taken = torch.zeros(len(ref), dtype=torch.bool)
     pairs = []

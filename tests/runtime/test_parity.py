@@ -57,3 +57,11 @@ def test_mask_difference_is_one_minus_mask_iou():
 def test_nothing_matched_gives_none():
     s = OutputDiff().summary()
     assert s["matched"] == 0 and s["box_linf_px_max"] is None and s["matched_fraction"] == 1.0
+
+
+def test_equal_boxes_without_area_are_matched():
+    """Boxes clipped to the image border can have zero width; equal ones still pair up."""
+    ref = dets([[30, 5, 30, 20], [0, 0, 10, 10]], [0.3, 0.9], [2, 0])
+    got = dets([[0, 0, 10, 10], [30, 5, 30, 20]], [0.9, 0.3], [0, 2])
+    assert match_detections(ref, got) == [(1, 0), (0, 1)]
+    assert match_detections(ref, dets([[31, 5, 31, 20]], [0.3], [2])) == []  # another degenerate box
