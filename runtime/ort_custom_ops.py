@@ -290,12 +290,15 @@ def make_session(model: str | Path | onnx.ModelProto, providers: list[str] | Non
         providers: ONNX Runtime execution providers; default CPU. The dettool Python ops always
             run on the CPU.
 
-    Returns: a :class:`DettoolSession` (an ``onnxruntime.InferenceSession``).
+    Returns: a :class:`DettoolSession` (an ``onnxruntime.InferenceSession``), using as many
+    intra-op threads as torch (``torch.get_num_threads()``, e.g. from ``OMP_NUM_THREADS``), so
+    that both run on the same cores when they are compared.
     """
     if not isinstance(model, onnx.ModelProto):
         model = onnx.load(str(model))
     adapted = adapt_model(model)
     options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
     if adapted is not model:
         register_python_ops()
         options.register_custom_ops_library(get_library_path())
