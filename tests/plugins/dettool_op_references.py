@@ -40,6 +40,16 @@ def _image_boxes(boxes_b: torch.Tensor, index: torch.Tensor, num_classes: int) -
     return boxes_b.reshape(-1, 4)[index]  # [N, C, 4]
 
 
+def _image_candidates(boxes: torch.Tensor, scores: torch.Tensor, score_threshold: float):
+    """Per image: flat indices, scores, boxes ``[M, 4]`` and classes of the candidates above the
+    threshold (rounded to float32 first, as the ONNX attribute is)."""
+    score_threshold = float(torch.tensor(score_threshold, dtype=torch.float32))
+    num_classes = scores.shape[2]
+    for b in range(scores.shape[0]):
+        index, cand_scores = candidates_of(scores[b], score_threshold)
+        yield index, cand_scores, _image_boxes(boxes[b], index, num_classes), index % num_classes
+
+
 def reference_batched_nms(boxes: torch.Tensor, scores: torch.Tensor, score_threshold: float,
                           iou_threshold: float, max_output_boxes: int) -> tuple[torch.Tensor, ...]:
     """DettoolBatchedNMS by its definition: per class ``torchvision.ops.nms`` on the original
@@ -49,14 +59,9 @@ def reference_batched_nms(boxes: torch.Tensor, scores: torch.Tensor, score_thres
 
     Returns: ``num_dets [B]`` int32, ``det_boxes [B, K, 4]``, ``det_scores [B, K]``, ``det_classes [B, K]`` int32.
     """
-    score_threshold = float(torch.tensor(score_threshold, dtype=torch.float32))
     iou_threshold = float(torch.tensor(iou_threshold, dtype=torch.float32))
-    num_classes = scores.shape[2]
     per_image = []
-    for b in range(scores.shape[0]):
-        index, cand_scores = candidates_of(scores[b], score_threshold)
-        cand_boxes = _image_boxes(boxes[b], index, num_classes)
-        cand_classes = index % num_classes
+    for index, cand_scores, cand_boxes, cand_classes in _image_candidates(boxes, scores, score_threshold):
         kept = []
         for c in torch.unique(cand_classes):
             members = torch.nonzero(cand_classes == c).flatten()
@@ -74,14 +79,9 @@ def torchvision_batched_nms(boxes: torch.Tensor, scores: torch.Tensor, score_thr
     """The spec's one-line statement: ``torchvision.ops.batched_nms(...)[:K]`` over the thresholded
     candidates (what dettool's PyTorch models run). It offsets boxes by class, so its IoUs can
     differ from the exact ones in the last bits; tests use it on inputs far from ties."""
-    score_threshold = float(torch.tensor(score_threshold, dtype=torch.float32))
     iou_threshold = float(torch.tensor(iou_threshold, dtype=torch.float32))
-    num_classes = scores.shape[2]
     per_image = []
-    for b in range(scores.shape[0]):
-        index, cand_scores = candidates_of(scores[b], score_threshold)
-        cand_boxes = _image_boxes(boxes[b], index, num_classes)
-        cand_classes = index % num_classes
+    for index, cand_scores, cand_boxes, cand_classes in _image_candidates(boxes, scores, score_threshold):
         keep = torchvision.ops.batched_nms(cand_boxes, cand_scores, cand_classes, iou_threshold)[:max_output_boxes]
         per_image.append(_pad_detections(cand_boxes[keep], cand_scores[keep], cand_classes[keep], max_output_boxes))
     return _stack_images(per_image, max_output_boxes)

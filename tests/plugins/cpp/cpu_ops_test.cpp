@@ -3,6 +3,7 @@
  * comparisons are in the pytest files beside this folder). Exit code 0 when every check passes.
  */
 #include "common/cpu_ops_api.h"
+#include "check.h"
 
 #include <cmath>
 #include <cstdio>
@@ -12,17 +13,6 @@
 namespace
 {
 
-int gFailures = 0;
-
-#define CHECK(cond)                                                                                                    \
-    do                                                                                                                 \
-    {                                                                                                                  \
-        if (!(cond))                                                                                                   \
-        {                                                                                                              \
-            std::printf("FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);                                                \
-            ++gFailures;                                                                                               \
-        }                                                                                                              \
-    } while (0)
 
 uint16_t toHalf(float v)
 {

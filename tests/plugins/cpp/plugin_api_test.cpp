@@ -18,6 +18,7 @@
  */
 #include <NvInferRuntime.h>
 #include <NvInferVersion.h>
+#include "check.h"
 
 #include <cstdio>
 #include <cstring>
@@ -50,17 +51,6 @@ struct Library
 
 Library gLibrary;
 
-int gFailures = 0;
-
-#define CHECK(cond)                                                                                                    \
-    do                                                                                                                 \
-    {                                                                                                                  \
-        if (!(cond))                                                                                                   \
-        {                                                                                                              \
-            std::printf("FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);                                                \
-            ++gFailures;                                                                                               \
-        }                                                                                                              \
-    } while (0)
 
 // ---------------------------------------------------------------------------------------------
 // Stand-ins for TensorRT's registry, logger and shape expressions
