@@ -26,7 +26,7 @@ FASTER = CONFIGS / "faster_rcnn_r18_fpn_synth.yaml"
 RETINA = CONFIGS / "retinanet_r18_fpn_synth.yaml"
 
 
-def one_error_line(code: int, stdout: str, stderr: str, *fragments: str) -> str:
+def assert_one_error_line(code: int, stdout: str, stderr: str, *fragments: str) -> str:
     assert code == 1, stdout + stderr
     assert "Traceback" not in stderr and "Traceback" not in stdout
     lines = stderr.splitlines()
@@ -56,32 +56,32 @@ def identity_onnx(path: Path) -> Path:
 
 def test_eval_engine_missing_engine(tmp_path):
     missing = tmp_path / "missing.onnx"
-    one_error_line(*eval_engine(missing), f"{missing}: model file not found")
+    assert_one_error_line(*eval_engine(missing), f"{missing}: model file not found")
 
 
 def test_eval_engine_corrupt_onnx(tmp_path):
     corrupt = tmp_path / "corrupt.onnx"
     corrupt.write_bytes(identity_onnx(tmp_path / "ok.onnx").read_bytes()[:-7])
-    one_error_line(*eval_engine(corrupt), str(corrupt), "not a readable ONNX model", "corrupt or truncated")
+    assert_one_error_line(*eval_engine(corrupt), str(corrupt), "not a readable ONNX model", "corrupt or truncated")
 
 
 def test_eval_engine_tensorrt_engine_to_onnxruntime(tmp_path):
     engine = tmp_path / "model.engine"
     engine.write_bytes(b"DTTRTENG" + bytes(100))
-    line = one_error_line(*eval_engine(engine, "--backend", "onnxruntime"))
+    line = assert_one_error_line(*eval_engine(engine, "--backend", "onnxruntime"))
     assert line == f"dettool: error: {engine}: is not an ONNX model (a TensorRT engine? use --backend tensorrt)"
 
 
 def test_eval_engine_onnx_that_is_not_dettool(tmp_path):
     path = identity_onnx(tmp_path / "other.onnx")
-    one_error_line(*eval_engine(path), str(path), "not a dettool deploy graph", "dettool export --to onnx")
+    assert_one_error_line(*eval_engine(path), str(path), "not a dettool deploy graph", "dettool export --to onnx")
 
 
 @pytest.mark.skipif(tensorrt_installed(), reason="TensorRT is installed")
 def test_eval_engine_tensorrt_backend_without_tensorrt(tmp_path):
     engine = tmp_path / "model.engine"
     engine.write_bytes(b"DTTRTENG" + bytes(100))
-    one_error_line(*eval_engine(engine, "--backend", "tensorrt"), "TensorRT is not installed: install it with `pip install tensorrt`")
+    assert_one_error_line(*eval_engine(engine, "--backend", "tensorrt"), "TensorRT is not installed: install it with `pip install tensorrt`")
 
 
 def test_eval_engine_error_in_a_real_process(tmp_path):
@@ -91,7 +91,7 @@ def test_eval_engine_error_in_a_real_process(tmp_path):
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
     proc = subprocess.run([sys.executable, "-m", "dettool", "eval-engine", str(FASTER), "x.pth", "--engine",
                            str(engine)], capture_output=True, text=True, env=env, timeout=180, cwd=tmp_path)
-    one_error_line(proc.returncode, proc.stdout, proc.stderr, "is not an ONNX model (a TensorRT engine?")
+    assert_one_error_line(proc.returncode, proc.stdout, proc.stderr, "is not an ONNX model (a TensorRT engine?")
 
 
 # ----------------------------------------------------------------------------------- export
@@ -103,15 +103,15 @@ def test_export_checkpoint_of_another_model(tmp_path):
     checkpoint = tmp_path / "retina.pth"
     torch.save({"model": builder.build_model(cfg).state_dict()}, checkpoint)
     code, stdout, stderr = run_cli(["export", FASTER, checkpoint, "--to", "onnx", "--out", tmp_path / "m.onnx"])
-    one_error_line(code, "", stderr, str(checkpoint), "checkpoint does not match the config's model")
+    assert_one_error_line(code, "", stderr, str(checkpoint), "checkpoint does not match the config's model")
     assert not (tmp_path / "m.onnx").exists()
 
 
 def test_export_missing_checkpoint_and_wrong_suffix(tmp_path):
     missing = tmp_path / "missing.pth"
-    one_error_line(*run_cli(["export", FASTER, missing, "--to", "onnx", "--out", tmp_path / "m.onnx"]),
+    assert_one_error_line(*run_cli(["export", FASTER, missing, "--to", "onnx", "--out", tmp_path / "m.onnx"]),
                    f"{missing}: checkpoint not found")
-    one_error_line(*run_cli(["export", FASTER, missing, "--to", "onnx", "--out", tmp_path / "m.engine"]),
+    assert_one_error_line(*run_cli(["export", FASTER, missing, "--to", "onnx", "--out", tmp_path / "m.engine"]),
                    "must end in .onnx")
 
 
@@ -119,7 +119,7 @@ def test_export_missing_checkpoint_and_wrong_suffix(tmp_path):
 def test_export_to_tensorrt_without_tensorrt(tmp_path):
     code, stdout, stderr = run_cli(["export", FASTER, tmp_path / "x.pth", "--to", "tensorrt",
                                     "--out", tmp_path / "m.engine"])
-    one_error_line(code, "", stderr, "TensorRT is not installed: install it with `pip install tensorrt`", "--to onnx")
+    assert_one_error_line(code, "", stderr, "TensorRT is not installed: install it with `pip install tensorrt`", "--to onnx")
     assert stdout == ""  # refused before the ONNX export started
 
 

@@ -107,7 +107,7 @@ def export(tmp_path_factory):
     return get
 
 
-def run_and_compare(session, inputs: dict[str, torch.Tensor], atol: dict[str, float] | None = None) -> None:
+def assert_matches_eager(session, inputs: dict[str, torch.Tensor], atol: dict[str, float] | None = None) -> None:
     """ONNX Runtime's outputs equal the eager module's: integers exactly, floats within ``atol``
     (by output name; default 1e-5) plus a relative 1e-5."""
     with torch.no_grad():
@@ -158,7 +158,7 @@ def test_flavour_decides_the_nodes(export, flavour: str) -> None:
 def test_onnxruntime_matches_eager_at_batch_1_and_3(export, flavour: str) -> None:
     session = make_session(export(flavour))
     for batch in (1, 3):
-        run_and_compare(session, all_inputs(batch, seed=batch))
+        assert_matches_eager(session, all_inputs(batch, seed=batch))
 
 
 def edge_inputs() -> dict[str, list[dict[str, torch.Tensor]]]:
@@ -189,7 +189,7 @@ def edge_inputs() -> dict[str, list[dict[str, torch.Tensor]]]:
 def test_edge_cases_in_onnxruntime(export, flavour: str, op_name: str) -> None:
     session = make_session(export(flavour))
     for inputs in edge_inputs()[op_name]:
-        run_and_compare(session, inputs)
+        assert_matches_eager(session, inputs)
 
 
 def test_custom_model_in_float16(export) -> None:
@@ -211,4 +211,4 @@ def test_custom_model_in_float16(export) -> None:
     for name in ("boxes", "class_boxes", "scores"):  # the graph rounds them to float16 before NMS
         inputs[name] = inputs[name].half().float()
     tolerance = {name: 2e-2 for name in ROI_ALIGN_OUTPUTS + DEFORM_CONV_OUTPUTS}
-    run_and_compare(make_session(model), inputs, atol={**{name: 0.0 for name in NMS_OUTPUTS}, **tolerance})
+    assert_matches_eager(make_session(model), inputs, atol={**{name: 0.0 for name in NMS_OUTPUTS}, **tolerance})
