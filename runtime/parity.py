@@ -30,9 +30,8 @@ def match_detections(ref: Detections, got: Detections, iou_thr: float = 0.5) -> 
     got_boxes, ref_boxes = got.boxes.float().cpu(), ref.boxes.float().cpu()
     # A box with no area (clipped to the image border) has IoU 0/0 with itself: count a box equal
     # to a reference box (within 1e-3 px) as overlapping it fully.
-    iou = box_iou(got_boxes, ref_boxes).nan_to_num(0.0)  # [K_g, K_r]
     same = (got_boxes[:, None, :] - ref_boxes[None, :, :]).abs().amax(-1) <= 1e-3
-    iou = torch.where(same, torch.ones_like(iou), iou)
+    iou = box_iou(got_boxes, ref_boxes).nan_to_num(0.0).masked_fill(same, 1.0)  # [K_g, K_r]
     iou[got.labels.cpu()[:, None] != ref.labels.cpu()[None, :]] = -1.0
     taken = torch.zeros(len(ref), dtype=torch.bool)
     pairs = []
