@@ -7,8 +7,9 @@ with default-domain operators only, so any ONNX runtime runs the graph:
   torchvision), then the kept candidates are scattered into a dense ``[B, N * C]`` score map
   (``-inf`` elsewhere) whose ``TopK`` (``k = min(K, N * C)``; equal values in increasing index,
   i.e. flat index ``n * C + c``) orders them; the result is padded to ``K`` rows.
-- multi-level RoIAlign: one ``RoiAlign`` per level over all RoIs, combined by each RoI's level
-  with ``Where``; RoiAlign runs in float32.
+- multi-level RoIAlign: per level, the RoIs of that level (``NonZero``, ``Gather``) through one
+  ``RoiAlign``, scattered into their rows (``ScatterND``) of a zero ``[R, C, h, w]``; each RoI is
+  pooled once, at its own level. RoiAlign runs in float32.
 - modulated deformable convolution: ``DeformConv`` (float32).
 
 Trace-only onnxscript functions (see ``onnx_ops.py``).
@@ -126,7 +127,7 @@ def _roi_levels(boxes, num_levels: int, finest_scale: int):
 def portable_multi_level_roi_align(rois, feats: Sequence[TensorType], output_height: int, output_width: int,
                                    featmap_strides: Sequence[int], sampling_ratio: int, finest_scale: int,
                                    aligned: bool):
-    """``dettool::multi_level_roi_align`` as one ``RoiAlign`` (opset 16+) per level, merged by level.
+    """``dettool::multi_level_roi_align`` as one ``RoiAlign`` (opset 16+) per level on that level's RoIs.
 
     Args:
         rois: ``[R, 5]`` ``(batch_index, x1, y1, x2, y2)``.
@@ -143,14 +144,18 @@ def portable_multi_level_roi_align(rois, feats: Sequence[TensorType], output_hei
     in_batch = op.And(op.Greater(index, _float(-1.0)), op.Less(index, batch))
     batch_index = op.Where(in_batch, op.Cast(index, to=INT64), op.Constant(value_int=0))  # truncated toward 0
     level = op.Where(in_batch, _roi_levels(boxes, len(feats), finest_scale), _float(-1.0))
-    level = op.Unsqueeze(level, _ints(1, 2, 3))  # [R, 1, 1, 1]
     mode = "half_pixel" if aligned else "output_half_pixel"
-    out = None
+    channels = op.Shape(feats[0], start=1, end=2)
+    out_shape = op.Concat(op.Shape(rois, start=0, end=1), channels, _ints(output_height, output_width), axis=0)
+    out = op.ConstantOfShape(out_shape)  # float32 zeros [R, C, oh, ow]: level -1 pools to zeros
     for lvl, (feat, stride) in enumerate(zip(feats, featmap_strides)):
-        pooled = op.RoiAlign(_to_float32(feat), boxes, batch_index, coordinate_transformation_mode=mode, mode="avg",
-                             output_height=int(output_height), output_width=int(output_width),
-                             sampling_ratio=int(sampling_ratio), spatial_scale=1.0 / float(stride))
-        out = op.Where(op.Equal(level, _float(lvl)), pooled, _float(0.0) if out is None else out)
+        where = op.Transpose(op.NonZero(op.Equal(level, _float(lvl))), perm=[1, 0])  # [k, 1] rows of this level
+        rows = op.Squeeze(where, _ints(1))  # [k]
+        pooled = op.RoiAlign(_to_float32(feat), op.Gather(boxes, rows, axis=0), op.Gather(batch_index, rows, axis=0),
+                             coordinate_transformation_mode=mode, mode="avg", output_height=int(output_height),
+                             output_width=int(output_width), sampling_ratio=int(sampling_ratio),
+                             spatial_scale=1.0 / float(stride))
+        out = op.ScatterND(out, where, pooled)
     feat_type = feats[0].dtype
     return out if feat_type == FLOAT else op.Cast(out, to=feat_type)
 
