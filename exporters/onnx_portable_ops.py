@@ -149,13 +149,13 @@ def portable_multi_level_roi_align(rois, feats: Sequence[TensorType], output_hei
     out_shape = op.Concat(op.Shape(rois, start=0, end=1), channels, _ints(output_height, output_width), axis=0)
     out = op.ConstantOfShape(out_shape)  # float32 zeros [R, C, oh, ow]: level -1 pools to zeros
     for lvl, (feat, stride) in enumerate(zip(feats, featmap_strides)):
-        where = op.Transpose(op.NonZero(op.Equal(level, _float(lvl))), perm=[1, 0])  # [k, 1] rows of this level
-        rows = op.Squeeze(where, _ints(1))  # [k]
+        level_rows = op.Transpose(op.NonZero(op.Equal(level, _float(lvl))), perm=[1, 0])  # [k, 1] rows of this level
+        rows = op.Squeeze(level_rows, _ints(1))  # [k]
         pooled = op.RoiAlign(_to_float32(feat), op.Gather(boxes, rows, axis=0), op.Gather(batch_index, rows, axis=0),
                              coordinate_transformation_mode=mode, mode="avg", output_height=int(output_height),
                              output_width=int(output_width), sampling_ratio=int(sampling_ratio),
                              spatial_scale=1.0 / float(stride))
-        out = op.ScatterND(out, where, pooled)
+        out = op.ScatterND(out, level_rows, pooled)
     feat_type = feats[0].dtype
     return out if feat_type == FLOAT else op.Cast(out, to=feat_type)
 

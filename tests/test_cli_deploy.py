@@ -110,9 +110,9 @@ def test_export_checkpoint_of_another_model(tmp_path):
 def test_export_missing_checkpoint_and_wrong_suffix(tmp_path):
     missing = tmp_path / "missing.pth"
     assert_one_error_line(*run_cli(["export", FASTER, missing, "--to", "onnx", "--out", tmp_path / "m.onnx"]),
-                   f"{missing}: checkpoint not found")
+                          f"{missing}: checkpoint not found")
     assert_one_error_line(*run_cli(["export", FASTER, missing, "--to", "onnx", "--out", tmp_path / "m.engine"]),
-                   "must end in .onnx")
+                          "must end in .onnx")
 
 
 @pytest.mark.skipif(tensorrt_installed(), reason="TensorRT is installed")
