@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from dettool.data.coco import load_image
+
 _PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
             (240, 50, 230), (210, 245, 60), (0, 128, 128), (170, 110, 40)]
 
@@ -87,3 +89,19 @@ def draw_detections(image: Image.Image, boxes: np.ndarray, scores: np.ndarray, l
         draw.rectangle([x1, max(0, y1 - 11), x1 + tw + 4, max(0, y1 - 11) + 11], fill=color)
         draw.text((x1 + 2, max(0, y1 - 11)), text, fill=(255, 255, 255))
     return out
+
+
+def draw_results(dataset, results: list[dict], show_dir: Path, num_show: int) -> None:
+    """Draw COCO-format ``results`` on the first ``num_show`` images of ``dataset`` into ``show_dir``."""
+    show_dir.mkdir(parents=True, exist_ok=True)
+    by_image: dict[int, list[dict]] = {}
+    for r in results:
+        by_image.setdefault(r["image_id"], []).append(r)
+    for image_id in dataset.image_ids[:num_show]:
+        info = dataset.coco.imgs[image_id]
+        dets = by_image.get(image_id, [])
+        boxes = [[d["bbox"][0], d["bbox"][1], d["bbox"][0] + d["bbox"][2], d["bbox"][1] + d["bbox"][3]] for d in dets]
+        img = draw_detections(load_image(dataset.img_dir / info["file_name"]), boxes, [d["score"] for d in dets],
+                              [dataset.cat_id_to_label[d["category_id"]] for d in dets], dataset.class_names)
+        img.save(show_dir / f"{Path(info['file_name']).stem}.png")
+    print(f"dettool: drew detections on {min(num_show, len(dataset))} images in {show_dir}")

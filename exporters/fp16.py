@@ -4,7 +4,7 @@ TensorRT 11 has no FP16 builder flag: a network runs in FP16 where its ONNX tens
 The conversion is onnxruntime's maintained ``convert_float_to_float16`` with:
 
 - inputs and outputs kept float32 (``keep_io_types``);
-- every node of an ``FP32Region`` module (box decoding, proposal and detection selection, RoI
+- every node of a ``Float32Block`` module (box decoding, proposal and detection selection, RoI
   coordinates; found by the module class the exporter records on each node) kept float32;
 - ``DettoolBatchedNMS`` (scores and boxes in float32, as its spec says) and the standard ops that
   ONNX Runtime has no FP16 kernel for (onnxruntime's default block list: ``NonMaxSuppression``,
@@ -19,7 +19,7 @@ import ast
 import onnx
 from onnx import TensorProto
 
-from dettool.exporters.deploy.regions import fp32_region_classes
+from dettool.trainer.models.postprocess.batched import float32_block_classes
 
 CLASS_KEY = "pkg.torch.onnx.class_hierarchy"
 FP32_OPS = ("DettoolBatchedNMS", "DeformConv", "NonMaxSuppression", "RoiAlign", "TopK")
@@ -37,8 +37,8 @@ def _in_fp32_region(node: onnx.NodeProto, regions: set[str]) -> bool:
 
 
 def fp32_node_names(model: onnx.ModelProto) -> list[str]:
-    """Names of the nodes that belong to an ``FP32Region`` module."""
-    regions = fp32_region_classes()
+    """Names of the nodes that belong to a ``Float32Block`` module."""
+    regions = float32_block_classes()
     return [n.name for n in model.graph.node if _in_fp32_region(n, regions)]
 
 

@@ -51,6 +51,7 @@ def profile_from_config(deploy: DeployConfig, test_scale: str, size_divisor: int
     """The profile ``deploy`` asks for, sizes derived from ``test_scale`` where not given.
 
     A graph exported without ``--dynamic-batch`` has its batch fixed: every batch bound is that batch.
+    (The batch bounds themselves are checked when the config is read.)
     """
     scale = ScaleSpec.parse(test_scale, "data.test_scale")
     w, h, _ = rescale_size(4 * scale.long, 3 * scale.long, scale.long, scale.shorts[-1])
@@ -65,8 +66,6 @@ def profile_from_config(deploy: DeployConfig, test_scale: str, size_divisor: int
     for key, size in (("min_size", mn), ("opt_size", opt), ("max_size", mx)):
         if size[0] % size_divisor or size[1] % size_divisor:
             raise ExportError(f"deploy.{key}: {list(size)} is not a multiple of data.size_divisor={size_divisor}")
-    if not (batches[0] <= batches[1] <= batches[2]) or batches[0] < 1:
-        raise ExportError(f"deploy: batch bounds min {batches[0]} <= opt {batches[1]} <= max {batches[2]} do not hold")
     if not all(a <= b <= c for a, b, c in zip(mn, opt, mx)):
         raise ExportError(f"deploy: sizes min {list(mn)} <= opt {list(opt)} <= max {list(mx)} do not hold")
     return ShapeProfile(*batches, tuple(mn), tuple(opt), tuple(mx))

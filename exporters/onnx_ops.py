@@ -57,17 +57,19 @@ def custom_batched_nms(boxes, scores, score_threshold: float, iou_threshold: flo
 
 def custom_multi_level_roi_align(rois, feats: Sequence[TensorType], output_height: int, output_width: int,
                                  featmap_strides: Sequence[int], sampling_ratio: int, finest_scale: int,
-                                 aligned: bool):
+                                 aligned: bool, roi_scale_factor: float = 1.0):
     """``DettoolMultiLevelRoIAlign(rois, feat_0, ..., feat_{L-1})`` -> ``[R, C, oh, ow]``; the RoIs are
-    cast to float32 (the node's type) when they are not."""
+    cast to float32 (the node's type) when they are not. ``roi_scale_factor`` is written only when
+    it is not 1 (its default), so nodes without rescaling are those of before the attribute."""
     if rois.dtype != ir.DataType.FLOAT:
         rois = op.Cast(rois, to=ir.DataType.FLOAT)
     node = getattr(dettool_opset, ONNX_OP_NAMES["multi_level_roi_align"])
+    rescaling = {} if float(roi_scale_factor) == 1.0 else {"roi_scale_factor": float(roi_scale_factor)}
     # Inputs by keyword: torch's exporter binds positional arguments before a variadic input twice
     # (torch 2.14 ``_construct_named_inputs_and_attrs``).
     return node(rois=rois, feats=list(feats), output_height=int(output_height), output_width=int(output_width),
                 featmap_strides=[int(s) for s in featmap_strides], sampling_ratio=int(sampling_ratio),
-                finest_scale=int(finest_scale), aligned=int(bool(aligned)), **_plugin_attributes())
+                finest_scale=int(finest_scale), aligned=int(bool(aligned)), **rescaling, **_plugin_attributes())
 
 
 def custom_modulated_deform_conv(input, offset, mask, weight, bias, stride: Sequence[int], padding: Sequence[int],

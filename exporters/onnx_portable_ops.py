@@ -9,7 +9,8 @@ with default-domain operators only, so any ONNX runtime runs the graph:
   i.e. flat index ``n * C + c``) orders them; the result is padded to ``K`` rows.
 - multi-level RoIAlign: per level, the RoIs of that level (``NonZero``, ``Gather``) through one
   ``RoiAlign``, scattered into their rows (``ScatterND``) of a zero ``[R, C, h, w]``; each RoI is
-  pooled once, at its own level. RoiAlign runs in float32.
+  pooled once, at its own level (rescaled about its centre first when ``roi_scale_factor != 1``).
+  RoiAlign runs in float32.
 - modulated deformable convolution: ``DeformConv`` (float32).
 
 Trace-only onnxscript functions (see ``onnx_ops.py``).
@@ -124,10 +125,23 @@ def _roi_levels(boxes, num_levels: int, finest_scale: int):
     return op.Where(op.IsNaN(v), _float(-1.0), level)
 
 
+def _rescaled_boxes(boxes, scale_factor: float):
+    """Boxes ``[R, 4]`` scaled about their centres, in ``dettool.ops.rescale_rois``'s float32 order:
+    ``c = (p1 + p2) * 0.5``, ``half = (p2 - p1) * f * 0.5``, ``(c - half, c + half)``."""
+    top_left = op.Slice(boxes, _ints(0), _ints(2), _ints(1))
+    bottom_right = op.Slice(boxes, _ints(2), _ints(4), _ints(1))
+    centre = op.Mul(op.Add(top_left, bottom_right), _float(0.5))
+    half = op.Mul(op.Mul(op.Sub(bottom_right, top_left), _float(scale_factor)), _float(0.5))
+    return op.Concat(op.Sub(centre, half), op.Add(centre, half), axis=1)
+
+
 def portable_multi_level_roi_align(rois, feats: Sequence[TensorType], output_height: int, output_width: int,
                                    featmap_strides: Sequence[int], sampling_ratio: int, finest_scale: int,
-                                   aligned: bool):
+                                   aligned: bool, roi_scale_factor: float = 1.0):
     """``dettool::multi_level_roi_align`` as one ``RoiAlign`` (opset 16+) per level on that level's RoIs.
+
+    The levels come from the RoIs as given; with ``roi_scale_factor != 1`` RoiAlign pools the
+    rescaled RoIs.
 
     Args:
         rois: ``[R, 5]`` ``(batch_index, x1, y1, x2, y2)``.
@@ -137,6 +151,7 @@ def portable_multi_level_roi_align(rois, feats: Sequence[TensorType], output_hei
     """
     rois = _to_float32(rois)
     boxes = op.Slice(rois, _ints(1), _ints(5), _ints(1))  # [R, 4]
+    pooled_boxes = boxes if float(roi_scale_factor) == 1.0 else _rescaled_boxes(boxes, roi_scale_factor)
     # A RoI of negative area or with a batch index outside (-1, B) pools to zeros (level -1); its
     # index becomes 0 for RoiAlign, which rejects indices outside the batch.
     index = _column(rois, 0)
@@ -151,7 +166,8 @@ def portable_multi_level_roi_align(rois, feats: Sequence[TensorType], output_hei
     for lvl, (feat, stride) in enumerate(zip(feats, featmap_strides)):
         level_rows = op.Transpose(op.NonZero(op.Equal(level, _float(lvl))), perm=[1, 0])  # [k, 1] rows of this level
         rows = op.Squeeze(level_rows, _ints(1))  # [k]
-        pooled = op.RoiAlign(_to_float32(feat), op.Gather(boxes, rows, axis=0), op.Gather(batch_index, rows, axis=0),
+        pooled = op.RoiAlign(_to_float32(feat), op.Gather(pooled_boxes, rows, axis=0),
+                             op.Gather(batch_index, rows, axis=0),
                              coordinate_transformation_mode=mode, mode="avg", output_height=int(output_height),
                              output_width=int(output_width), sampling_ratio=int(sampling_ratio),
                              spatial_scale=1.0 / float(stride))

@@ -107,6 +107,8 @@ def multi_level_roi_align_schema() -> OpSchema:
                     attr("sampling_ratio", OpSchema.AttrType.INT, "points per bin side, 0 = adaptive"),
                     attr("finest_scale", OpSchema.AttrType.INT, "56 in MMDetection"),
                     attr("aligned", OpSchema.AttrType.INT, "1: pixel-shifted RoIAlign"),
+                    attr("roi_scale_factor", onnx.helper.make_attribute("roi_scale_factor", 1.0),
+                         "RoIs are scaled about their centres after the level mapping; 1 = not"),
                     *_PLUGIN_ATTRIBUTES],
     )
     return schema.set_type_and_shape_inference_function(_infer_roi_align)

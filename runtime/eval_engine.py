@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from dettool.config.schema import Config
+from dettool.config.schema import Config, RPNConfig
 from dettool.errors import BackendError
 from dettool.evaluation.coco_eval import detection_metrics, detections_to_results
 from dettool.io import file_sha256
@@ -25,10 +25,9 @@ from dettool.runtime.latency import measure_latency
 from dettool.runtime.metadata import DeployMetadata
 from dettool.runtime.parity import OutputDiff
 from dettool.runtime.report import format_report, write_report
+from dettool.visualization import draw_results
 from dettool.runtime.torch_backend import TorchBackend
 from dettool.trainer import builder
-from dettool.trainer.evaluate import draw_results
-from dettool.trainer.train import is_rpn
 
 RPN_METRICS = ("AR@100", "AR@300", "AR@1000")
 LATENCY_BATCHES = 4  # distinct preloaded batches per timed batch size (cycled)
@@ -218,7 +217,7 @@ def evaluate_engine(cfg: Config, checkpoint: str | Path, engine: str | Path, *, 
     meta = engine_backend.meta
     check_engine_matches_config(cfg, meta, engine)
     torch_backend = TorchBackend.from_checkpoint(cfg, checkpoint, device)
-    rpn = is_rpn(cfg)
+    rpn = isinstance(cfg.model, RPNConfig)
     dataset = builder.build_dataset(cfg, "val")
     num = min(len(dataset), max_images) if max_images else len(dataset)
     subset = _FirstImages(dataset, num) if num < len(dataset) else dataset

@@ -17,9 +17,10 @@ import onnxruntime as ort
 import torch
 
 from dettool.errors import BackendError, DataError, DettoolError
-from dettool.runtime.backend import Backend, DeployOutputs, image_shapes_tensor, outputs_to_detections
+from dettool.runtime.backend import Backend
+from dettool.structures.detections import DetOutputs, image_shapes_tensor, outputs_to_detections
 from dettool.runtime.metadata import METADATA_KEY, DeployMetadata, sidecar_path
-from dettool.trainer.models.structures import Detections
+from dettool.structures.detections import Detections
 
 INPUT_NAMES = ("images", "image_shapes")
 REQUIRED_OUTPUTS = ("num_dets", "boxes", "scores", "labels")
@@ -140,7 +141,7 @@ class OnnxRuntimeBackend(Backend):
                              for name in INPUT_NAMES}
         self._noted_batch = False
 
-    def run(self, images: torch.Tensor, image_shapes: torch.Tensor) -> DeployOutputs:
+    def run(self, images: torch.Tensor, image_shapes: torch.Tensor) -> DetOutputs:
         """One session run: ``images [B, 3, H, W]``, ``image_shapes [B, 2]`` -> the graph's outputs."""
         feed = {"images": images.detach().cpu().numpy().astype(self.input_dtypes["images"], copy=False),
                 "image_shapes": image_shapes.cpu().numpy().astype(self.input_dtypes["image_shapes"], copy=False)}
@@ -152,7 +153,7 @@ class OnnxRuntimeBackend(Backend):
                                    f"{_first_line(exc)}") from None
             raise
         out = {name: torch.from_numpy(v) for name, v in zip(self.output_names, values)}
-        return DeployOutputs(out["num_dets"], out["boxes"], out["scores"], out["labels"], out.get("masks"))
+        return DetOutputs(out["num_dets"], out["boxes"], out["scores"], out["labels"], out.get("masks"))
 
     def infer(self, images: torch.Tensor, metas: list[dict]) -> list[Detections]:
         """Detections of each image in original-image pixels (CPU tensors)."""

@@ -13,7 +13,8 @@ fixed input/output type signature and knows int64, float and string attributes o
   cast to float32 in the graph and float16 outputs cast back. That is exactly what the references
   do with float16 inputs (compute in float32, round the result to float16);
 - list attributes travel as comma-separated strings (``featmap_strides="4,8,16,32"``), the
-  TensorRT-only ``plugin_namespace`` / ``plugin_version`` are dropped.
+  TensorRT-only ``plugin_namespace`` / ``plugin_version`` are dropped, and optional attributes a
+  node omits (``roi_scale_factor``) are written with their default.
 
 Portable models (standard ONNX only) are passed through unchanged.
 
@@ -35,7 +36,7 @@ checking a deploy graph, not a fast path (that is TensorRT's job).
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -68,6 +69,8 @@ class _OpAdapter:
         typed_like: index of the input whose type the float outputs take in the ONNX node (the
             features), or None when they are float32 always.
         kernel: ``(*numpy inputs, **attributes) -> numpy output or tuple of outputs``.
+        defaults: optional attributes (name -> default), written into a node that omits them
+            (the Python op is only handed the attributes its node carries).
     """
 
     attributes: dict[str, int]
@@ -75,6 +78,7 @@ class _OpAdapter:
     output_types: list[int]
     typed_like: int | None
     kernel: Callable
+    defaults: dict[str, float | int | str] = field(default_factory=dict)
 
 
 def _tensor(x: np.ndarray) -> torch.Tensor:
@@ -94,9 +98,9 @@ def _batched_nms_kernel(boxes: np.ndarray, scores: np.ndarray, score_threshold: 
 
 def _multi_level_roi_align_kernel(rois: np.ndarray, *feats: np.ndarray, output_height: int, output_width: int,
                                   featmap_strides: str, sampling_ratio: int, finest_scale: int,
-                                  aligned: int) -> np.ndarray:
+                                  aligned: int, roi_scale_factor: float) -> np.ndarray:
     out = multi_level_roi_align(_tensor(rois), [_tensor(f) for f in feats], output_height, output_width,
-                                _ints(featmap_strides), sampling_ratio, finest_scale, bool(aligned))
+                                _ints(featmap_strides), sampling_ratio, finest_scale, bool(aligned), roi_scale_factor)
     return out.numpy()
 
 
@@ -116,9 +120,9 @@ ADAPTERS: dict[str, _OpAdapter] = {
         _batched_nms_kernel),
     ONNX_OP_NAMES["multi_level_roi_align"]: _OpAdapter(
         {"output_height": _INT, "output_width": _INT, "featmap_strides": _STRING, "sampling_ratio": _INT,
-         "finest_scale": _INT, "aligned": _INT}, 1 + MAX_FEATURE_LEVELS,
+         "finest_scale": _INT, "aligned": _INT, "roi_scale_factor": _FLOAT}, 1 + MAX_FEATURE_LEVELS,
         [onnx.TensorProto.FLOAT], 1,
-        _multi_level_roi_align_kernel),
+        _multi_level_roi_align_kernel, defaults={"roi_scale_factor": 1.0}),
     ONNX_OP_NAMES["modulated_deform_conv"]: _OpAdapter(
         {"stride": _STRING, "padding": _STRING, "dilation": _STRING, "groups": _INT, "deform_groups": _INT}, 5,
         [onnx.TensorProto.FLOAT], 0,
@@ -230,6 +234,9 @@ def _python_op_nodes(node: onnx.NodeProto, types: dict[str, int]) -> list[onnx.N
             name = f"{prefix}/{name}_float32"
         outputs.append(name)
     attributes = [_attribute_value(node, a) for a in node.attribute if a.name not in DROPPED_ATTRIBUTES]
+    given = {a.name for a in attributes}
+    attributes += [onnx.helper.make_attribute(name, value) for name, value in adapter.defaults.items()
+                   if name not in given]
     python_op = onnx.helper.make_node(_python_op_type(node.op_type, len(inputs)), inputs, outputs, name=node.name,
                                       domain=CONTRIB_DOMAIN)
     python_op.attribute.extend(attributes)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torchvision.ops import box_iou
 
-from dettool.trainer.models.structures import Detections
+from dettool.structures.detections import Detections
 
 
 def match_detections(ref: Detections, got: Detections, iou_thr: float = 0.5) -> list[tuple[int, int]]:

@@ -12,10 +12,11 @@ from pathlib import Path
 import torch
 
 from dettool.errors import BackendError
-from dettool.runtime.backend import Backend, DeployOutputs, image_shapes_tensor, outputs_to_detections
+from dettool.runtime.backend import Backend
+from dettool.structures.detections import DetOutputs, image_shapes_tensor, outputs_to_detections
 from dettool.runtime.engine_file import check_compatible, read_engine
 from dettool.runtime.tensorrt_env import tensorrt_env
-from dettool.trainer.models.structures import Detections
+from dettool.structures.detections import Detections
 
 
 def torch_dtype(trt, dtype) -> torch.dtype:
@@ -67,7 +68,7 @@ class TensorRTBackend(Backend):
         self.output_names = [n for n in names if not is_input[n]]
         self.max_batch = int(header.profiles.get("images", {}).get("max", [1])[0])
 
-    def run(self, images: torch.Tensor, image_shapes: torch.Tensor) -> DeployOutputs:
+    def run(self, images: torch.Tensor, image_shapes: torch.Tensor) -> DetOutputs:
         """Execute the engine on one batch (``images [B, 3, H, W]``, ``image_shapes [B, 2]``)."""
         feeds = {"images": images.to(self.device, torch.float32).contiguous(),
                  "image_shapes": image_shapes.to(self.device, torch.float32).contiguous()}
@@ -86,7 +87,7 @@ class TensorRTBackend(Backend):
         if not self.context.execute_async_v3(self.stream.cuda_stream):
             raise BackendError(f"{self.path}: TensorRT failed to execute the engine")
         torch.cuda.current_stream(self.device).wait_stream(self.stream)
-        return DeployOutputs(outputs["num_dets"], outputs["boxes"], outputs["scores"], outputs["labels"],
+        return DetOutputs(outputs["num_dets"], outputs["boxes"], outputs["scores"], outputs["labels"],
                              outputs.get("masks"))
 
     def infer(self, images: torch.Tensor, metas: list[dict]) -> list[Detections]:

@@ -9,7 +9,7 @@ from torch import nn
 
 from dettool.config.schema import Config
 from dettool.runtime.backend import Backend
-from dettool.trainer.models.structures import Detections
+from dettool.structures.detections import Detections
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:

@@ -6,13 +6,11 @@ from pathlib import Path
 
 import torch
 
-from dettool.config.schema import Config
-from dettool.data.coco import load_image
+from dettool.config.schema import Config, RPNConfig
 from dettool.evaluation.coco_eval import detection_metrics, format_table, inference, per_class_ap
 from dettool.trainer import builder
 from dettool.trainer.checkpoint import load_checkpoint, load_model_weights
-from dettool.trainer.train import is_rpn
-from dettool.visualization import draw_detections, plot_pr_curves
+from dettool.visualization import draw_results, plot_pr_curves
 
 
 def load_trained_model(cfg: Config, ckpt_path: str | Path, device: torch.device) -> torch.nn.Module:
@@ -31,7 +29,7 @@ def evaluate_checkpoint(cfg: Config, ckpt_path: str | Path, out: str | Path | No
     dataset = builder.build_dataset(cfg, "val")
     loader = builder.build_dataloader(cfg, dataset, train=False, batch_size=2)
     results = inference(model, loader, dataset.cat_ids, dev)
-    metrics = detection_metrics(dataset.coco, results, proposals_only=is_rpn(cfg))
+    metrics = detection_metrics(dataset.coco, results, proposals_only=isinstance(cfg.model, RPNConfig))
     precision = metrics.pop("_precision", None)
     per_class = per_class_ap(precision, dataset.class_names) if precision is not None else {}
     table = format_table(metrics, per_class)
@@ -48,19 +46,3 @@ def evaluate_checkpoint(cfg: Config, ckpt_path: str | Path, out: str | Path | No
     if show_dir:
         draw_results(dataset, results, Path(show_dir), num_show)
     return report
-
-
-def draw_results(dataset, results: list[dict], show_dir: Path, num_show: int) -> None:
-    """Draw COCO-format ``results`` on the first ``num_show`` images of ``dataset`` into ``show_dir``."""
-    show_dir.mkdir(parents=True, exist_ok=True)
-    by_image: dict[int, list[dict]] = {}
-    for r in results:
-        by_image.setdefault(r["image_id"], []).append(r)
-    for image_id in dataset.image_ids[:num_show]:
-        info = dataset.coco.imgs[image_id]
-        dets = by_image.get(image_id, [])
-        boxes = [[d["bbox"][0], d["bbox"][1], d["bbox"][0] + d["bbox"][2], d["bbox"][1] + d["bbox"][3]] for d in dets]
-        img = draw_detections(load_image(dataset.img_dir / info["file_name"]), boxes, [d["score"] for d in dets],
-                              [dataset.cat_id_to_label[d["category_id"]] for d in dets], dataset.class_names)
-        img.save(show_dir / f"{Path(info['file_name']).stem}.png")
-    print(f"dettool: drew detections on {min(num_show, len(dataset))} images in {show_dir}")

@@ -54,7 +54,8 @@ class Runner:
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.epoch = 0  # completed epochs
         self.iter = 0  # completed iterations
-        self.inner_iter = 0
+        self.inner_iter = 0  # index of the current batch in its epoch
+        self.resume_batches = 0  # batches of the current epoch done before a mid-epoch resume
         self.epoch_completed = True
         self.outputs: dict[str, torch.Tensor] = {}
         self.log_vars: dict[str, float] = {}
@@ -102,11 +103,14 @@ class Runner:
         if resume is not None:
             self.resume(*resume)  # after before_run: hooks have created the scaler and schedule
         while self.epoch < self.max_epochs and not self.should_stop and not (self.max_iters and self.iter >= self.max_iters):
-            self.train_loader.sampler.set_epoch(self.epoch)
+            # After a mid-epoch resume the sampler starts at the next batch: data order and
+            # augmentation depend on (seed, epoch, index) only, so the rest of the epoch is as it was.
+            skip, self.resume_batches = self.resume_batches, 0
+            self.train_loader.sampler.set_epoch(self.epoch, skip=skip * self.train_loader.batch_size)
             self.train_model.train()
             self.epoch_completed = False
             self.call_hook("before_train_epoch")
-            for self.inner_iter, batch in enumerate(self.train_loader):
+            for self.inner_iter, batch in enumerate(self.train_loader, start=skip):
                 self.log_vars = {}
                 self.call_hook("before_train_iter")
                 self.outputs = self.run_iter(batch)
@@ -126,15 +130,27 @@ class Runner:
 
     # ------------------------------------------------------------------------------- state
 
-    def state_dict(self) -> dict:
-        """Everything a resumed run needs to continue as if never stopped."""
+    def state_dict(self, mid_epoch: bool = False) -> dict:
+        """Everything a resumed run needs to continue as if never stopped.
+
+        ``mid_epoch``: saved from ``after_train_iter``, once the current batch's step is done
+        (the counters are advanced past it). Otherwise saved at an epoch's end, or after the loop
+        stopped mid-epoch (``max_iters``).
+        """
+        if mid_epoch:
+            epoch, iters, batches = self.epoch, self.iter + 1, self.inner_iter + 1
+        elif self.epoch_completed:
+            epoch, iters, batches = self.epoch + 1, self.iter, 0
+        else:
+            epoch, iters, batches = self.epoch, self.iter, self.inner_iter + 1
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "lr_schedule": self.lr_schedule.state_dict() if self.lr_schedule else {},
-                "scaler": self.scaler.state_dict(), "epoch": self.epoch + (1 if self.epoch_completed else 0),
-                "iter": self.iter, "rng": rng_state(), "meta": self.meta}
+                "scaler": self.scaler.state_dict(), "epoch": epoch, "iter": iters, "epoch_batches": batches,
+                "rng": rng_state(), "meta": self.meta}
 
     def resume(self, ckpt: dict, path: str) -> None:
-        """Restore model, optimizer, lr schedule, scaler, counters and RNG from ``ckpt``."""
+        """Restore model, optimizer, lr schedule, scaler, counters and RNG from ``ckpt`` (a
+        mid-epoch checkpoint continues from the batch after its last one)."""
         load_model_weights(self.model, ckpt, path)
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.lr_schedule is not None and ckpt.get("lr_schedule"):
@@ -142,5 +158,6 @@ class Runner:
         if ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         self.epoch, self.iter = int(ckpt["epoch"]), int(ckpt["iter"])
+        self.resume_batches = int(ckpt.get("epoch_batches", 0))
         set_rng_state(ckpt["rng"])
         self.last_checkpoint = str(path)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import random
 from pathlib import Path
 
@@ -18,8 +19,6 @@ from dettool.evaluation.coco_eval import detection_metrics, format_table, infere
 from dettool.trainer import builder
 from dettool.trainer.checkpoint import load_checkpoint
 from dettool.trainer.distributed import DistInfo, barrier, cleanup, init_distributed
-from dettool.trainer.hooks import (BUILTIN_HOOKS, CheckpointHook, LoggerHook, LrScheduleHook, MixedPrecisionHook,
-                                   OptimizerHook)
 from dettool.trainer.runner import LossWrapper, Runner
 
 
@@ -44,25 +43,6 @@ def resolve_resume(work_dir: Path, resume: str | None) -> Path | None:
     if not pointer.is_file():
         raise CheckpointError(f"{work_dir}: nothing to resume (no last_checkpoint file)")
     return work_dir / pointer.read_text().strip()
-
-
-def build_hooks(cfg: Config) -> list:
-    t = cfg.train
-    hooks = []
-    if t.amp != "none":
-        hooks.append(MixedPrecisionHook(t.amp))
-    lr = t.lr
-    hooks += [LrScheduleHook(lr.policy, lr.steps, lr.gamma, lr.min_lr_ratio, lr.warmup, lr.warmup_iters, lr.warmup_ratio),
-              OptimizerHook(t.optimizer.grad_clip),
-              CheckpointHook(t.checkpoint_interval, t.keep_last),
-              LoggerHook(t.log_interval)]
-    for i, spec in enumerate(t.custom_hooks):
-        cls = BUILTIN_HOOKS.get(spec.type) or builder.import_hook(spec, i)
-        try:
-            hooks.append(cls(**spec.args))
-        except TypeError as exc:
-            raise ConfigError(f"train.custom_hooks[{i}].args: {exc}") from None
-    return hooks
 
 
 def is_rpn(cfg: Config) -> bool:
@@ -96,12 +76,26 @@ def train(cfg: Config, resume: str | None = None, device: str | None = None) -> 
         cleanup()
 
 
+def prepare_work_dir(work_dir: Path) -> None:
+    """Create ``work_dir`` (or check an existing one) and make sure it can be written to."""
+    if work_dir.exists() and not work_dir.is_dir():
+        raise ConfigError(f"work_dir: {work_dir} exists and is not a folder")
+    try:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        probe = work_dir / f".dettool_write_test_{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"work_dir: cannot write to {work_dir} ({exc.strerror or exc})") from None
+
+
 def _train(cfg: Config, info: DistInfo, resume: str | None) -> dict:
     work_dir = Path(cfg.work_dir)
+    if info.is_main:
+        prepare_work_dir(work_dir)
     ckpt_path = resolve_resume(work_dir, resume)
     ckpt = load_checkpoint(ckpt_path) if ckpt_path else None
     if info.is_main:
-        work_dir.mkdir(parents=True, exist_ok=True)
         builder.ensure_synthetic(cfg.data)
         (work_dir / "config.yaml").write_text(yaml.safe_dump(config_dict(cfg), sort_keys=False))
     barrier()
@@ -128,7 +122,7 @@ def _train(cfg: Config, info: DistInfo, resume: str | None) -> dict:
     optimizer = builder.build_optimizer(cfg.train.optimizer, model)
     meta = {"dettool_version": dettool.__version__, "class_names": train_set.class_names,
             "cat_ids": list(train_set.cat_ids), "config": config_dict(cfg)}
-    runner = Runner(model, train_model, optimizer, loader, build_hooks(cfg), work_dir, cfg.train.max_epochs,
+    runner = Runner(model, train_model, optimizer, loader, builder.build_hooks(cfg.train), work_dir, cfg.train.max_epochs,
                     cfg.train.max_iters, evaluate, cfg.train.eval_interval, info.device, info.rank, info.world_size, meta,
                     channels_last=cfg.train.channels_last)
     runner.train(resume=(ckpt, str(ckpt_path)) if ckpt else None)

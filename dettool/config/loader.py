@@ -10,11 +10,12 @@ import difflib
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 
 from dettool.config.schema import Config
+from dettool.config.schema.common import Invalid, annotated_hints
 from dettool.errors import ConfigError
 
 _MAX_BASE_DEPTH = 16
@@ -102,10 +103,18 @@ def load_config(path: str | Path, overrides: typing.Iterable[str] = ()) -> Confi
 
 
 # ----------------------------------------------------------------------------------- conversion
+#
+# A value given for a field is built on top of that field's default (or of the value a base
+# config gave it): a partial section keeps every key it does not name, whatever the class's own
+# defaults are. A section whose ``type`` changes starts from its new class's defaults.
+
+_NO_BASE = object()
 
 
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
+    if origin is Annotated:
+        return _type_name(typing.get_args(tp)[0])
     if origin is Literal:
         return " | ".join(repr(a) for a in typing.get_args(tp))
     if origin in (Union, types.UnionType):
@@ -119,44 +128,40 @@ def _fail(source: str, key: str, msg: str) -> typing.NoReturn:
     raise ConfigError(f"{source}: {key or '<root>'}: {msg}")
 
 
-def build(tp: Any, value: Any, source: str, prefix: str) -> Any:
-    """Convert plain YAML data ``value`` to type ``tp``; errors name ``source`` and the key."""
+def _join(prefix: str, key: str) -> str:
+    if not prefix:
+        return key
+    return f"{prefix}{key}" if key.startswith("[") else f"{prefix}.{key}"
+
+
+def _tag(cls: Any) -> Any:
+    return typing.get_args(typing.get_type_hints(cls)["type"])[0]
+
+
+def build(tp: Any, value: Any, source: str, prefix: str, base: Any = _NO_BASE) -> Any:
+    """Convert plain YAML data ``value`` to type ``tp``; errors name ``source`` and the key.
+
+    ``base`` is the value the field has without ``value`` (its default, or a base config's):
+    a mapping given for a dataclass updates it key by key.
+    """
     origin = typing.get_origin(tp)
+    if origin is Annotated:  # ranges are checked by the section when it is built
+        return build(typing.get_args(tp)[0], value, source, prefix, base)
     if tp is Any:
         return value
     if dataclasses.is_dataclass(tp):
-        return _build_dataclass(tp, value, source, prefix)
+        return _build_dataclass(tp, value, source, prefix, base)
     if origin is Literal:
-        if value not in typing.get_args(tp):
+        if value not in typing.get_args(tp) or isinstance(value, bool) != any(
+                isinstance(a, bool) for a in typing.get_args(tp)):
             close = difflib.get_close_matches(str(value), [str(a) for a in typing.get_args(tp)], n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             _fail(source, prefix, f"{value!r} is not one of {_type_name(tp)}{hint}")
         return value
     if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        options = [a for a in args if a is not type(None)]
-        classes = [a for a in options if dataclasses.is_dataclass(a)]
-        if len(classes) == 1 and isinstance(value, dict):
-            return _build_dataclass(classes[0], value, source, prefix)
-        if classes and isinstance(value, dict):
-            return _build_tagged(classes, value, source, prefix)
-        for option in options:
-            try:
-                return build(option, value, source, prefix)
-            except ConfigError:
-                continue
-        _fail(source, prefix, f"expected {_type_name(tp)}, got {value!r}")
+        return _build_union(tp, value, source, prefix, base)
     if origin is tuple:
-        args = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)):
-            _fail(source, prefix, f"expected a list, got {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(build(args[0], v, source, f"{prefix}[{i}]") for i, v in enumerate(value))
-        if len(value) != len(args):
-            _fail(source, prefix, f"expected a list of {len(args)} items, got {len(value)}")
-        return tuple(build(a, v, source, f"{prefix}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+        return _build_tuple(tp, value, source, prefix, base)
     if origin is dict:
         if not isinstance(value, dict):
             _fail(source, prefix, f"expected a mapping, got {value!r}")
@@ -180,30 +185,80 @@ def build(tp: Any, value: Any, source: str, prefix: str) -> Any:
     raise TypeError(f"unsupported config type {tp!r} at {prefix}")  # a schema bug, not user error
 
 
-def _build_tagged(classes: list, value: dict, source: str, prefix: str) -> Any:
-    tags = {typing.get_args(typing.get_type_hints(c)["type"])[0]: c for c in classes}
-    tag = value.get("type", next(iter(tags)))
+def _strip(tp: Any) -> Any:
+    return typing.get_args(tp)[0] if typing.get_origin(tp) is Annotated else tp
+
+
+def _build_union(tp: Any, value: Any, source: str, prefix: str, base: Any) -> Any:
+    args = typing.get_args(tp)
+    if value is None and type(None) in args:
+        return None
+    options = [a for a in args if a is not type(None)]
+    classes = [_strip(a) for a in options if dataclasses.is_dataclass(_strip(a))]
+    if classes and isinstance(value, dict):
+        if len(classes) == 1 and "type" not in typing.get_type_hints(classes[0]):
+            return _build_dataclass(classes[0], value, source, prefix, base)
+        return _build_tagged(classes, value, source, prefix, base)
+    for option in options:
+        try:
+            return build(option, value, source, prefix, base)
+        except ConfigError:
+            continue
+    _fail(source, prefix, f"expected {_type_name(tp)}, got {value!r}")
+
+
+def _build_tuple(tp: Any, value: Any, source: str, prefix: str, base: Any) -> tuple:
+    args = typing.get_args(tp)
+    if not isinstance(value, (list, tuple)):
+        _fail(source, prefix, f"expected a list, got {value!r}")
+    if len(args) == 2 and args[1] is Ellipsis:
+        args = (args[0],) * len(value)
+    elif len(value) != len(args):
+        _fail(source, prefix, f"expected a list of {len(args)} items, got {len(value)}")
+    # A list as long as the base list updates it item by item (cascade stages); else it replaces it.
+    bases = base if isinstance(base, tuple) and len(base) == len(value) else (_NO_BASE,) * len(value)
+    return tuple(build(a, v, source, f"{prefix}[{i}]", b) for i, (a, v, b) in enumerate(zip(args, value, bases)))
+
+
+def _build_tagged(classes: list, value: dict, source: str, prefix: str, base: Any) -> Any:
+    tags = {_tag(c): c for c in classes}
+    base_tag = _tag(type(base)) if type(base) in classes else next(iter(tags))
+    tag = value.get("type", base_tag)
     if tag not in tags:
-        close = difflib.get_close_matches(str(tag), list(tags), n=1)
+        close = difflib.get_close_matches(str(tag), [str(t) for t in tags], n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        _fail(source, f"{prefix}.type", f"{tag!r} is not one of {', '.join(map(repr, tags))}{hint}")
-    return _build_dataclass(tags[tag], value, source, prefix)
+        _fail(source, _join(prefix, "type"), f"{tag!r} is not one of {', '.join(map(repr, tags))}{hint}")
+    return _build_dataclass(tags[tag], value, source, prefix, base if tag == base_tag else _NO_BASE)
 
 
-def _build_dataclass(cls: Any, value: Any, source: str, prefix: str) -> Any:
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return _NO_BASE
+
+
+def _build_dataclass(cls: Any, value: Any, source: str, prefix: str, base: Any = _NO_BASE) -> Any:
     if not isinstance(value, dict):
         _fail(source, prefix, f"expected a mapping, got {value!r}")
-    hints = typing.get_type_hints(cls)
+    hints = annotated_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source" or cls is not Config}
+    own_base = base if type(base) is cls else None
     kwargs = {}
     for key, item in value.items():
-        dotted = f"{prefix}.{key}" if prefix else str(key)
+        dotted = _join(prefix, str(key))
         if key not in fields:
             close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.5)
             hint = f" (did you mean '{close[0]}'?)" if close else f" (valid keys: {', '.join(fields)})"
             _fail(source, dotted, f"unknown key{hint}")
-        kwargs[key] = build(hints[key], item, source, dotted)
-    for name, f in fields.items():
-        if name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            _fail(source, f"{prefix}.{name}" if prefix else name, "required key is missing")
-    return cls(**kwargs)
+        field_base = getattr(own_base, key) if own_base is not None else _field_default(fields[key])
+        kwargs[key] = build(hints[key], item, source, dotted, field_base)
+    if own_base is None:
+        for name, f in fields.items():
+            if name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                _fail(source, _join(prefix, name), "required key is missing")
+    try:
+        return dataclasses.replace(own_base, **kwargs) if own_base is not None else cls(**kwargs)
+    except Invalid as exc:
+        _fail(source, _join(prefix, exc.key), exc.message)

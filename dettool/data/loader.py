@@ -24,9 +24,13 @@ class EpochSampler(torch.utils.data.Sampler):
         self.rank = rank
         self.world_size = world_size
         self.epoch = 0
+        self.skip = 0
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        """Draw epoch ``epoch``'s order; this rank's first ``skip`` samples of it are left out
+        (a mid-epoch resume). ``len`` stays the epoch's full length (schedules count on it)."""
         self.epoch = epoch
+        self.skip = skip
 
     def __len__(self) -> int:
         return -(-self.num_samples // self.world_size)
@@ -40,7 +44,7 @@ class EpochSampler(torch.utils.data.Sampler):
         total = len(self) * self.world_size
         order += order[: total - len(order)]
         sample_seed = self.seed * 100003 + self.epoch
-        return iter([(i, sample_seed) for i in order[self.rank:total:self.world_size]])
+        return iter([(i, sample_seed) for i in order[self.rank:total:self.world_size][self.skip:]])
 
 
 class Collate:

@@ -1,6 +1,9 @@
 """``dettool::modulated_deform_conv``: DCNv2 on ``torchvision.ops.deform_conv2d`` (``DettoolModulatedDeformConv``).
 
-DCN (v1) is the same op with a mask of ones; see docs/custom_ops.md.
+DCN (v1) is the same op with a mask of ones; see docs/custom_ops.md. The training model
+(``DeformConv2dPack``) and the deploy graphs both call this op. Differentiable with respect to
+every tensor input: the gradients are ``deform_conv_grad.deform_conv_backward``, exact and fast on
+the CPU.
 """
 from __future__ import annotations
 
@@ -8,12 +11,18 @@ import torch
 import torchvision
 from torch import Tensor
 
+from dettool.ops.deform_conv_grad import deform_conv_backward
 from dettool.ops.errors import OpInputError
 
 
 def _output_size(size, kernel: int, stride: int, padding: int, dilation: int):
     """Output length of a convolution along one axis (``size`` may be a SymInt)."""
     return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def _compute_dtype(input_dtype: torch.dtype) -> torch.dtype:
+    """Computation type: float32 for float16 and float32 inputs (the spec), float64 for float64."""
+    return torch.promote_types(input_dtype, torch.float32)
 
 
 def _check_inputs(input: Tensor, offset: Tensor, mask: Tensor, weight: Tensor, bias: Tensor, stride: list[int],
@@ -47,9 +56,10 @@ def modulated_deform_conv_op(input: Tensor, offset: Tensor, mask: Tensor, weight
                              deform_groups: int) -> Tensor:
     """Reference kernel of ``torch.ops.dettool.modulated_deform_conv``; see :func:`modulated_deform_conv`."""
     _check_inputs(input, offset, mask, weight, bias, stride, padding, dilation, groups, deform_groups)
-    out = torchvision.ops.deform_conv2d(input.float(), offset.float(), weight.float(), bias.float(),
+    dtype = _compute_dtype(input.dtype)
+    out = torchvision.ops.deform_conv2d(input.to(dtype), offset.to(dtype), weight.to(dtype), bias.to(dtype),
                                         stride=tuple(stride), padding=tuple(padding), dilation=tuple(dilation),
-                                        mask=mask.float())
+                                        mask=mask.to(dtype))
     return out.to(input.dtype)
 
 
@@ -63,13 +73,33 @@ def _modulated_deform_conv_fake(input: Tensor, offset: Tensor, mask: Tensor, wei
     return input.new_empty((input.shape[0], weight.shape[0], ho, wo))
 
 
+def _setup_context(ctx, inputs, output) -> None:
+    input, offset, mask, weight, bias, stride, padding, dilation, groups, deform_groups = inputs
+    ctx.save_for_backward(input, offset, mask, weight, bias)
+    ctx.attributes = (tuple(stride), tuple(padding), tuple(dilation), groups, deform_groups)
+
+
+def _backward(ctx, grad_output: Tensor):
+    """Gradients of input, offset, mask, weight and bias (each in its input's type); None for the attributes."""
+    tensors = ctx.saved_tensors
+    dtype = _compute_dtype(tensors[0].dtype)
+    grads = deform_conv_backward(grad_output.to(dtype), *(t.to(dtype) for t in tensors), *ctx.attributes,
+                                 needs_grad=tuple(ctx.needs_input_grad[:5]))
+    grads = [None if g is None else g.to(t.dtype) for g, t in zip(grads, tensors)]
+    return (*grads, None, None, None, None, None)
+
+
+modulated_deform_conv_op.register_autograd(_backward, setup_context=_setup_context)
+
+
 def modulated_deform_conv(input: Tensor, offset: Tensor, mask: Tensor, weight: Tensor, bias: Tensor,
                           stride: list[int], padding: list[int], dilation: list[int], groups: int = 1,
                           deform_groups: int = 1) -> Tensor:
     """(Modulated) deformable convolution, DCNv2 (``DettoolModulatedDeformConv``).
 
     ``torchvision.ops.deform_conv2d(input, offset, weight, bias, stride, padding, dilation, mask)``,
-    computed in float32 whatever the input type.
+    computed in float32 for float32 and float16 inputs (float64 for float64 inputs).
+    Differentiable with respect to every tensor argument.
 
     Args:
         input: ``Tensor[B, C, H, W]`` float32 or float16.

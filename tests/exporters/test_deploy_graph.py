@@ -10,7 +10,7 @@ from detector_helpers import CONFIGS, random_detector, tiny_sets
 from dettool.config import load_config
 from dettool.errors import ExportError
 from dettool.exporters.deploy.detector import build_deploy_model
-from dettool.runtime.backend import DeployOutputs, image_shapes_tensor, outputs_to_detections
+from dettool.structures.detections import DetOutputs, image_shapes_tensor, outputs_to_detections
 from dettool.trainer import builder
 
 MODELS = ["retinanet", "fcos", "faster_rcnn", "mask_rcnn", "cascade_rcnn", "cascade_mask_rcnn", "faster_rcnn_r18_fpn_dconv"]
@@ -27,7 +27,7 @@ def tiny_cfg(name: str, root: Path, *extra: str):
 def deploy_detections(deploy, images, metas):
     with torch.no_grad():
         out = deploy(images, image_shapes_tensor(metas))
-    return outputs_to_detections(DeployOutputs(*out[:4], masks=out[4] if len(out) > 4 else None), metas)
+    return outputs_to_detections(DetOutputs(*out[:4], masks=out[4] if len(out) > 4 else None), metas)
 
 
 def assert_same(ref, got, box_atol: float = 1e-4, mask_flips: float = 0.0):

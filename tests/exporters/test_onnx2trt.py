@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dettool.config.schema import DeployConfig
+from dettool.config.schema import DeployConfig, Invalid
 from dettool.errors import BackendError, ExportError
 from dettool.exporters.onnx2trt import profile_from_config
 from dettool.runtime.engine_file import EngineHeader, check_compatible, is_engine_file, read_engine, write_engine
@@ -47,11 +47,15 @@ def test_fixed_batch_graph_pins_the_profile_batch():
 
 
 @pytest.mark.parametrize("deploy,match", [(DeployConfig(max_size=(1000, 1344)), "deploy.max_size"),
-                                          (DeployConfig(min_batch=4, opt_batch=2), "batch bounds"),
                                           (DeployConfig(opt_size=(2048, 2048)), "sizes min")])
 def test_bad_profiles_name_the_key(deploy, match):
     with pytest.raises(ExportError, match=match):
         profile_from_config(deploy, "1333x800", 32, META)
+
+
+def test_batch_bounds_are_checked_with_the_config():
+    with pytest.raises(Invalid, match="min_batch <= opt_batch <= max_batch"):
+        DeployConfig(min_batch=4, opt_batch=2)
 
 
 def test_engine_file_round_trip(tmp_path: Path):

@@ -1,13 +1,17 @@
-"""dettool::multi_level_roi_align against torchvision's roi_align of each RoI on its mapped level."""
+"""dettool::multi_level_roi_align against torchvision's roi_align of each RoI on its mapped level,
+against MMDetection's SingleRoIExtractor computation (roi_scale_factor), and its gradients against
+torchvision's autograd."""
 from __future__ import annotations
+
+import subprocess
+import sys
 
 import pytest
 import torch
 import torchvision
 
 from dettool.errors import DettoolError
-from dettool.ops import multi_level_roi_align
-from dettool.trainer.models.roi_extractors.multi_level_roi_align import map_roi_levels
+from dettool.ops import map_roi_levels, multi_level_roi_align
 
 STRIDES = [4, 8, 16, 32]
 
@@ -96,3 +100,200 @@ def test_mismatched_levels_raise_a_dettool_error() -> None:
         multi_level_roi_align(make_rois(3), make_feats()[:2], 7, 7, STRIDES, 0, 56, True)
     with pytest.raises(DettoolError, match="rois must be"):
         multi_level_roi_align(torch.zeros(3, 4), make_feats(), 7, 7, STRIDES, 0, 56, True)
+
+
+# --------------------------------------------------------------------------------------------
+# roi_scale_factor (Double-Head R-CNN)
+# --------------------------------------------------------------------------------------------
+
+def mmdet_single_roi_extractor(feats: list[torch.Tensor], rois: torch.Tensor, output_size: tuple[int, int],
+                               sampling_ratio: int, aligned: bool, roi_scale_factor: float | None) -> torch.Tensor:
+    """MMDetection 3.3's ``SingleRoIExtractor.forward(feats, rois, roi_scale_factor)`` (finest_scale
+    56, RoIAlign layers on torchvision), written out as MMDetection does it."""
+    rois = rois.type_as(feats[0])
+    roi_feats = feats[0].new_zeros(rois.size(0), feats[0].shape[1], *output_size)
+    scale = torch.sqrt((rois[:, 3] - rois[:, 1]) * (rois[:, 4] - rois[:, 2]))
+    target_lvls = torch.floor(torch.log2(scale / 56 + 1e-6)).clamp(min=0, max=len(feats) - 1).long()
+    if roi_scale_factor is not None:  # BaseRoIExtractor.roi_rescale
+        cx = (rois[:, 1] + rois[:, 3]) * 0.5
+        cy = (rois[:, 2] + rois[:, 4]) * 0.5
+        w = rois[:, 3] - rois[:, 1]
+        h = rois[:, 4] - rois[:, 2]
+        new_w = w * roi_scale_factor
+        new_h = h * roi_scale_factor
+        x1 = cx - new_w * 0.5
+        x2 = cx + new_w * 0.5
+        y1 = cy - new_h * 0.5
+        y2 = cy + new_h * 0.5
+        rois = torch.stack((rois[:, 0], x1, y1, x2, y2), dim=-1)
+    for i in range(len(feats)):
+        inds = (target_lvls == i).nonzero(as_tuple=False).squeeze(1)
+        if inds.numel() > 0:
+            roi_feats[inds] = torchvision.ops.roi_align(feats[i], rois[inds], output_size, 1.0 / STRIDES[i],
+                                                        sampling_ratio, aligned)
+    return roi_feats
+
+
+def border_rois() -> torch.Tensor:
+    """RoIs on and across the borders of a 256 x 258 image, at every level, a zero-area one, and one
+    whose rescaled box leaves the image though the original does not."""
+    return torch.tensor([[0, 0.0, 0, 30, 20], [1, 230, 240, 256, 258], [0, -10, 100, 60, 180],
+                         [1, 200, -30, 300, 90], [0, 0, 0, 256, 258], [1, 5, 5, 500, 400],
+                         [0, 40, 40, 40, 90], [1, 1, 1, 250, 250], [0, 120, 120, 120, 120]])
+
+
+@pytest.mark.parametrize("roi_scale_factor", [1.3, 1.0])
+@pytest.mark.parametrize("sampling_ratio, aligned", [(2, True), (0, True), (0, False)])
+def test_roi_scale_factor_equals_mmdetection(roi_scale_factor: float, sampling_ratio: int, aligned: bool) -> None:
+    """Bit-equal to MMDetection's computation: levels of the original RoIs, pooling of the rescaled
+    ones (a factor of 1.0 is MMDetection's None: no rescaling)."""
+    feats = make_feats(seed=3)
+    rois = torch.cat([make_rois(60, seed=3), border_rois()])
+    assert set(map_roi_levels(rois, 4).tolist()) == {0, 1, 2, 3}
+    out = multi_level_roi_align(rois, feats, 7, 7, STRIDES, sampling_ratio, 56, aligned, roi_scale_factor)
+    want = mmdet_single_roi_extractor(feats, rois, (7, 7), sampling_ratio, aligned,
+                                      None if roi_scale_factor == 1.0 else roi_scale_factor)
+    torch.testing.assert_close(out, want, rtol=0, atol=0)
+
+
+def test_factor_1_is_the_default_and_todays_output() -> None:
+    feats, rois = make_feats(seed=4), make_rois(50, seed=4)
+    default = multi_level_roi_align(rois, feats, 7, 7, STRIDES, 2, 56, True)
+    assert torch.equal(multi_level_roi_align(rois, feats, 7, 7, STRIDES, 2, 56, True, 1.0), default)
+    assert torch.equal(torch.ops.dettool.multi_level_roi_align(rois, feats, 7, 7, STRIDES, 2, 56, True), default)
+    assert torch.equal(default, expected(rois, feats, (7, 7), 2, True))
+    assert not torch.equal(multi_level_roi_align(rois, feats, 7, 7, STRIDES, 2, 56, True, 1.3), default)
+
+
+def test_the_level_comes_from_the_original_roi() -> None:
+    """A RoI of scale 100 (level 0) enlarged 1.3 times (scale 130, level 1 by itself) is pooled on level 0."""
+    feats = make_feats(seed=5)
+    roi = torch.tensor([[1, 60.0, 50, 160, 150]])
+    enlarged = torch.tensor([[1, 45.0, 35, 175, 165]])
+    assert map_roi_levels(roi, 4).tolist() == [0] and map_roi_levels(enlarged, 4).tolist() == [1]
+    out = multi_level_roi_align(roi, feats, 7, 7, STRIDES, 2, 56, True, 1.3)
+    level0 = torchvision.ops.roi_align(feats[0], enlarged, (7, 7), 1.0 / STRIDES[0], 2, True)
+    torch.testing.assert_close(out, level0, rtol=0, atol=0)
+
+
+def test_roi_scale_factor_with_float16_features_and_no_rois() -> None:
+    feats, rois = [f.half() for f in make_feats(seed=6)], make_rois(30, seed=6)
+    out = multi_level_roi_align(rois, feats, 7, 7, STRIDES, 2, 56, True, 1.3)
+    want = mmdet_single_roi_extractor([f.float() for f in feats], rois, (7, 7), 2, True, 1.3)
+    assert out.dtype == torch.float16
+    torch.testing.assert_close(out, want.half(), rtol=0, atol=0)
+    assert multi_level_roi_align(rois[:0], feats, 7, 7, STRIDES, 2, 56, True, 1.3).shape == (0, 3, 7, 7)
+
+
+@pytest.mark.parametrize("factor", [0.0, -1.3, float("nan"), float("inf")])
+def test_roi_scale_factor_must_be_positive_and_finite(factor: float) -> None:
+    with pytest.raises(DettoolError, match="roi_scale_factor"):
+        multi_level_roi_align(make_rois(3), make_feats(), 7, 7, STRIDES, 0, 56, True, factor)
+
+
+def test_ops_import_nothing_from_the_trainer() -> None:
+    code = "import sys, dettool.ops; print(sorted(m for m in sys.modules if m.startswith('dettool.trainer')))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+# --------------------------------------------------------------------------------------------
+# Gradients
+# --------------------------------------------------------------------------------------------
+
+def torchvision_feature_grads(rois, feats, grad_out, output_size, sampling_ratio, aligned, roi_scale_factor):
+    """Gradients of the features through MMDetection's computation on torchvision's autograd."""
+    leaves = [f.detach().clone().requires_grad_(True) for f in feats]
+    out = mmdet_single_roi_extractor(leaves, rois, output_size, sampling_ratio, aligned,
+                                     None if roi_scale_factor == 1.0 else roi_scale_factor)
+    out.backward(grad_out)
+    return [f.grad for f in leaves]
+
+
+@pytest.mark.parametrize("roi_scale_factor", [1.0, 1.3])
+@pytest.mark.parametrize("sampling_ratio, aligned", [(2, True), (0, True), (0, False)])
+def test_feature_gradients_match_torchvision(roi_scale_factor, sampling_ratio, aligned) -> None:
+    feats = [f.double().requires_grad_(True) for f in make_feats(seed=7)]
+    rois = torch.cat([make_rois(60, seed=7), border_rois()]).double()
+    grad_out = torch.randn(len(rois), 3, 7, 5, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    out = multi_level_roi_align(rois, feats, 7, 5, STRIDES, sampling_ratio, 56, aligned, roi_scale_factor)
+    assert out.dtype == torch.float64
+    out.backward(grad_out)
+    want = torchvision_feature_grads(rois, feats, grad_out, (7, 5), sampling_ratio, aligned, roi_scale_factor)
+    for level, (feat, ref) in enumerate(zip(feats, want)):
+        assert ref.abs().sum() > 0, level
+        torch.testing.assert_close(feat.grad, ref, rtol=1e-10, atol=1e-10, msg=f"level {level}")
+
+
+def test_float32_gradients_and_layouts() -> None:
+    """float32 and channels-last features: gradients of the features' type and layout; a level no RoI
+    maps to gets none; the RoIs get none."""
+    feats = [f.contiguous(memory_format=torch.channels_last) if i % 2 else f
+             for i, f in enumerate(make_feats(seed=8))]
+    feats = [f.requires_grad_(True) for f in feats]
+    rois = make_rois(40, seed=8).requires_grad_(True)
+    rois_small = rois.detach()[map_roi_levels(rois.detach(), 4) < 3]
+    out = multi_level_roi_align(rois_small, feats, 7, 7, STRIDES, 2, 56, True, 1.3)
+    grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(8))
+    out.backward(grad_out)
+    want = torchvision_feature_grads(rois_small, feats, grad_out, (7, 7), 2, True, 1.3)
+    for level in range(3):
+        assert feats[level].grad.dtype == torch.float32
+        assert feats[level].grad.is_contiguous(memory_format=torch.channels_last if level % 2
+                                               else torch.contiguous_format)
+        torch.testing.assert_close(feats[level].grad, want[level], rtol=1e-5, atol=1e-5)
+    assert feats[3].grad is None
+    multi_level_roi_align(rois, feats, 7, 7, STRIDES, 2, 56, True).sum().backward()
+    assert rois.grad is None
+
+
+def test_float16_feature_gradients_are_float16() -> None:
+    feats = [f.half().requires_grad_(True) for f in make_feats(seed=9)]
+    rois = make_rois(30, seed=9)
+    multi_level_roi_align(rois, feats, 7, 7, STRIDES, 2, 56, True, 1.3).float().sum().backward()
+    want = torchvision_feature_grads(rois, [f.float() for f in feats], torch.ones(30, 3, 7, 7), (7, 7), 2, True, 1.3)
+    for feat, ref in zip(feats, want):
+        assert feat.grad.dtype == torch.float16
+        torch.testing.assert_close(feat.grad, ref.half(), rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("roi_scale_factor", [1.0, 1.3])
+def test_gradcheck(roi_scale_factor: float) -> None:
+    g = torch.Generator().manual_seed(10)
+    feats = [torch.randn(2, 2, 64 // s, 48 // s, generator=g, dtype=torch.float64, requires_grad=True)
+             for s in (4, 8)]
+    rois = torch.tensor([[0, 3.0, 5, 40, 30], [1, 10, 2, 47, 63], [1, 0, 0, 150, 130], [0, 20, 20, 21, 60]],
+                        dtype=torch.float64)
+
+    def fn(*levels):
+        return multi_level_roi_align(rois, list(levels), 3, 2, [4, 8], 2, 56, True, roi_scale_factor)
+    assert torch.autograd.gradcheck(fn, feats)
+
+
+def test_opcheck() -> None:
+    """torch.library's own checks of the registration: schema, fake kernel, autograd."""
+    feats = [f.requires_grad_(True) for f in make_feats(seed=11)]
+    for args in ((make_rois(20, seed=11), feats, 7, 7, STRIDES, 2, 56, True, 1.3),
+                 (make_rois(20, seed=11), feats, 7, 7, STRIDES, 0, 56, False)):
+        torch.library.opcheck(torch.ops.dettool.multi_level_roi_align.default, args)
+
+
+# --------------------------------------------------------------------------------------------
+# The training model's extractor is the op
+# --------------------------------------------------------------------------------------------
+
+def test_trainer_extractor_calls_the_op() -> None:
+    from dettool.trainer.models.roi_extractors.multi_level_roi_align import MultiLevelRoIAlign
+
+    extractor = MultiLevelRoIAlign(output_size=7, strides=STRIDES, sampling_ratio=2)
+    feats = [f.requires_grad_(True) for f in make_feats(seed=12)] + [torch.zeros(2, 3, 4, 4)]  # extra level unread
+    rois = make_rois(30, seed=12)
+    for factor in (None, 1.3):
+        out = extractor(feats, rois, roi_scale_factor=factor)
+        want = multi_level_roi_align(rois, feats[:4], 7, 7, STRIDES, 2, 56, True, 1.0 if factor is None else factor)
+        assert torch.equal(out, want)
+        assert torch.equal(out, mmdet_single_roi_extractor(feats[:4], rois, (7, 7), 2, True, factor))
+    out.sum().backward()
+    assert all(f.grad is not None for f in feats[:4])
+    half = extractor([f.detach().half() for f in feats], rois)
+    assert half.dtype == torch.float16

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from dettool.runtime.parity import OutputDiff, match_detections
-from dettool.trainer.models.structures import Detections
+from dettool.structures.detections import Detections
 
 
 def dets(boxes, scores, labels, masks=None) -> Detections:

@@ -8,7 +8,9 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.ops import FrozenBatchNorm2d
 
+from dettool.config import schema as C
 from dettool.errors import CheckpointError
+from dettool.trainer.builder.backbones import build_backbone
 from dettool.trainer.models.backbones.deform_conv import DeformConv2dPack
 from dettool.trainer.models.backbones.resnet import ResNet
 from dettool.trainer.models.necks.fpn import FPN
@@ -21,17 +23,22 @@ def _image(seed: int = 0, size: int = 64) -> torch.Tensor:
 # ----------------------------------------------------------------------------------- shapes
 
 
+def resnet(**kwargs) -> ResNet:
+    """The backbone of ``ResNetConfig(**kwargs)`` (the schema holds the defaults)."""
+    return build_backbone(C.ResNetConfig(**kwargs))
+
+
 @pytest.fixture(scope="module")
 def r18() -> ResNet:
     """A default ResNet-18 (frozen BN, stem and stage 1 frozen), eval mode; tests must not change it."""
     torch.manual_seed(0)
-    return ResNet(depth=18).eval()
+    return resnet(depth=18).eval()
 
 
 @pytest.fixture(scope="module")
 def r50() -> ResNet:
     torch.manual_seed(0)
-    return ResNet(depth=50).eval()
+    return resnet(depth=50).eval()
 
 
 @pytest.mark.parametrize("depth, channels", [(18, (128, 256, 512)), (50, (512, 1024, 2048))])
@@ -45,10 +52,13 @@ def test_resnet_output_shapes_and_channels(request, depth, channels):
 
 
 def test_resnet_rejects_unknown_depth_and_grouped_basic_blocks():
+    args = dict(norm="bn", gn_groups=32, norm_eval=False, frozen_stages=-1, out_indices=(1, 2, 3))
     with pytest.raises(ValueError, match="depth"):
-        ResNet(depth=20)
+        resnet(depth=20, groups=1, width_per_group=64, **args)
     with pytest.raises(ValueError, match="ResNeXt"):
-        ResNet(depth=18, groups=32, width_per_group=4)
+        resnet(depth=18, groups=32, width_per_group=4, **args)
+    with pytest.raises(C.Invalid, match="ResNeXt"):
+        C.ResNetConfig(depth=18, groups=32, width_per_group=4)
 
 
 # ----------------------------------------------------------------------------------- freezing
@@ -59,7 +69,7 @@ def _bns(module: nn.Module) -> list[nn.BatchNorm2d]:
 
 
 def test_frozen_stages_freeze_params_and_keep_their_bn_in_eval():
-    model = ResNet(depth=18, norm="bn", norm_eval=False, frozen_stages=1)
+    model = resnet(depth=18, norm="bn", norm_eval=False, frozen_stages=1)
     model.train()
     for m in (model.conv1, model.bn1, model.layer1):
         assert all(not p.requires_grad for p in m.parameters())
@@ -78,14 +88,14 @@ def test_frozen_stages_freeze_params_and_keep_their_bn_in_eval():
 
 
 def test_frozen_stages_zero_freezes_only_the_stem():
-    model = ResNet(depth=18, norm="bn", norm_eval=False, frozen_stages=0).train()
+    model = resnet(depth=18, norm="bn", norm_eval=False, frozen_stages=0).train()
     assert not model.conv1.weight.requires_grad and not model.bn1.weight.requires_grad
     assert all(p.requires_grad for p in model.layer1.parameters())
     assert not model.bn1.training and all(bn.training for bn in _bns(model.layer1))
 
 
 def test_norm_eval_keeps_every_bn_in_eval_and_minus_one_freezes_nothing():
-    model = ResNet(depth=18, norm="bn", norm_eval=True, frozen_stages=-1).train()
+    model = resnet(depth=18, norm="bn", norm_eval=True, frozen_stages=-1).train()
     assert model.training and model.layer4.training
     assert all(not bn.training for bn in _bns(model))
     assert all(p.requires_grad for p in model.parameters())
@@ -93,7 +103,7 @@ def test_norm_eval_keeps_every_bn_in_eval_and_minus_one_freezes_nothing():
 
 @pytest.mark.parametrize("norm, cls", [("frozen_bn", FrozenBatchNorm2d), ("bn", nn.BatchNorm2d), ("gn", nn.GroupNorm)])
 def test_norm_variants_build_and_run(norm, cls):
-    model = ResNet(depth=18, norm=norm, gn_groups=16, frozen_stages=-1).train()
+    model = resnet(depth=18, norm=norm, gn_groups=16, frozen_stages=-1).train()
     assert isinstance(model.bn1, cls) and isinstance(model.layer3[0].bn2, cls)
     assert isinstance(model.layer3[0].downsample[1], cls)
     if norm == "gn":
@@ -135,7 +145,7 @@ def test_deform_conv_v2_starts_as_half_the_plain_conv():
 
 
 def test_resnet_dcnv2_stage_runs_and_matches_the_plain_resnet(r18):
-    dcn = ResNet(depth=18, dcn_stages=(False, True, False, False)).eval()
+    dcn = resnet(depth=18, plugins=(C.DCNPluginConfig(stages=(False, True, False, False)),)).eval()
     assert dcn.layer2[0].conv2.modulated and dcn.layer2[1].conv2.modulated
     assert type(dcn.layer1[0].conv2) is nn.Conv2d and type(dcn.layer3[0].conv2) is nn.Conv2d
     # The same weights, except the stage-2 deformable convs get twice the plain weight: with zero
@@ -175,7 +185,7 @@ def tv18(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def loaded18(tv18) -> ResNet:
-    return ResNet(depth=18, weights=str(tv18[1])).eval()
+    return resnet(depth=18, weights=str(tv18[1])).eval()
 
 
 def _assert_same_tensors(model: ResNet, state: dict) -> None:
@@ -194,7 +204,7 @@ def test_local_torchvision_weights_load_identically(tv18, loaded18):
 
 
 def test_local_weights_load_into_plain_bn(tv18):
-    _assert_same_tensors(ResNet(depth=18, norm="bn", weights=str(tv18[1])), tv18[0].state_dict())
+    _assert_same_tensors(resnet(depth=18, norm="bn", weights=str(tv18[1])), tv18[0].state_dict())
 
 
 def test_local_weights_give_the_torchvision_features(tv18, loaded18):
@@ -227,7 +237,7 @@ def test_incomplete_file_raises_checkpoint_error(tv18, tmp_path):
     path = tmp_path / "truncated.pth"
     torch.save({k: v for k, v in tv18[0].state_dict().items() if not k.startswith("layer4.")}, path)
     with pytest.raises(CheckpointError, match="lack"):
-        ResNet(depth=18, weights=str(path))
+        resnet(depth=18, weights=str(path))
 
 
 def test_deeper_file_into_shallower_model_raises(tv18, tmp_path):
@@ -237,7 +247,7 @@ def test_deeper_file_into_shallower_model_raises(tv18, tmp_path):
     path = tmp_path / "resnet34_like.pth"
     torch.save(deeper, path)
     with pytest.raises(CheckpointError):
-        ResNet(depth=18, weights=str(path))
+        resnet(depth=18, weights=str(path))
 
 
 def test_missing_or_corrupt_weights_file_raises_checkpoint_error(r18, tmp_path):
@@ -261,7 +271,7 @@ def _pyramid(seed: int = 0) -> list[torch.Tensor]:
 
 @pytest.mark.parametrize("mode", ["on_input", "on_output", "none"])
 def test_fpn_five_outputs_from_three_inputs(mode):
-    fpn = FPN(IN_CHANNELS, out_channels=8, num_outs=5, add_extra_convs=mode).eval()
+    fpn = FPN(IN_CHANNELS, out_channels=8, num_outs=5, add_extra_convs=mode, relu_before_extra_convs=False).eval()
     with torch.no_grad():
         outs = fpn(_pyramid())
     assert len(outs) == 5
@@ -271,7 +281,7 @@ def test_fpn_five_outputs_from_three_inputs(mode):
 
 
 def test_fpn_on_input_reads_the_last_backbone_map():
-    fpn = FPN(IN_CHANNELS, out_channels=8, num_outs=5, add_extra_convs="on_input").eval()
+    fpn = FPN(IN_CHANNELS, out_channels=8, num_outs=5, add_extra_convs="on_input", relu_before_extra_convs=False).eval()
     convs = fpn.fpn.extra_blocks.convs
     assert convs[0].in_channels == 32 and convs[1].in_channels == 8
     feats = _pyramid()
@@ -293,7 +303,7 @@ def test_fpn_on_output_reads_the_last_fpn_level_with_relu_between():
 
 
 def test_fpn_none_mode_subsamples_without_params():
-    fpn = FPN(IN_CHANNELS, out_channels=8, num_outs=5, add_extra_convs="none").eval()
+    fpn = FPN(IN_CHANNELS, out_channels=8, num_outs=5, add_extra_convs="none", relu_before_extra_convs=False).eval()
     assert len(fpn.fpn.extra_blocks.convs) == 0
     with torch.no_grad():
         outs = fpn(_pyramid())
@@ -302,8 +312,8 @@ def test_fpn_none_mode_subsamples_without_params():
 
 
 def test_fpn_without_extra_levels_and_num_outs_check():
-    fpn = FPN(IN_CHANNELS, out_channels=8, num_outs=3).eval()
+    fpn = FPN(IN_CHANNELS, out_channels=8, num_outs=3, add_extra_convs="none", relu_before_extra_convs=False).eval()
     with torch.no_grad():
         assert len(fpn(_pyramid())) == 3
     with pytest.raises(ValueError, match="num_outs"):
-        FPN(IN_CHANNELS, out_channels=8, num_outs=2)
+        FPN(IN_CHANNELS, out_channels=8, num_outs=2, add_extra_convs="none", relu_before_extra_convs=False)

@@ -4,7 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dettool.trainer.models.losses import CrossEntropyLoss, GIoULoss, L1Loss
+from dettool.config import schema as C
+from dettool.trainer.builder.roi_heads import build_bbox_head
+from dettool.trainer.models.postprocess.roi_decoders import BoxDecode
 from dettool.trainer.models.roi_heads.bbox_head import ConvFCBBoxHead
 
 NUM_CLASSES = 3
@@ -12,10 +14,19 @@ CH, S = 8, 5
 
 
 def _head(**kw) -> ConvFCBBoxHead:
-    args = dict(num_classes=NUM_CLASSES, in_channels=CH, roi_feat_size=S, conv_out_channels=16, fc_out_channels=32,
-                loss_cls=CrossEntropyLoss(), loss_bbox=L1Loss())
-    args.update(kw)
-    return ConvFCBBoxHead(**args)
+    cfg = C.ConvFCBBoxHeadConfig(**{"conv_out_channels": 16, "fc_out_channels": 32, "loss_bbox": C.L1LossConfig(),
+                                    **kw})
+    return build_bbox_head(cfg, NUM_CLASSES, CH, S, "bbox_head")
+
+
+def predict_boxes(head: ConvFCBBoxHead, rois: torch.Tensor, cls: torch.Tensor, reg: torch.Tensor,
+                  img_shape: tuple[int, int] = (1e6, 1e6)) -> tuple[torch.Tensor, torch.Tensor]:
+    """One image's per-class boxes ``[R, C, 4]`` and scores ``[R, C]`` through ``BoxDecode``."""
+    decode = BoxDecode(head.bbox_coder, head.num_classes, head.reg_class_agnostic)
+    boxes, scores = decode(rois, cls, reg, torch.tensor([rois.shape[0]]), torch.tensor([list(img_shape)]))
+    if head.reg_class_agnostic:
+        boxes = boxes[:, :, None].expand(1, rois.shape[0], head.num_classes, 4)
+    return boxes[0], scores[0]
 
 
 def _rois() -> torch.Tensor:
@@ -50,7 +61,7 @@ def test_get_targets_puts_positives_first():
     assert bt[0, 0].item() == pytest.approx(2 / 40 / 0.1)
     labels, lw, bt, bw = head.get_targets(torch.zeros((0, 4)), torch.zeros((0, 4)), torch.zeros(0, dtype=torch.long), 0)
     assert labels.shape == (0,) and bt.shape == (0, 4)
-    decoded = _head(loss_bbox=GIoULoss())
+    decoded = _head(loss_bbox=C.GIoULossConfig(weight=1.0))
     assert decoded.reg_decoded_bbox
     torch.testing.assert_close(decoded.get_targets(pos_rois, gts, torch.tensor([2, 0]), 1)[2][:2], gts)
 
@@ -93,25 +104,24 @@ def test_loss_picks_the_gt_class_deltas(agnostic):
 
 
 @pytest.mark.parametrize("agnostic", [False, True])
-def test_predict_boxes_and_refine_rois(agnostic):
+def test_box_decode_and_refine_rois(agnostic):
     head = _head(reg_class_agnostic=agnostic)
     rois = _rois()
     cls, reg = head(torch.randn(4, CH, S, S))
-    boxes, scores = head.predict_boxes(rois, cls, reg, img_shape=(50, 55))
+    boxes, scores = predict_boxes(head, rois, cls, reg, img_shape=(50, 55))
     assert boxes.shape == (4, NUM_CLASSES, 4) and scores.shape == (4, NUM_CLASSES)
     assert (scores.sum(1) < 1).all()  # background dropped
     assert boxes[..., 2].max() <= 55 and boxes[..., 3].max() <= 50
     # zero deltas decode to the RoI itself
-    boxes, _ = head.predict_boxes(rois, cls, torch.zeros_like(reg))
+    boxes, _ = predict_boxes(head, rois, cls, torch.zeros_like(reg))
     torch.testing.assert_close(boxes, rois[:, None, 1:].expand(4, NUM_CLASSES, 4))
     refined = head.refine_rois(rois, torch.tensor([0, 1, 2, 0]), torch.zeros_like(reg))
     torch.testing.assert_close(refined, rois)
     labels = torch.tensor([2, 0, 1, 1])
     refined = head.refine_rois(rois, labels, reg, img_shape=(50, 55))
-    full, _ = head.predict_boxes(rois, cls, reg, img_shape=(50, 55))
+    full, _ = predict_boxes(head, rois, cls, reg, img_shape=(50, 55))
     assert refined.shape == (4, 5) and refined[:, 0].tolist() == rois[:, 0].tolist()
     torch.testing.assert_close(refined[:, 1:], full[torch.arange(4), labels])
     empty = torch.zeros((0, 5))
     cls0, reg0 = head(torch.zeros(0, CH, S, S))
-    assert head.predict_boxes(empty, cls0, reg0, (50, 55))[0].shape == (0, NUM_CLASSES, 4)
     assert head.refine_rois(empty, torch.zeros(0, dtype=torch.long), reg0).shape == (0, 5)

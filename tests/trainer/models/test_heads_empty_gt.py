@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from dettool.config import schema as S
-from dettool.trainer.builder import build_head
+from dettool.trainer.builder.dense_heads import build_dense_head
 from dettool.trainer.models.dense_heads.fcos_head import FCOSHead
 from dettool.trainer.models.dense_heads.retina_head import RetinaHead
-from dettool.trainer.models.structures import Detections
+from dettool.structures.detections import Detections
 
 NUM_CLASSES = 3
 IN_CHANNELS = 8
@@ -23,7 +23,7 @@ def _retina(**test) -> RetinaHead:
     cfg = S.RetinaHeadConfig(feat_channels=16, stacked_convs=1,
                              anchor=S.AnchorConfig(strides=(8, 16), ratios=(0.5, 1.0, 2.0), octave_base_scale=4.0,
                                                    scales_per_octave=1))
-    head = build_head(cfg, NUM_CLASSES, IN_CHANNELS, S.TestConfig(**test), num_levels=2)
+    head = build_dense_head(cfg, NUM_CLASSES, IN_CHANNELS, 2, S.TestConfig(**test))
     assert isinstance(head, RetinaHead)
     return head
 
@@ -31,7 +31,7 @@ def _retina(**test) -> RetinaHead:
 def _fcos(**test) -> FCOSHead:
     cfg = S.FCOSHeadConfig(feat_channels=16, stacked_convs=1, strides=(8, 16),
                            regress_ranges=((-1.0, 64.0), (64.0, 1e8)))
-    head = build_head(cfg, NUM_CLASSES, IN_CHANNELS, S.TestConfig(**test), num_levels=2)
+    head = build_dense_head(cfg, NUM_CLASSES, IN_CHANNELS, 2, S.TestConfig(**test))
     assert isinstance(head, FCOSHead)
     return head
 
@@ -56,12 +56,12 @@ def head(request):
     return _retina() if request.param == "retina" else _fcos()
 
 
-def test_build_head_rejects_stride_level_mismatch():
+def test_build_dense_head_rejects_stride_level_mismatch():
     from dettool.errors import ConfigError
 
     with pytest.raises(ConfigError, match="strides"):
-        build_head(S.FCOSHeadConfig(feat_channels=16, stacked_convs=1), NUM_CLASSES, IN_CHANNELS, S.TestConfig(),
-                   num_levels=2)
+        build_dense_head(S.FCOSHeadConfig(feat_channels=16, stacked_convs=1), NUM_CLASSES, IN_CHANNELS, 2,
+                         S.TestConfig())
 
 
 def test_forward_shapes(head):

@@ -10,14 +10,16 @@ import torch
 from pycocotools import mask as mask_utils
 
 from dettool.data.masks import resize_masks
-from dettool.trainer.models.roi_heads.mask_head import FCNMaskHead, paste_masks
+from dettool.structures.mask_paste import paste_masks
+from dettool.trainer.models.roi_heads.mask_head import FCNMaskHead
 
 NUM_CLASSES = 3
 
 
 def _head(**kwargs) -> FCNMaskHead:
     torch.manual_seed(0)
-    return FCNMaskHead(NUM_CLASSES, in_channels=8, conv_out_channels=8, **kwargs)
+    args = {"num_convs": 4, "roi_feat_size": 14, "class_agnostic": False, "loss_weight": 1.0, **kwargs}
+    return FCNMaskHead(num_classes=NUM_CLASSES, in_channels=8, conv_out_channels=8, **args)
 
 
 def _raster(poly: list[tuple[float, float]], h: int, w: int) -> torch.Tensor:
@@ -61,7 +63,7 @@ def test_shapes(agnostic):
     assert probs.shape == (5, 28, 28) and 0 <= probs.min() and probs.max() <= 1
     if not agnostic:
         assert torch.allclose(probs[1], logits[1, 2].sigmoid())
-    masks = head.paste_masks(probs, torch.tensor([[0.0, 0.0, 10.0, 10.0]] * 5), (20, 30))
+    masks = paste_masks(probs, torch.tensor([[0.0, 0.0, 10.0, 10.0]] * 5), (20, 30))
     assert masks.shape == (5, 20, 30) and masks.dtype == torch.bool
 
 

@@ -6,10 +6,12 @@ import math
 import pytest
 import torch
 
-from dettool.trainer.models.dense_heads.rpn_head import ProposalSettings, RPNHead, SigmoidBinaryLoss
-from dettool.trainer.models.losses import SmoothL1Loss
-from dettool.trainer.models.structures import Detections
-from dettool.trainer.models.task_modules.anchor_generator import AnchorGenerator
+from dettool.config import schema as S
+from dettool.structures.detections import Detections
+from dettool.trainer.builder.dense_heads import build_rpn_head
+from dettool.trainer.models.dense_heads.rpn_head import RPNHead
+from dettool.trainer.models.losses import BCEWithLogitsLoss, SmoothL1Loss
+from dettool.trainer.models.postprocess.nms import ProposalSettings
 from dettool.trainer.models.task_modules.samplers import RandomSampler
 
 IN_CHANNELS = 8
@@ -17,13 +19,16 @@ IN_CHANNELS = 8
 META = {"img_shape": (48, 64), "pad_shape": (64, 64), "ori_shape": (80, 120), "scale_factor": (64 / 120, 48 / 80)}
 
 
-def _anchors() -> AnchorGenerator:
-    return AnchorGenerator(strides=(8, 16), ratios=(0.5, 1.0, 2.0), octave_base_scale=4.0, scales_per_octave=1)
+ANCHOR = S.AnchorConfig(strides=(8, 16), ratios=(0.5, 1.0, 2.0), octave_base_scale=4.0, scales_per_octave=1)
 
 
-def _rpn(**kwargs) -> RPNHead:
+def _rpn(sampler: RandomSampler | None = None, loss_bbox=None, **cfg) -> RPNHead:
+    """The RPN of ``RPNHeadConfig`` (MMDetection's defaults) on two levels, ``cfg`` overriding it."""
     torch.manual_seed(0)
-    return RPNHead(IN_CHANNELS, feat_channels=16, anchor_generator=_anchors(), **kwargs)
+    head = build_rpn_head(S.RPNHeadConfig(**{"feat_channels": 16, "anchor": ANCHOR, **cfg}), IN_CHANNELS, 2)
+    head.sampler = sampler or head.sampler
+    head.loss_bbox = loss_bbox or head.loss_bbox
+    return head
 
 
 def _feats(seed: int = 0) -> list[torch.Tensor]:
@@ -41,17 +46,18 @@ def _one_gt_targets() -> list[dict]:
 
 
 def test_mmdetection_defaults():
-    head = RPNHead(IN_CHANNELS)
+    head = build_rpn_head(S.RPNHeadConfig(), IN_CHANNELS, 5)
     assert head.num_classes == 1 and head.num_anchors == 3
     assert head.anchor_generator.strides == (4, 8, 16, 32, 64)
     a = head.assigner
     assert (a.pos_iou_thr, a.neg_iou_thr, a.min_pos_iou, a.ignore_iof_thr) == (0.7, 0.3, 0.3, -1.0)
     assert isinstance(head.sampler, RandomSampler)
     assert (head.sampler.num, head.sampler.pos_fraction, head.sampler.neg_pos_ub) == (256, 0.5, -1.0)
-    assert isinstance(head.loss_cls, SigmoidBinaryLoss)
+    assert isinstance(head.loss_cls, BCEWithLogitsLoss)
     assert isinstance(head.loss_bbox, SmoothL1Loss) and head.loss_bbox.beta == pytest.approx(1 / 9)
     assert head.allowed_border == -1
-    assert head.proposal_cfg == ProposalSettings(nms_pre=1000, nms_iou_thr=0.7, max_per_img=1000, min_bbox_size=0.0)
+    assert head.test_proposals == ProposalSettings(nms_pre=1000, iou_thr=0.7, max_per_img=1000, min_bbox_size=0.0)
+    assert head.train_proposals == ProposalSettings(nms_pre=2000, iou_thr=0.7, max_per_img=1000, min_bbox_size=0.0)
     for conv in (head.rpn_conv, head.rpn_cls, head.rpn_reg):
         assert conv.weight.std().item() == pytest.approx(0.01, rel=0.3) and not conv.bias.any()
 
@@ -90,18 +96,18 @@ def test_box_loss_uses_smooth_l1_beta_one_ninth():
     loss = head.loss(raw, _one_gt_targets(), [META, META])["loss_rpn_bbox"]
     # the same loss with beta 1/9 swapped in explicitly, same sampling draws
     ref = _rpn(sampler=RandomSampler(256, 0.5, generator=torch.Generator().manual_seed(0)),
-               loss_bbox=SmoothL1Loss(beta=1 / 9))
+               loss_bbox=SmoothL1Loss(beta=1 / 9, weight=1.0))
     other = _rpn(sampler=RandomSampler(256, 0.5, generator=torch.Generator().manual_seed(0)),
-                 loss_bbox=SmoothL1Loss(beta=1.0))
+                 loss_bbox=SmoothL1Loss(beta=1.0, weight=1.0))
     assert loss.item() == pytest.approx(ref.loss(raw, _one_gt_targets(), [META, META])["loss_rpn_bbox"].item())
     assert loss.item() != pytest.approx(other.loss(raw, _one_gt_targets(), [META, META])["loss_rpn_bbox"].item())
 
 
-def test_sigmoid_binary_loss_matches_bce():
+def test_objectness_loss_on_labels_matches_bce():
     logits = torch.tensor([[2.0], [-1.0], [0.5]])
     labels = torch.tensor([0, 1, 1])  # 0 = foreground, 1 = background (C = 1)
     weight = torch.tensor([1.0, 1.0, 0.0])
-    got = SigmoidBinaryLoss()(logits, labels, weight, avg_factor=2.0)
+    got = BCEWithLogitsLoss(weight=1.0)(logits, labels, weight, avg_factor=2.0)
     ref = (torch.nn.functional.softplus(-logits[0, 0]) + torch.nn.functional.softplus(logits[1, 0])) / 2
     assert got.item() == pytest.approx(ref.item())
 
@@ -122,13 +128,14 @@ def test_neg_pos_ub_caps_sampled_negatives():
     assert head._targets_single(anchors, valid, empty, META)[4:] == (0, 2)
 
 
-def test_predict_proposals_capped_sorted_inside_image_and_detached():
-    head = _rpn(proposal_cfg=ProposalSettings(nms_pre=50, max_per_img=20))
+def test_proposals_capped_sorted_inside_image_and_detached():
+    head = _rpn(test_proposals=S.ProposalConfig(nms_pre=50, max_per_img=20),
+                train_proposals=S.ProposalConfig(nms_pre=50, max_per_img=3))
     raw = list(head(_feats(1)))
     g = torch.Generator().manual_seed(2)
     raw[0] = [torch.randn(c.shape, generator=g) * 3 for c in raw[0]]
     raw[1] = [torch.randn(r.shape, generator=g) * 2 + 0 * r for r in raw[1]]  # still in the graph
-    props = head.predict_proposals(tuple(raw), [META, META])
+    props = head.proposal_list(tuple(raw), [META, META], training=False)
     assert len(props) == 2
     h, w = META["img_shape"]
     for p in props:
@@ -139,13 +146,13 @@ def test_predict_proposals_capped_sorted_inside_image_and_detached():
         assert (p[:, 0:4:2] >= 0).all() and (p[:, 0:4:2] <= w).all()
         assert (p[:, 1:4:2] >= 0).all() and (p[:, 1:4:2] <= h).all()
         assert ((p[:, 2] > p[:, 0]) & (p[:, 3] > p[:, 1])).all()  # min_bbox_size 0 drops empty boxes
-    # a settings override (e.g. the training-time proposals of a two-stage detector)
-    capped = head.predict_proposals(tuple(raw), [META, META], ProposalSettings(max_per_img=3))
+    # the training-time proposals of a two-stage detector
+    capped = head.proposal_list(tuple(raw), [META, META], training=True)
     assert all(p.shape[0] == 3 for p in capped)
 
 
-def test_predict_proposals_nms_is_per_level():
-    head = _rpn()
+def test_proposals_nms_is_per_level():
+    head = _rpn(test_proposals=S.ProposalConfig(max_per_img=2))
     a = head.num_anchors
     cls = [torch.full((1, a, 8, 8), -10.0), torch.full((1, a, 4, 4), -10.0)]
     reg = [torch.zeros(1, a * 4, 8, 8), torch.zeros(1, a * 4, 4, 4)]
@@ -158,7 +165,7 @@ def test_predict_proposals_nms_is_per_level():
     # another level, so NMS keeps it (MMDetection v2 groups its NMS by level)
     cls[1][0, 1, 1, 1] = 3.0
     reg[1][0, 4:8, 1, 1] = torch.tensor([0.125, 0.0, math.log(0.5), math.log(0.5)])
-    (props,) = head.predict_proposals((cls, reg), [META], ProposalSettings(max_per_img=2))
+    (props,) = head.proposal_list((cls, reg), [META], training=False)
     torch.testing.assert_close(props[:, :4], torch.tensor([[8.0, 0.0, 40.0, 32.0], [8.0, 0.0, 40.0, 32.0]]))
     torch.testing.assert_close(props[:, 4], torch.tensor([5.0, 3.0]).sigmoid())
 

@@ -5,15 +5,15 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision.models.resnet import BasicBlock, Bottleneck
 from torchvision.models.resnet import ResNet as TVResNet
 
 from dettool.errors import CheckpointError
-from dettool.trainer.models.backbones.deform_conv import DeformConv2dPack
 from dettool.trainer.models.backbones.norm import norm_layer
+from dettool.trainer.models.backbones.stage_plugins import (PluginBasicBlock, PluginBottleneck, StagePlugin,
+                                                            apply_plugins)
 
-ARCH = {18: (BasicBlock, (2, 2, 2, 2)), 34: (BasicBlock, (3, 4, 6, 3)),
-        50: (Bottleneck, (3, 4, 6, 3)), 101: (Bottleneck, (3, 4, 23, 3))}
+ARCH = {18: (PluginBasicBlock, (2, 2, 2, 2)), 34: (PluginBasicBlock, (3, 4, 6, 3)),
+        50: (PluginBottleneck, (3, 4, 6, 3)), 101: (PluginBottleneck, (3, 4, 23, 3))}
 
 
 class ResNet(nn.Module):
@@ -30,23 +30,21 @@ class ResNet(nn.Module):
         norm_eval: keep BN layers in eval mode (frozen statistics) while training.
         frozen_stages: -1 trains everything; 0 freezes the stem; k also freezes stages 1..k.
         out_indices: stages returned, 0-based (res2 = 0 ... res5 = 3).
-        dcn_stages: per stage, replace every block's 3x3 conv with a deformable conv.
-        dcn_modulated: DCNv2 (modulated) when True, DCN v1 when False.
+        plugins: blocks put into the residual blocks of chosen stages (DCN, ...; see
+            ``stage_plugins``).
         weights: optional local file with a torchvision-format state dict.
 
     Shapes: ``[B, 3, H, W]`` -> list of ``[B, C_i, H / 2**(i+2), W / 2**(i+2)]`` for i in out_indices.
     """
 
-    def __init__(self, depth: int = 50, groups: int = 1, width_per_group: int = 64, norm: str = "frozen_bn",
-                 gn_groups: int = 32, norm_eval: bool = True, frozen_stages: int = 1,
-                 out_indices: tuple[int, ...] = (1, 2, 3),
-                 dcn_stages: tuple[bool, bool, bool, bool] = (False, False, False, False),
-                 dcn_modulated: bool = True, weights: str | None = None) -> None:
+    def __init__(self, *, depth: int, groups: int, width_per_group: int, norm: str, gn_groups: int,
+                 norm_eval: bool, frozen_stages: int, out_indices: tuple[int, ...],
+                 plugins: list[StagePlugin] = (), weights: str | None = None) -> None:
         super().__init__()
         if depth not in ARCH:
             raise ValueError(f"ResNet depth must be one of {sorted(ARCH)}, got {depth}")
         block, layers = ARCH[depth]
-        if block is BasicBlock and (groups != 1 or width_per_group != 64):
+        if block is PluginBasicBlock and (groups != 1 or width_per_group != 64):
             raise ValueError("ResNeXt grouping needs depth 50 or 101 (bottleneck blocks)")
         tv = TVResNet(block, list(layers), groups=groups, width_per_group=width_per_group,
                       norm_layer=norm_layer(norm, gn_groups))
@@ -58,12 +56,7 @@ class ResNet(nn.Module):
         self.out_channels = tuple(self.stage_channels[i] for i in self.out_indices)
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
-        for stage, use_dcn in zip(self.stages, dcn_stages):
-            if use_dcn:
-                for blk in stage:
-                    c = blk.conv2
-                    blk.conv2 = DeformConv2dPack(c.in_channels, c.out_channels, 3, stride=c.stride[0], padding=1,
-                                                 groups=c.groups, modulated=dcn_modulated)
+        apply_plugins(self.stages, list(plugins))
         if weights:
             self.load_weights(weights)
         self._freeze()

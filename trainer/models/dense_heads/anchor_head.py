@@ -8,15 +8,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dettool.trainer.models.dense_heads.base_dense_head import (BaseDenseHead, TestSettings, levels_to_rows,
-                                                               select_and_nms)
-from dettool.trainer.models.structures import Detections
+from dettool.structures.detections import DetOutputs
+from dettool.trainer.models.dense_heads.base_dense_head import BaseDenseHead
+from dettool.trainer.models.postprocess.batched import levels_to_rows
+from dettool.trainer.models.postprocess.dense_decoders import AnchorDecoder
+from dettool.trainer.models.postprocess.nms import NMSSettings
 from dettool.trainer.models.task_modules.anchor_generator import AnchorGenerator, anchor_inside_flags
 from dettool.trainer.models.task_modules.delta_xywh_coder import DeltaXYWHCoder
 from dettool.trainer.models.task_modules.max_iou_assigner import MaxIoUAssigner
 from dettool.trainer.models.task_modules.samplers import PseudoSampler, RandomSampler
-
-_BOX_DECODED_LOSSES = ("IoULoss", "GIoULoss")
 
 
 class AnchorHead(BaseDenseHead):
@@ -30,17 +30,18 @@ class AnchorHead(BaseDenseHead):
         assigner: assigns anchors to gt.
         sampler: PseudoSampler (all anchors) or RandomSampler (``neg_pos_ub`` honoured).
         loss_cls: classification loss on logits ``[N, C]`` and labels ``[N]``.
-        loss_bbox: regression loss (on deltas, or on decoded boxes for IoU-type losses).
+        loss_bbox: regression loss (on deltas, or on decoded boxes when its ``decoded_boxes``).
         allowed_border: anchors crossing the image by more than this are not trained; -1 = no limit.
-        reg_decoded_bbox: regress decoded boxes (forced for IoU-type losses).
-        test_cfg: test-time settings.
+        reg_decoded_bbox: regress decoded boxes (forced for losses on decoded boxes).
+        test_cfg: test-time settings (None for a head that decodes proposals instead).
     """
 
-    def __init__(self, num_classes: int, in_channels: int, anchor_generator: AnchorGenerator,
+    def __init__(self, *, num_classes: int, in_channels: int, anchor_generator: AnchorGenerator,
                  bbox_coder: DeltaXYWHCoder, assigner: MaxIoUAssigner, sampler: PseudoSampler | RandomSampler,
-                 loss_cls: nn.Module, loss_bbox: nn.Module, allowed_border: int = -1,
-                 reg_decoded_bbox: bool = False, test_cfg: TestSettings = TestSettings()) -> None:
-        super().__init__(num_classes, in_channels, test_cfg)
+                 loss_cls: nn.Module, loss_bbox: nn.Module, allowed_border: int, reg_decoded_bbox: bool,
+                 test_cfg: NMSSettings | None) -> None:
+        super().__init__(num_classes, in_channels)
+        self.test_cfg = test_cfg
         self.anchor_generator = anchor_generator
         self.num_anchors = anchor_generator.num_base_anchors
         self.bbox_coder = bbox_coder
@@ -49,8 +50,9 @@ class AnchorHead(BaseDenseHead):
         self.loss_cls = loss_cls
         self.loss_bbox = loss_bbox
         self.allowed_border = allowed_border
-        self.reg_decoded_bbox = reg_decoded_bbox or type(loss_bbox).__name__ in _BOX_DECODED_LOSSES
+        self.reg_decoded_bbox = reg_decoded_bbox or loss_bbox.decoded_boxes
         self.sampling = not isinstance(sampler, PseudoSampler)
+        self.decoder = AnchorDecoder(anchor_generator, bbox_coder, num_classes, test_cfg) if test_cfg else None
 
     # ------------------------------------------------------------------------------- targets
 
@@ -93,7 +95,10 @@ class AnchorHead(BaseDenseHead):
         for target, meta in zip(targets, metas):
             valid = torch.cat(self.anchor_generator.valid_flags(sizes, meta["pad_shape"], meta["img_shape"], device))
             labels, lw, bt, bw, p, q = self._targets_single(anchors, valid, target, meta)
-            all_labels.append(labels); all_lw.append(lw); all_bt.append(bt); all_bw.append(bw)
+            all_labels.append(labels)
+            all_lw.append(lw)
+            all_bt.append(bt)
+            all_bw.append(bw)
             num_pos += p
             num_neg += q
         labels = torch.stack(all_labels).reshape(-1)
@@ -113,26 +118,8 @@ class AnchorHead(BaseDenseHead):
             loss_bbox = self.loss_bbox(reg[pos], box_targets[pos], box_weights[pos], avg_factor=avg) if pos.any() else reg.sum() * 0
         return {"loss_cls": loss_cls, "loss_bbox": loss_bbox}
 
-    # ------------------------------------------------------------------------------- predict
+    # ------------------------------------------------------------------------------- decode
 
-    @torch.no_grad()
-    def predict(self, raw: tuple[list[torch.Tensor], list[torch.Tensor]], metas: list[dict]) -> list[Detections]:
-        """Decode, keep ``nms_pre`` per level, threshold, class-wise NMS, rescale to original pixels."""
-        cls_scores, bbox_preds = raw
-        sizes = [tuple(c.shape[-2:]) for c in cls_scores]
-        anchors = self.anchor_generator.grid_anchors(sizes, cls_scores[0].device)
-        results = []
-        for i, meta in enumerate(metas):
-            boxes_l, scores_l = [], []
-            for lvl, (c, r) in enumerate(zip(cls_scores, bbox_preds)):
-                scores = levels_to_rows(c[i:i + 1], self.num_classes)[0].sigmoid()
-                deltas = levels_to_rows(r[i:i + 1], 4)[0]
-                a = anchors[lvl]
-                if 0 < self.test_cfg.nms_pre < scores.shape[0]:
-                    top = scores.max(dim=1).values.topk(self.test_cfg.nms_pre).indices
-                    scores, deltas, a = scores[top], deltas[top], a[top]
-                boxes_l.append(self.bbox_coder.decode(a, deltas, max_shape=meta["img_shape"]))
-                scores_l.append(scores)
-            boxes, scores, labels = select_and_nms(torch.cat(boxes_l), torch.cat(scores_l), self.test_cfg)
-            results.append(self.to_detections(boxes, scores, labels, meta))
-        return results
+    def decode(self, raw: tuple[list[torch.Tensor], list[torch.Tensor]], image_shapes: torch.Tensor) -> DetOutputs:
+        """Per level the ``nms_pre`` best anchors, decoded, clipped, class-wise NMS (``AnchorDecoder``)."""
+        return self.decoder(*raw, image_shapes)

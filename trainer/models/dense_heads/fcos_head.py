@@ -6,9 +6,12 @@ import math
 import torch
 from torch import nn
 
-from dettool.trainer.models.dense_heads.base_dense_head import (BaseDenseHead, TestSettings, conv_tower,
-                                                               levels_to_rows, select_and_nms)
-from dettool.trainer.models.structures import Detections
+from dettool.structures.detections import DetOutputs
+from dettool.trainer.models.dense_heads.base_dense_head import BaseDenseHead, conv_tower
+from dettool.trainer.models.postprocess.batched import levels_to_rows
+from dettool.trainer.models.postprocess.dense_decoders import PointDecoder
+from dettool.trainer.models.postprocess.nms import NMSSettings
+from dettool.trainer.models.task_modules.distance_point_coder import distance_to_box
 from dettool.trainer.models.task_modules.point_generator import grid_points
 
 INF = 1e8
@@ -23,12 +26,6 @@ class Scale(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.scale
-
-
-def distance_to_box(points: torch.Tensor, distances: torch.Tensor) -> torch.Tensor:
-    """Points ``[..., 2]`` (x, y) and distances ``[..., 4]`` (l, t, r, b) -> boxes ``[..., 4]`` xyxy."""
-    return torch.stack([points[..., 0] - distances[..., 0], points[..., 1] - distances[..., 1],
-                        points[..., 0] + distances[..., 2], points[..., 1] + distances[..., 3]], dim=-1)
 
 
 def centerness_target(ltrb: torch.Tensor) -> torch.Tensor:
@@ -58,13 +55,13 @@ class FCOSHead(BaseDenseHead):
     ``[B, C, H, W]``, ``[B, 4, H, W]`` (ltrb distances, pixels or strides) and ``[B, 1, H, W]``.
     """
 
-    def __init__(self, num_classes: int, in_channels: int, *, feat_channels: int = 256, stacked_convs: int = 4,
-                 norm: str = "gn", strides: tuple[int, ...] = (8, 16, 32, 64, 128),
-                 regress_ranges: tuple[tuple[float, float], ...] = ((-1, 64), (64, 128), (128, 256), (256, 512), (512, INF)),
-                 center_sampling: bool = False, center_sample_radius: float = 1.5, norm_on_bbox: bool = False,
-                 centerness_on_reg: bool = False, loss_cls: nn.Module, loss_bbox: nn.Module,
-                 loss_centerness: nn.Module, test_cfg: TestSettings = TestSettings(), prior_prob: float = 0.01) -> None:
-        super().__init__(num_classes, in_channels, test_cfg)
+    def __init__(self, *, num_classes: int, in_channels: int, feat_channels: int, stacked_convs: int, norm: str,
+                 strides: tuple[int, ...], regress_ranges: tuple[tuple[float, float], ...], center_sampling: bool,
+                 center_sample_radius: float, norm_on_bbox: bool, centerness_on_reg: bool, loss_cls: nn.Module,
+                 loss_bbox: nn.Module, loss_centerness: nn.Module, test_cfg: NMSSettings,
+                 prior_prob: float = 0.01) -> None:
+        super().__init__(num_classes, in_channels)
+        self.test_cfg = test_cfg
         if len(strides) != len(regress_ranges):
             raise ValueError(f"FCOS needs one regress range per stride ({len(strides)} strides, {len(regress_ranges)} ranges)")
         self.strides = tuple(strides)
@@ -84,6 +81,7 @@ class FCOSHead(BaseDenseHead):
             nn.init.zeros_(conv.bias)
         nn.init.constant_(self.conv_cls.bias, -math.log((1 - prior_prob) / prior_prob))
         self.scales = nn.ModuleList(Scale(1.0) for _ in self.strides)
+        self.decoder = PointDecoder(self.strides, num_classes, norm_on_bbox, test_cfg)
 
     def forward(self, feats: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
         cls_scores, bbox_preds, centernesses = [], [], []
@@ -113,8 +111,10 @@ class FCOSHead(BaseDenseHead):
             cx = (gt_boxes[:, 0] + gt_boxes[:, 2]) / 2
             cy = (gt_boxes[:, 1] + gt_boxes[:, 3]) / 2
             r = strides[:, None] * self.radius
-            x1 = torch.max(cx[None] - r, gt_boxes[None, :, 0]); y1 = torch.max(cy[None] - r, gt_boxes[None, :, 1])
-            x2 = torch.min(cx[None] + r, gt_boxes[None, :, 2]); y2 = torch.min(cy[None] + r, gt_boxes[None, :, 3])
+            x1 = torch.max(cx[None] - r, gt_boxes[None, :, 0])
+            y1 = torch.max(cy[None] - r, gt_boxes[None, :, 1])
+            x2 = torch.min(cx[None] + r, gt_boxes[None, :, 2])
+            y2 = torch.min(cy[None] + r, gt_boxes[None, :, 3])
             inside = torch.stack([xs - x1, ys - y1, x2 - xs, y2 - ys], -1).min(-1).values > 0
         else:
             inside = ltrb.min(-1).values > 0
@@ -159,33 +159,8 @@ class FCOSHead(BaseDenseHead):
         loss_ctr = self.loss_centerness(ctr[pos], ctr_targets, avg_factor=num_pos)
         return {"loss_cls": loss_cls, "loss_bbox": loss_bbox, "loss_centerness": loss_ctr}
 
-    # ------------------------------------------------------------------------------- predict
+    # ------------------------------------------------------------------------------- decode
 
-    @torch.no_grad()
-    def predict(self, raw: tuple[list[torch.Tensor], ...], metas: list[dict]) -> list[Detections]:
-        """Scores x centerness, ``nms_pre`` per level, class-wise NMS, rescale to original pixels."""
-        cls_scores, bbox_preds, centernesses = raw
-        sizes = [tuple(c.shape[-2:]) for c in cls_scores]
-        pts = grid_points(sizes, self.strides, cls_scores[0].device)
-        results = []
-        for i, meta in enumerate(metas):
-            boxes_l, scores_l, ctr_l = [], [], []
-            for lvl in range(len(cls_scores)):
-                scores = levels_to_rows(cls_scores[lvl][i:i + 1], self.num_classes)[0].sigmoid()
-                dist = levels_to_rows(bbox_preds[lvl][i:i + 1], 4)[0]
-                ctr = levels_to_rows(centernesses[lvl][i:i + 1], 1)[0, :, 0].sigmoid()
-                p = pts[lvl]
-                if 0 < self.test_cfg.nms_pre < scores.shape[0]:
-                    top = (scores * ctr[:, None]).max(dim=1).values.topk(self.test_cfg.nms_pre).indices
-                    scores, dist, ctr, p = scores[top], dist[top], ctr[top], p[top]
-                if self.norm_on_bbox:
-                    dist = dist * self.strides[lvl]
-                boxes = distance_to_box(p, dist)
-                h, w = meta["img_shape"]
-                boxes = torch.stack([boxes[:, 0].clamp(0, w), boxes[:, 1].clamp(0, h),
-                                     boxes[:, 2].clamp(0, w), boxes[:, 3].clamp(0, h)], 1)
-                boxes_l.append(boxes); scores_l.append(scores); ctr_l.append(ctr)
-            boxes, scores, labels = select_and_nms(torch.cat(boxes_l), torch.cat(scores_l), self.test_cfg,
-                                                   score_factors=torch.cat(ctr_l))
-            results.append(self.to_detections(boxes, scores, labels, meta))
-        return results
+    def decode(self, raw: tuple[list[torch.Tensor], ...], image_shapes: torch.Tensor) -> DetOutputs:
+        """Scores x centerness, ``nms_pre`` per level, class-wise NMS (``PointDecoder``)."""
+        return self.decoder(*raw, image_shapes)

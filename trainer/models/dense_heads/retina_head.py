@@ -24,8 +24,8 @@ class RetinaHead(AnchorHead):
     ``(cls_scores, bbox_preds)`` with ``[B, A * C, H_l, W_l]`` and ``[B, A * 4, H_l, W_l]``.
     """
 
-    def __init__(self, *, feat_channels: int = 256, stacked_convs: int = 4, norm: str = "none",
-                 prior_prob: float = 0.01, **kwargs) -> None:
+    def __init__(self, *, feat_channels: int, stacked_convs: int, norm: str, prior_prob: float = 0.01,
+                 **kwargs) -> None:
         super().__init__(**kwargs)
         self.cls_convs = conv_tower(self.in_channels, feat_channels, stacked_convs, norm)
         self.reg_convs = conv_tower(self.in_channels, feat_channels, stacked_convs, norm)

@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dettool.trainer.models.dense_heads.rpn_head import ProposalSettings
-from dettool.trainer.models.structures import Detections
+from dettool.structures.detections import DetOutputs, Detections, image_shapes_tensor, outputs_to_detections
+from dettool.trainer.models.postprocess.batched import pad_rows
 
 
 class TwoStageDetector(nn.Module):
@@ -16,16 +16,12 @@ class TwoStageDetector(nn.Module):
 
     Args:
         backbone, neck: feature extractor.
-        rpn_head: ``RPNHead`` or None.
-        roi_head: ``StandardRoIHead`` or ``CascadeRoIHead``.
-        train_proposals, test_proposals: RPN proposal settings in training and at test time.
+        rpn_head: ``RPNHead`` (with its training and test proposal settings) or None.
+        roi_head: a RoI head (``loss`` on per-image proposals, ``decode`` on padded ones).
     """
 
-    def __init__(self, backbone: nn.Module, neck: nn.Module, rpn_head: nn.Module | None, roi_head: nn.Module,
-                 train_proposals: ProposalSettings = ProposalSettings(nms_pre=2000),
-                 test_proposals: ProposalSettings = ProposalSettings()) -> None:
+    def __init__(self, backbone: nn.Module, neck: nn.Module, rpn_head: nn.Module | None, roi_head: nn.Module) -> None:
         super().__init__()
-        self.train_proposals, self.test_proposals = train_proposals, test_proposals
         self.backbone = backbone
         self.neck = neck
         self.rpn_head = rpn_head
@@ -51,18 +47,35 @@ class TwoStageDetector(nn.Module):
         losses: dict[str, torch.Tensor] = {}
         if self.rpn_head is not None:
             losses.update(self.rpn_head.loss(rpn_raw, targets, metas))
-            proposals = self.rpn_head.predict_proposals(rpn_raw, metas, self.train_proposals)
+            proposals = self.rpn_head.proposal_list(rpn_raw, metas, training=True)
         else:
             proposals = self._given_proposals(metas, images.device)
         losses.update(self.roi_head.loss(feats, proposals, targets, metas))
         return losses
 
+    def decode(self, raw: tuple, image_shapes: torch.Tensor) -> DetOutputs:
+        """Fixed-size detections from ``forward``'s output: test-time proposals, then the RoI head
+        (the deploy graph's tail; needs an RPN)."""
+        feats, rpn_raw = raw
+        proposals = self.rpn_head.proposals(rpn_raw, image_shapes, training=False)
+        return self.roi_head.decode(feats, proposals.num_dets, proposals.boxes, image_shapes)
+
     @torch.no_grad()
     def predict(self, images: torch.Tensor, metas: list[dict]) -> list[Detections]:
-        """Detections per image in original pixels (masks pasted at the original size)."""
+        """Detections per image in original pixels (masks pasted at the original size).
+
+        The same path as ``decode``, with the proposals' trailing padding columns (rows no image
+        of the batch fills) cut first: they would be scored 0 and never become detections.
+        """
         feats, rpn_raw = self(images)
+        shapes = image_shapes_tensor(metas, device=images.device)
         if self.rpn_head is not None:
-            proposals = self.rpn_head.predict_proposals(rpn_raw, metas, self.test_proposals)
+            props = self.rpn_head.proposals(rpn_raw, shapes, training=False)
+            num, boxes = props.num_dets, props.boxes
         else:
-            proposals = self._given_proposals(metas, images.device)
-        return self.roi_head.predict(feats, proposals, metas)
+            num, boxes = pad_rows([p[:, :4].float() for p in self._given_proposals(metas, images.device)])
+        boxes = boxes[:, : max(int(num.max()), 1) if num.numel() else 1]
+        out = self.roi_head.decode(feats, num, boxes, shapes)
+        branches = self.roi_head.mask_branches
+        mask_thr = branches[-1].mask_thr if branches else 0.5
+        return outputs_to_detections(out, metas, mask_thr)

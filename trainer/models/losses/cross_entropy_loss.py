@@ -1,4 +1,4 @@
-"""Binary cross-entropy on logits (FCOS centerness, later mask heads)."""
+"""Softmax cross-entropy over C + 1 classes (RoI box heads; background is the last class)."""
 from __future__ import annotations
 
 import torch
@@ -8,15 +8,22 @@ from torch.nn import functional as F
 from dettool.trainer.models.losses.reduction import weight_reduce
 
 
-class BCEWithLogitsLoss(nn.Module):
-    """``-(t log sigmoid(x) + (1 - t) log(1 - sigmoid(x)))``, element-wise."""
+class CrossEntropyLoss(nn.Module):
+    """``-log softmax(x)[label]`` per sample.
 
-    def __init__(self, weight: float = 1.0) -> None:
+    Args:
+        weight: loss weight.
+    """
+
+    def __init__(self, *, weight: float) -> None:
         super().__init__()
         self.weight = weight
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None = None,
                 avg_factor: float | torch.Tensor | None = None) -> torch.Tensor:
-        """Args: ``logits``, ``target`` (in [0, 1]) and ``weight`` of one shape. Returns a scalar."""
-        loss = F.binary_cross_entropy_with_logits(logits.float(), target.float(), reduction="none")
+        """Args: ``logits`` ``[N, C + 1]``; ``labels`` ``[N]`` int64 in ``[0, C]``; ``weight`` ``[N]``.
+        Returns a scalar."""
+        loss = F.cross_entropy(logits.float(), labels.long(), reduction="none")
+        if weight is not None:
+            weight = weight.float()
         return self.weight * weight_reduce(loss, weight, avg_factor)

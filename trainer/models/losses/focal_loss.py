@@ -5,7 +5,7 @@ import torch
 from torch import nn
 from torchvision.ops import sigmoid_focal_loss
 
-from dettool.trainer.models.losses.reduction import weight_reduce
+from dettool.trainer.models.losses.reduction import one_hot_targets, weight_reduce
 
 
 class FocalLoss(nn.Module):
@@ -17,7 +17,7 @@ class FocalLoss(nn.Module):
         weight: loss weight.
     """
 
-    def __init__(self, gamma: float = 2.0, alpha: float = 0.25, weight: float = 1.0) -> None:
+    def __init__(self, *, gamma: float, alpha: float, weight: float) -> None:
         super().__init__()
         self.gamma, self.alpha, self.weight = gamma, alpha, weight
 
@@ -25,11 +25,8 @@ class FocalLoss(nn.Module):
                 avg_factor: float | torch.Tensor | None = None) -> torch.Tensor:
         """Args: ``logits`` ``[N, C]``; ``labels`` ``[N]`` in ``[0, C]`` (C = background);
         ``weight`` ``[N]``. Returns a scalar."""
-        num_classes = logits.shape[1]
-        onehot = torch.zeros_like(logits)
-        fg = labels < num_classes
-        onehot[fg.nonzero(as_tuple=True)[0], labels[fg]] = 1.0
-        loss = sigmoid_focal_loss(logits.float(), onehot.float(), alpha=self.alpha, gamma=self.gamma, reduction="none")
+        onehot = one_hot_targets(labels, logits.shape[1])
+        loss = sigmoid_focal_loss(logits.float(), onehot, alpha=self.alpha, gamma=self.gamma, reduction="none")
         if weight is not None:
             weight = weight.float()[:, None]
         return self.weight * weight_reduce(loss, weight, avg_factor)

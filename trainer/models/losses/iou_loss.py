@@ -21,7 +21,9 @@ def aligned_iou(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-6) -> 
 class IoULoss(nn.Module):
     """``-log(IoU)`` (mode ``log``, UnitBox / MMDetection default) or ``1 - IoU`` (``linear``)."""
 
-    def __init__(self, mode: str = "log", weight: float = 1.0, eps: float = 1e-6) -> None:
+    decoded_boxes = True  # compares decoded boxes, not deltas
+
+    def __init__(self, *, mode: str, weight: float, eps: float = 1e-6) -> None:
         super().__init__()
         if mode not in ("log", "linear"):
             raise ValueError(f"IoULoss mode must be 'log' or 'linear', got {mode!r}")
@@ -38,7 +40,9 @@ class IoULoss(nn.Module):
 class GIoULoss(nn.Module):
     """``1 - GIoU`` (Rezatofighi et al.) via torchvision.ops.generalized_box_iou_loss."""
 
-    def __init__(self, weight: float = 1.0) -> None:
+    decoded_boxes = True  # compares decoded boxes, not deltas
+
+    def __init__(self, *, weight: float) -> None:
         super().__init__()
         self.weight = weight
 

@@ -16,7 +16,9 @@ class SmoothL1Loss(nn.Module):
         weight: loss weight.
     """
 
-    def __init__(self, beta: float = 1.0, weight: float = 1.0) -> None:
+    decoded_boxes = False  # compares deltas
+
+    def __init__(self, *, beta: float, weight: float) -> None:
         super().__init__()
         self.beta, self.weight = beta, weight
 
@@ -30,7 +32,9 @@ class SmoothL1Loss(nn.Module):
 class L1Loss(nn.Module):
     """``|pred - target|``, element-wise."""
 
-    def __init__(self, weight: float = 1.0) -> None:
+    decoded_boxes = False  # compares deltas
+
+    def __init__(self, *, weight: float) -> None:
         super().__init__()
         self.weight = weight
 

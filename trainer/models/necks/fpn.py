@@ -55,11 +55,12 @@ class FPN(nn.Module):
         relu_before_extra_convs: apply ReLU before each extra conv.
         norm: optional ``channels -> module`` normalization in lateral/output convs.
 
-    Shapes: list of ``[B, C_i, H_i, W_i]`` -> list of ``num_outs`` ``[B, out_channels, H_l, W_l]``.
+    Shapes: list of ``[B, C_i, H_i, W_i]`` -> list of ``num_outs`` ``[B, out_channels, H_l, W_l]``;
+    ``self.out_channels`` holds the channels of each output level.
     """
 
-    def __init__(self, in_channels: tuple[int, ...], out_channels: int = 256, num_outs: int = 5,
-                 add_extra_convs: str = "on_input", relu_before_extra_convs: bool = False,
+    def __init__(self, in_channels: tuple[int, ...], *, out_channels: int, num_outs: int,
+                 add_extra_convs: str, relu_before_extra_convs: bool,
                  norm: Callable[[int], nn.Module] | None = None) -> None:
         super().__init__()
         if num_outs < len(in_channels):
@@ -67,8 +68,7 @@ class FPN(nn.Module):
         extra = ExtraLevels(num_outs - len(in_channels), add_extra_convs, in_channels[-1], out_channels,
                             relu_before_extra_convs) if num_outs > len(in_channels) else None
         self.fpn = FeaturePyramidNetwork(list(in_channels), out_channels, extra_blocks=extra, norm_layer=norm)
-        self.out_channels = out_channels
-        self.num_outs = num_outs
+        self.out_channels = (out_channels,) * num_outs  # per output level, as every neck exposes
 
     def forward(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
         out = self.fpn(OrderedDict((str(i), f) for i, f in enumerate(feats)))

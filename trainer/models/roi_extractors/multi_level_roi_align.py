@@ -1,32 +1,18 @@
 """Multi-level RoIAlign: map each RoI to one FPN level by its size, then pool it there.
 
-MMDetection's ``SingleRoIExtractor`` with ``RoIAlign`` (detectron2's ``ROIPooler``), on
-``torchvision.ops.roi_align`` (with a faster, equal CPU backward: ``roi_align_cpu_grad``).
+MMDetection's ``SingleRoIExtractor`` with ``RoIAlign`` (detectron2's ``ROIPooler``). The module
+holds the settings; the computation is ``dettool.ops.multi_level_roi_align``, the op the deploy
+graphs run (differentiable, with a fast exact CPU backward), so training, evaluation and export
+pool with one implementation.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from dettool.trainer.models.ops.roi_align_cpu_grad import roi_align
+from dettool.ops.multi_level_roi_align import map_roi_levels, multi_level_roi_align
 
-
-def map_roi_levels(rois: torch.Tensor, num_levels: int, finest_scale: int = 56) -> torch.Tensor:
-    """FPN level of each RoI by its scale ``sqrt(w * h)`` (MMDetection's rule).
-
-    ``level = floor(log2(scale / finest_scale + 1e-6))`` clamped to ``[0, num_levels - 1]``;
-    with ``finest_scale = 56``: scale < 112 -> 0, < 224 -> 1, < 448 -> 2, else 3.
-
-    Args:
-        rois: ``Tensor[R, 5]`` rows ``(batch_idx, x1, y1, x2, y2)`` in input pixels.
-        num_levels: number of feature levels.
-        finest_scale: scale mapped to the boundary of level 0 and 1, halved.
-
-    Returns: ``Tensor[R]`` int64 level indices.
-    """
-    scale = torch.sqrt((rois[:, 3] - rois[:, 1]) * (rois[:, 4] - rois[:, 2]))
-    levels = torch.floor(torch.log2(scale / finest_scale + 1e-6))
-    return levels.clamp(min=0, max=num_levels - 1).long()
+__all__ = ["MultiLevelRoIAlign", "map_roi_levels"]
 
 
 class MultiLevelRoIAlign(nn.Module):
@@ -55,31 +41,28 @@ class MultiLevelRoIAlign(nn.Module):
     def num_levels(self) -> int:
         return len(self.strides)
 
-    def forward(self, feats: list[torch.Tensor], rois: torch.Tensor) -> torch.Tensor:
+    def forward(self, feats: list[torch.Tensor], rois: torch.Tensor,
+                roi_scale_factor: float | None = None) -> torch.Tensor:
         """Pooled features of every RoI, in the order of ``rois``.
+
+        The level of a RoI comes from its box as given; with ``roi_scale_factor`` the box is then
+        scaled about its centre before pooling (MMDetection's ``roi_scale_factor``; Double-Head
+        R-CNN's regression branch uses 1.3).
 
         Args:
             feats: per level ``Tensor[B, C, H_l, W_l]``; levels past ``len(strides)`` are ignored.
             rois: ``Tensor[R, 5]`` rows ``(batch_idx, x1, y1, x2, y2)`` in input pixels.
+            roi_scale_factor: scale of the pooled boxes, > 0; None pools the boxes as given.
 
-        Returns: ``Tensor[R, C, output_size, output_size]`` (``R = 0`` gives an empty tensor).
+        Returns: ``Tensor[R, C, output_size, output_size]`` of the features' type (``R = 0`` gives
+        an empty tensor).
         """
         feats = feats[: self.num_levels]
         if len(feats) < self.num_levels:
             raise ValueError(f"MultiLevelRoIAlign: {len(feats)} feature maps for {self.num_levels} strides")
-        s = self.output_size
-        out = feats[0].new_zeros((rois.shape[0], feats[0].shape[1], s, s))
-        if rois.shape[0] == 0:
-            return out
-        # Pool in at least fp32 (as MMDetection's force_fp32): fp16 cannot hold pixel coordinates
-        # past 2048 exactly, and roi_align wants features and boxes of one dtype.
-        dtype = torch.promote_types(feats[0].dtype, torch.float32)
-        rois = rois.to(dtype)
-        levels = map_roi_levels(rois, self.num_levels, self.finest_scale)
-        for lvl, (feat, stride) in enumerate(zip(feats, self.strides)):
-            inds = (levels == lvl).nonzero(as_tuple=True)[0]
-            if inds.numel() == 0:
-                continue
-            out[inds] = roi_align(feat.to(dtype), rois[inds], (s, s), spatial_scale=1.0 / stride,
-                                  sampling_ratio=self.sampling_ratio, aligned=self.aligned).to(out.dtype)
-        return out
+        # The op pools in at least fp32 (as MMDetection's force_fp32): fp16 cannot hold pixel
+        # coordinates past 2048 exactly.
+        return multi_level_roi_align(rois, feats, self.output_size, self.output_size, self.strides,
+                                     sampling_ratio=self.sampling_ratio, finest_scale=self.finest_scale,
+                                     aligned=self.aligned,
+                                     roi_scale_factor=1.0 if roi_scale_factor is None else roi_scale_factor)

@@ -1,102 +1,54 @@
-"""Conv + FC box head of two-stage detectors (MMDetection v2's ``ConvFCBBoxHead``).
+"""Box heads of two-stage detectors: what they share (``BBoxHead``) and the conv + FC head
+(MMDetection v2's ``ConvFCBBoxHead``).
 
 Contract: ``forward(roi_feats) -> (cls_score, bbox_pred)`` (exportable raw tensors),
-``get_targets`` / ``loss`` for training on sampled RoIs, ``predict_boxes`` for decoding and
-``refine_rois`` for the next stage of a cascade. Classification is a softmax over C + 1 classes
-with background LAST (label ``num_classes``), MMDetection v2's convention.
+``get_targets`` / ``loss`` for training on sampled RoIs and ``refine_rois`` for the next stage
+of a cascade; test-time decoding is ``postprocess.roi_decoders.BoxDecode`` on the head's
+``bbox_coder``. Classification is a softmax over C + 1 classes with background LAST (label
+``num_classes``), MMDetection v2's convention.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from dettool.trainer.models.losses import GIoULoss, IoULoss
 from dettool.trainer.models.task_modules.delta_xywh_coder import DeltaXYWHCoder
 
 
-class ConvFCBBoxHead(nn.Module):
-    """Shared convs, shared FCs, then a classifier and a box regressor.
-
-    ``shared2fc`` (Faster R-CNN's default) is ``num_shared_convs=0, num_shared_fcs=2``;
-    ``4conv1fc`` with ``norm='gn'`` is the head of the MMDetection paper's normalization study.
+class BBoxHead(nn.Module):
+    """Targets, losses and RoI refinement shared by every box head; subclasses build the layers
+    and ``forward``.
 
     Args:
         num_classes: foreground classes C (label C is background).
-        in_channels: channels of the pooled RoI features.
-        roi_feat_size: side S of the pooled RoI features.
-        num_shared_convs: 3x3 convs (norm, ReLU) before flattening.
-        num_shared_fcs: fully connected layers (ReLU) after flattening.
-        conv_out_channels: channels of the shared convs.
-        fc_out_channels: width of the shared FCs.
-        norm: ``'none'`` or ``'gn'`` (GroupNorm, 32 groups) after each shared conv.
         reg_class_agnostic: one box per RoI instead of one per class.
-        bbox_coder: delta coder; None gives ``DeltaXYWHCoder(target_stds=(0.1, 0.1, 0.2, 0.2))``
-            (MMDetection's RoI-head stds).
+        bbox_coder: delta coder (MMDetection's RoI-head stds are (0.1, 0.1, 0.2, 0.2)).
         loss_cls: softmax classification loss on logits ``[N, C + 1]``, labels ``[N]``, weights ``[N]``.
-        loss_bbox: regression loss (on deltas, or on decoded boxes for IoU-type losses).
-        reg_decoded_bbox: regress decoded boxes (forced for IoU-type losses).
+        loss_bbox: regression loss (on deltas, or on decoded boxes when its ``decoded_boxes``).
     """
 
-    def __init__(self, num_classes: int, in_channels: int = 256, roi_feat_size: int = 7, num_shared_convs: int = 0,
-                 num_shared_fcs: int = 2, conv_out_channels: int = 256, fc_out_channels: int = 1024,
-                 norm: str = "none", reg_class_agnostic: bool = False,
-                 bbox_coder: DeltaXYWHCoder | None = None, *, loss_cls: nn.Module, loss_bbox: nn.Module,
-                 reg_decoded_bbox: bool = False) -> None:
+    def __init__(self, *, num_classes: int, reg_class_agnostic: bool, bbox_coder: DeltaXYWHCoder,
+                 loss_cls: nn.Module, loss_bbox: nn.Module) -> None:
         super().__init__()
-        if norm not in ("none", "gn"):
-            raise ValueError(f"ConvFCBBoxHead norm must be 'none' or 'gn', got {norm!r}")
         self.num_classes = num_classes
-        self.in_channels = in_channels
-        self.roi_feat_size = roi_feat_size
         self.reg_class_agnostic = reg_class_agnostic
-        self.bbox_coder = bbox_coder if bbox_coder is not None else DeltaXYWHCoder(target_stds=(0.1, 0.1, 0.2, 0.2))
+        self.bbox_coder = bbox_coder
         self.loss_cls = loss_cls
         self.loss_bbox = loss_bbox
-        self.reg_decoded_bbox = reg_decoded_bbox or isinstance(loss_bbox, (IoULoss, GIoULoss))
+        self.reg_decoded_bbox = loss_bbox.decoded_boxes
 
-        convs: list[nn.Module] = []
-        channels = in_channels
-        for _ in range(num_shared_convs):
-            conv = nn.Conv2d(channels, conv_out_channels, 3, padding=1, bias=norm == "none")
-            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
-            if conv.bias is not None:
-                nn.init.zeros_(conv.bias)
-            convs.append(conv)
-            if norm == "gn":
-                convs.append(nn.GroupNorm(min(32, conv_out_channels), conv_out_channels))
-            convs.append(nn.ReLU(inplace=True))
-            channels = conv_out_channels
-        self.shared_convs = nn.Sequential(*convs)
-        fcs: list[nn.Module] = []
-        dim = channels * roi_feat_size * roi_feat_size
-        for _ in range(num_shared_fcs):
-            fc = nn.Linear(dim, fc_out_channels)
-            nn.init.xavier_uniform_(fc.weight)
-            nn.init.zeros_(fc.bias)
-            fcs += [fc, nn.ReLU(inplace=True)]
-            dim = fc_out_channels
-        self.shared_fcs = nn.Sequential(*fcs)
-        self.fc_cls = nn.Linear(dim, num_classes + 1)
-        self.fc_reg = nn.Linear(dim, 4 if reg_class_agnostic else 4 * num_classes)
-        nn.init.normal_(self.fc_cls.weight, std=0.01)
-        nn.init.normal_(self.fc_reg.weight, std=0.001)
-        nn.init.zeros_(self.fc_cls.bias)
-        nn.init.zeros_(self.fc_reg.bias)
+    @property
+    def reg_out_channels(self) -> int:
+        """Width of ``bbox_pred``: 4, or 4 per class."""
+        return 4 if self.reg_class_agnostic else 4 * self.num_classes
 
-    # ------------------------------------------------------------------------------- forward
-
-    def forward(self, roi_feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Raw predictions for pooled RoI features.
-
-        Args:
-            roi_feats: ``Tensor[R, in_channels, S, S]``.
-
-        Returns: ``cls_score`` ``Tensor[R, C + 1]`` softmax logits (background last) and
-        ``bbox_pred`` ``Tensor[R, 4]`` (agnostic) or ``Tensor[R, 4 * C]`` (per class, class-major).
-        """
-        x = self.shared_convs(roi_feats).flatten(1)
-        x = self.shared_fcs(x)
-        return self.fc_cls(x), self.fc_reg(x)
+    @staticmethod
+    def init_predictors(fc_cls: nn.Linear, fc_reg: nn.Linear) -> None:
+        """MMDetection's initialisation of the classifier (std 0.01) and the regressor (std 0.001)."""
+        nn.init.normal_(fc_cls.weight, std=0.01)
+        nn.init.normal_(fc_reg.weight, std=0.001)
+        nn.init.zeros_(fc_cls.bias)
+        nn.init.zeros_(fc_reg.bias)
 
     # ------------------------------------------------------------------------------- targets
 
@@ -170,27 +122,7 @@ class ConvFCBBoxHead(nn.Module):
                 acc = cls_score.new_zeros(())
         return {"loss_cls": loss_cls, "loss_bbox": loss_bbox, "acc": acc}
 
-    # ------------------------------------------------------------------------------- predict
-
-    def predict_boxes(self, rois: torch.Tensor, cls_score: torch.Tensor, bbox_pred: torch.Tensor,
-                      img_shape: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-class decoded boxes and class probabilities.
-
-        Args:
-            rois: ``Tensor[R, 5]`` ``(batch_idx, x1, y1, x2, y2)`` in input pixels.
-            cls_score: ``Tensor[R, C + 1]``; bbox_pred: ``Tensor[R, 4]`` or ``Tensor[R, 4 * C]``.
-            img_shape: ``(h, w)`` to clip to (the resized, unpadded image); None does not clip.
-
-        Returns: ``boxes`` ``Tensor[R, C, 4]`` xyxy (the same box for every class when agnostic)
-        and ``scores`` ``Tensor[R, C]`` softmax probabilities without the background column.
-        """
-        r, c = rois.shape[0], self.num_classes
-        scores = cls_score.float().softmax(dim=1)[:, :c]
-        if self.reg_class_agnostic:
-            boxes = self.bbox_coder.decode(rois[:, 1:], bbox_pred, max_shape=img_shape)
-            return boxes[:, None, :].expand(r, c, 4), scores
-        ref = rois[:, None, 1:].expand(r, c, 4)
-        return self.bbox_coder.decode(ref, bbox_pred.view(r, c, 4), max_shape=img_shape), scores
+    # ------------------------------------------------------------------------------- cascade
 
     def refine_rois(self, rois: torch.Tensor, labels: torch.Tensor, bbox_pred: torch.Tensor,
                     img_shape: tuple[int, int] | None = None) -> torch.Tensor:
@@ -208,3 +140,69 @@ class ConvFCBBoxHead(nn.Module):
         deltas = self._class_deltas(bbox_pred, labels)
         boxes = self.bbox_coder.decode(rois[:, 1:], deltas, max_shape=img_shape)
         return torch.cat([rois[:, :1].to(boxes.dtype), boxes], dim=1)
+
+
+class ConvFCBBoxHead(BBoxHead):
+    """Shared convs, shared FCs, then a classifier and a box regressor.
+
+    ``shared2fc`` (Faster R-CNN's default) is ``num_shared_convs=0, num_shared_fcs=2``;
+    ``4conv1fc`` with ``norm='gn'`` is the head of the MMDetection paper's normalization study.
+
+    Args:
+        in_channels: channels of the pooled RoI features.
+        roi_feat_size: side S of the pooled RoI features.
+        num_shared_convs: 3x3 convs (norm, ReLU) before flattening.
+        num_shared_fcs: fully connected layers (ReLU) after flattening.
+        conv_out_channels: channels of the shared convs.
+        fc_out_channels: width of the shared FCs.
+        norm: ``'none'`` or ``'gn'`` (GroupNorm, 32 groups) after each shared conv.
+        **kwargs: ``BBoxHead`` arguments.
+    """
+
+    def __init__(self, *, in_channels: int, roi_feat_size: int, num_shared_convs: int, num_shared_fcs: int,
+                 conv_out_channels: int, fc_out_channels: int, norm: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if norm not in ("none", "gn"):
+            raise ValueError(f"ConvFCBBoxHead norm must be 'none' or 'gn', got {norm!r}")
+        self.in_channels = in_channels
+        self.roi_feat_size = roi_feat_size
+        convs: list[nn.Module] = []
+        channels = in_channels
+        for _ in range(num_shared_convs):
+            conv = nn.Conv2d(channels, conv_out_channels, 3, padding=1, bias=norm == "none")
+            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+            if conv.bias is not None:
+                nn.init.zeros_(conv.bias)
+            convs.append(conv)
+            if norm == "gn":
+                convs.append(nn.GroupNorm(min(32, conv_out_channels), conv_out_channels))
+            convs.append(nn.ReLU(inplace=True))
+            channels = conv_out_channels
+        self.shared_convs = nn.Sequential(*convs)
+        fcs: list[nn.Module] = []
+        dim = channels * roi_feat_size * roi_feat_size
+        for _ in range(num_shared_fcs):
+            fc = nn.Linear(dim, fc_out_channels)
+            nn.init.xavier_uniform_(fc.weight)
+            nn.init.zeros_(fc.bias)
+            fcs += [fc, nn.ReLU(inplace=True)]
+            dim = fc_out_channels
+        self.shared_fcs = nn.Sequential(*fcs)
+        self.fc_cls = nn.Linear(dim, self.num_classes + 1)
+        self.fc_reg = nn.Linear(dim, self.reg_out_channels)
+        self.init_predictors(self.fc_cls, self.fc_reg)
+
+    # ------------------------------------------------------------------------------- forward
+
+    def forward(self, roi_feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw predictions for pooled RoI features.
+
+        Args:
+            roi_feats: ``Tensor[R, in_channels, S, S]``.
+
+        Returns: ``cls_score`` ``Tensor[R, C + 1]`` softmax logits (background last) and
+        ``bbox_pred`` ``Tensor[R, 4]`` (agnostic) or ``Tensor[R, 4 * C]`` (per class, class-major).
+        """
+        x = self.shared_convs(roi_feats).flatten(1)
+        x = self.shared_fcs(x)
+        return self.fc_cls(x), self.fc_reg(x)

@@ -4,12 +4,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dettool.trainer.models.dense_heads.base_dense_head import TestSettings, select_and_nms
-from dettool.trainer.models.roi_heads.roi_sampling import assign_and_sample, rois_from_boxes
-from dettool.trainer.models.roi_heads.standard_roi_head import MaskBranch, finish_detections, split_rows
-from dettool.trainer.models.structures import Detections
+from dettool.structures.detections import DetOutputs
+from dettool.trainer.models.postprocess.nms import NMSSettings, multiclass_nms
+from dettool.trainer.models.postprocess.roi_decoders import BatchedRoIs, BoxDecode, CascadeRefine, StageMean
+from dettool.trainer.models.roi_heads.roi_sampling import assign_and_sample, rois_from_boxes, split_rows
+from dettool.trainer.models.roi_heads.standard_roi_head import MaskBranch, mean_mask_probs
 from dettool.trainer.models.task_modules.max_iou_assigner import MaxIoUAssigner
-from dettool.trainer.models.task_modules.ohem_sampler import OHEMSampler
+from dettool.trainer.models.task_modules.samplers import RandomSampler
 
 
 class CascadeRoIHead(nn.Module):
@@ -20,8 +21,8 @@ class CascadeRoIHead(nn.Module):
         bbox_heads: one ``ConvFCBBoxHead`` per stage.
         assigners: one per stage (IoU 0.5 / 0.6 / 0.7 in Cascade R-CNN).
         samplers: one per stage.
+        add_gt_as_proposals: per stage, add the gt boxes to its RoIs in training (MMDetection: all).
         stage_loss_weights: loss weight per stage (1 / 0.5 / 0.25).
-        add_gt_as_proposals: add gt boxes to every stage's RoIs in training.
         mask_branches: optional ``MaskBranch`` per stage (Cascade Mask R-CNN).
         test_cfg: test-time settings. At test time class scores are averaged over the stages and
             boxes come from the last stage (as in MMDetection).
@@ -29,19 +30,25 @@ class CascadeRoIHead(nn.Module):
     Loss keys: ``loss_cls_s{i}``, ``loss_bbox_s{i}`` (``loss_mask_s{i}``), already weighted.
     """
 
-    def __init__(self, roi_extractor: nn.Module, bbox_heads: list[nn.Module], assigners: list[MaxIoUAssigner],
-                 samplers: list, stage_loss_weights: list[float], add_gt_as_proposals: bool = True,
-                 mask_branches: list[MaskBranch] | None = None, test_cfg: TestSettings = TestSettings()) -> None:
+    def __init__(self, *, roi_extractor: nn.Module, bbox_heads: list[nn.Module], assigners: list[MaxIoUAssigner],
+                 samplers: list[RandomSampler], add_gt_as_proposals: list[bool], stage_loss_weights: list[float],
+                 mask_branches: list[MaskBranch] | None, test_cfg: NMSSettings) -> None:
         super().__init__()
-        if not (len(bbox_heads) == len(assigners) == len(samplers) == len(stage_loss_weights)):
-            raise ValueError("cascade: one box head, assigner, sampler and loss weight per stage")
+        if not (len(bbox_heads) == len(assigners) == len(samplers) == len(add_gt_as_proposals)
+                == len(stage_loss_weights)):
+            raise ValueError("cascade: one box head, assigner, sampler, add_gt_as_proposals and loss weight per stage")
         self.roi_extractor = roi_extractor
         self.bbox_heads = nn.ModuleList(bbox_heads)
         self.assigners, self.samplers = list(assigners), list(samplers)
+        self.add_gt_as_proposals = list(add_gt_as_proposals)
         self.stage_loss_weights = list(stage_loss_weights)
-        self.add_gt_as_proposals = add_gt_as_proposals
         self.mask_branches = nn.ModuleList(mask_branches) if mask_branches else None
         self.test_cfg = test_cfg
+        self.rois = BatchedRoIs()
+        self.refine = nn.ModuleList(CascadeRefine(head.refine_rois) for head in bbox_heads[:-1])
+        self.stage_mean = StageMean()
+        last = bbox_heads[-1]
+        self.box_decode = BoxDecode(last.bbox_coder, last.num_classes, last.reg_class_agnostic)
 
     @property
     def num_stages(self) -> int:
@@ -55,12 +62,9 @@ class CascadeRoIHead(nn.Module):
              metas: list[dict]) -> dict[str, torch.Tensor]:
         losses: dict[str, torch.Tensor] = {}
         boxes_per_image = [p[:, :4].detach() for p in proposals]
-        for s, (head, assigner, sampler, w) in enumerate(zip(self.bbox_heads, self.assigners, self.samplers,
-                                                             self.stage_loss_weights)):
-            if isinstance(sampler, OHEMSampler):
-                raise ValueError("OHEM is supported in the standard RoI head only")
-            sampled = [assign_and_sample(b, t, assigner, sampler, self.add_gt_as_proposals)
-                       for b, t in zip(boxes_per_image, targets)]
+        stages = zip(self.bbox_heads, self.assigners, self.samplers, self.add_gt_as_proposals, self.stage_loss_weights)
+        for s, (head, assigner, sampler, add_gt, w) in enumerate(stages):
+            sampled = [assign_and_sample(b, t, assigner, sampler, add_gt) for b, t in zip(boxes_per_image, targets)]
             rois = rois_from_boxes([x.boxes for x in sampled])
             cls_score, bbox_pred = head(self.roi_extractor(feats, rois))
             parts = [head.get_targets(x.boxes[: x.num_pos], x.pos_gt_boxes, x.pos_labels, x.boxes.shape[0] - x.num_pos)
@@ -90,24 +94,21 @@ class CascadeRoIHead(nn.Module):
             out.append(refined[keep].detach())
         return out
 
-    @torch.no_grad()
-    def predict(self, feats: list[torch.Tensor], proposals: list[torch.Tensor], metas: list[dict]) -> list[Detections]:
-        counts = [p.shape[0] for p in proposals]
-        rois = rois_from_boxes([p[:, :4] for p in proposals]).to(feats[0].device)
-        probs = []
+    def decode(self, feats: list[torch.Tensor], num_proposals: torch.Tensor, proposals: torch.Tensor,
+               image_shapes: torch.Tensor) -> DetOutputs:
+        """Fixed-size detections (and mask probabilities) from padded proposals ``[B, K, 4]``:
+        each stage refines the RoIs of the one before, scores are averaged over the stages, boxes
+        come from the last stage, masks are averaged over the stages' mask branches."""
+        rois = self.rois(proposals)
+        cls_scores = []
         for s, head in enumerate(self.bbox_heads):
             cls_score, bbox_pred = head(self.roi_extractor(feats, rois))
-            probs.append(cls_score.softmax(dim=1))
+            cls_scores.append(cls_score)
             if s + 1 < self.num_stages:
-                labels = cls_score[:, :-1].argmax(dim=1)
-                rois = torch.cat([head.refine_rois(r, lab, reg, m["img_shape"]) for r, lab, reg, m in zip(
-                    split_rows(rois, counts), split_rows(labels, counts), split_rows(bbox_pred, counts), metas)])
-        mean_logits = (sum(probs) / len(probs)).clamp(min=1e-12).log()  # softmax(log p) = p
-        dets = []
-        last = self.bbox_heads[-1]
-        for r, c, b, meta in zip(split_rows(rois, counts), split_rows(mean_logits, counts),
-                                 split_rows(bbox_pred, counts), metas):
-            boxes, scores = last.predict_boxes(r, c, b, meta["img_shape"])
-            dets.append(select_and_nms(boxes, scores, self.test_cfg))
-        branches = list(self.mask_branches) if self.mask_branches is not None else None
-        return finish_detections(dets, feats, metas, branches)
+                rois = self.refine[s](rois, cls_score, bbox_pred, image_shapes)
+        logits = cls_scores[0] if len(cls_scores) == 1 else self.stage_mean(cls_scores)
+        boxes, scores = self.box_decode(rois, logits, bbox_pred, num_proposals, image_shapes)
+        dets = multiclass_nms(boxes, scores, self.test_cfg)
+        if self.mask_branches is None:
+            return dets
+        return dets._replace(masks=mean_mask_probs(list(self.mask_branches), feats, dets))

@@ -29,6 +29,11 @@ class SampledRoIs:
     pos_is_gt: torch.Tensor
 
 
+def split_rows(x: torch.Tensor, counts: list[int]) -> list[torch.Tensor]:
+    """``Tensor[sum(counts), ...]`` -> one tensor per image (empty tensors when ``x`` is empty)."""
+    return list(torch.split(x, counts)) if x.shape[0] else [x[:0] for _ in counts]
+
+
 def rois_from_boxes(boxes_per_image: list[torch.Tensor]) -> torch.Tensor:
     """List of ``[K_i, 4+]`` boxes -> ``Tensor[sum K_i, 5]`` (batch index, x1, y1, x2, y2)."""
     parts = [torch.cat([b.new_full((b.shape[0], 1), float(i)), b[:, :4]], dim=1) for i, b in enumerate(boxes_per_image)]

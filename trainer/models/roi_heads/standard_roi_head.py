@@ -5,49 +5,56 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dettool.trainer.models.dense_heads.base_dense_head import TestSettings, rescale_boxes, select_and_nms
+from dettool.structures.detections import DetOutputs
+from dettool.trainer.models.postprocess.nms import NMSSettings, multiclass_nms
+from dettool.trainer.models.postprocess.roi_decoders import BatchedRoIs, BoxDecode
 from dettool.trainer.models.roi_heads.roi_sampling import assign_and_sample, rois_from_boxes
-from dettool.trainer.models.structures import Detections
 from dettool.trainer.models.task_modules.max_iou_assigner import MaxIoUAssigner
 from dettool.trainer.models.task_modules.ohem_sampler import OHEMSampler
-
-
-def split_rows(x: torch.Tensor, counts: list[int]) -> list[torch.Tensor]:
-    return list(torch.split(x, counts)) if x.shape[0] else [x[:0] for _ in counts]
 
 
 class MaskBranch(nn.Module):
     """RoI extractor + FCN mask head, shared by standard and cascade heads.
 
-    ``loss`` takes the positives of each image; ``predict`` pastes masks at the original resolution.
+    Args:
+        roi_extractor: multi-level RoIAlign of the mask head (14x14 in Mask R-CNN).
+        mask_head: ``FCNMaskHead``.
+        mask_thr: probability at which a pasted mask pixel is foreground.
     """
 
-    def __init__(self, roi_extractor: nn.Module, mask_head: nn.Module, mask_thr: float = 0.5) -> None:
+    def __init__(self, roi_extractor: nn.Module, mask_head: nn.Module, mask_thr: float) -> None:
         super().__init__()
         self.roi_extractor = roi_extractor
         self.mask_head = mask_head
         self.mask_thr = mask_thr
+        self.rois = BatchedRoIs()
 
     def loss(self, feats: list[torch.Tensor], pos_boxes: list[torch.Tensor], pos_gt_inds: list[torch.Tensor],
              pos_labels: list[torch.Tensor], targets: list[dict]) -> torch.Tensor:
+        """``loss_mask`` of the positives of each image (boxes ``[P_i, 4]`` in resized pixels)."""
         rois = rois_from_boxes(pos_boxes).to(feats[0].device)
         logits = self.mask_head(self.roi_extractor(feats, rois))
         mask_size = logits.shape[-1]
-        mask_targets = torch.cat([self.mask_head.get_targets(b, t["masks"], g, mask_size=mask_size)
-                                  for b, g, t in zip(pos_boxes, pos_gt_inds, targets)]) if rois.shape[0] else logits.new_zeros((0, mask_size, mask_size))
+        if rois.shape[0]:
+            mask_targets = torch.cat([self.mask_head.get_targets(b, t["masks"], g, mask_size=mask_size)
+                                      for b, g, t in zip(pos_boxes, pos_gt_inds, targets)])
+        else:
+            mask_targets = logits.new_zeros((0, mask_size, mask_size))
         return self.mask_head.loss(logits, mask_targets, torch.cat(pos_labels))["loss_mask"]
 
-    def mask_probs(self, feats: list[torch.Tensor], boxes: list[torch.Tensor], labels: list[torch.Tensor]) -> list[torch.Tensor]:
-        """28x28 probabilities ``[K_i, S, S]`` for detections ``boxes`` (resized pixels) of each image."""
-        rois = rois_from_boxes(boxes).to(feats[0].device)
-        if rois.shape[0] == 0:
-            return [b.new_zeros((0, 28, 28)) for b in boxes]
-        probs = self.mask_head.predict_masks(self.mask_head(self.roi_extractor(feats, rois)), torch.cat(labels))
-        return split_rows(probs, [b.shape[0] for b in boxes])
+    def decode(self, feats: list[torch.Tensor], boxes: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Mask probabilities ``[B, K, M, M]`` of detections ``boxes`` ``[B, K, 4]`` (input pixels)
+        and ``labels`` ``[B, K]`` (padding rows, label -1, read class 0 and are cut by ``num_dets``)."""
+        b, k = boxes.shape[0], boxes.shape[1]
+        flat_labels = labels.reshape(-1).clamp(min=0).long()
+        probs = self.mask_head.predict_masks(self.mask_head(self.roi_extractor(feats, self.rois(boxes))), flat_labels)
+        return probs.reshape(b, k, probs.shape[-2], probs.shape[-1])
 
-    def paste(self, probs: torch.Tensor, boxes_ori: torch.Tensor, meta: dict) -> torch.Tensor:
-        """Binary masks ``[K, H, W]`` at the original image size from probabilities and original-pixel boxes."""
-        return self.mask_head.paste_masks(probs, boxes_ori, meta["ori_shape"], threshold=self.mask_thr)
+
+def mean_mask_probs(branches: list[MaskBranch], feats: list[torch.Tensor], dets: DetOutputs) -> torch.Tensor:
+    """Mask probabilities of the detections averaged over the branches (one, or one per cascade stage)."""
+    probs = [br.decode(feats, dets.boxes, dets.labels) for br in branches]
+    return probs[0] if len(probs) == 1 else sum(probs) / len(probs)
 
 
 class StandardRoIHead(nn.Module):
@@ -62,13 +69,12 @@ class StandardRoIHead(nn.Module):
         mask_branch: optional ``MaskBranch`` (Mask R-CNN).
         test_cfg: score threshold, NMS / soft-NMS, detections per image.
 
-    Shapes: ``feats`` list of ``[B, C, H_l, W_l]``; ``proposals`` per image ``[K, 4 or 5]`` in
-    resized-image pixels.
+    Shapes: ``feats`` list of ``[B, C, H_l, W_l]``; training ``proposals`` per image
+    ``[K, 4 or 5]`` in resized-image pixels; ``decode`` takes them padded, ``[B, K, 4]``.
     """
 
-    def __init__(self, roi_extractor: nn.Module, bbox_head: nn.Module, assigner: MaxIoUAssigner, sampler,
-                 add_gt_as_proposals: bool = True, mask_branch: MaskBranch | None = None,
-                 test_cfg: TestSettings = TestSettings()) -> None:
+    def __init__(self, *, roi_extractor: nn.Module, bbox_head: nn.Module, assigner: MaxIoUAssigner, sampler,
+                 add_gt_as_proposals: bool, mask_branch: MaskBranch | None, test_cfg: NMSSettings) -> None:
         super().__init__()
         self.roi_extractor = roi_extractor
         self.bbox_head = bbox_head
@@ -77,17 +83,27 @@ class StandardRoIHead(nn.Module):
         self.add_gt_as_proposals = add_gt_as_proposals
         self.mask_branch = mask_branch
         self.test_cfg = test_cfg
+        self.rois = BatchedRoIs()
+        self.box_decode = BoxDecode(bbox_head.bbox_coder, bbox_head.num_classes, bbox_head.reg_class_agnostic)
 
     @property
     def num_classes(self) -> int:
         return self.bbox_head.num_classes
+
+    @property
+    def mask_branches(self) -> list[MaskBranch]:
+        return [self.mask_branch] if self.mask_branch is not None else []
+
+    def bbox_forward(self, feats: list[torch.Tensor], rois: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(cls_score [R, C + 1], bbox_pred)`` of RoIs ``[R, 5]`` (training and test time)."""
+        return self.bbox_head(self.roi_extractor(feats, rois))
 
     def _roi_cls_loss_fn(self, feats: list[torch.Tensor], index: int):
         """Per-RoI classification loss of one image, for OHEM ranking (no grad)."""
         single = [f[index:index + 1] for f in feats]
 
         def fn(boxes: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-            cls_score, _ = self.bbox_head(self.roi_extractor(single, rois_from_boxes([boxes])))
+            cls_score, _ = self.bbox_forward(single, rois_from_boxes([boxes]))
             return F.cross_entropy(cls_score, torch.where(labels >= 0, labels, self.num_classes), reduction="none")
 
         return fn
@@ -100,7 +116,7 @@ class StandardRoIHead(nn.Module):
                                      self._roi_cls_loss_fn(feats, i) if ohem else None)
                    for i, (p, t) in enumerate(zip(proposals, targets))]
         rois = rois_from_boxes([s.boxes for s in sampled])
-        cls_score, bbox_pred = self.bbox_head(self.roi_extractor(feats, rois))
+        cls_score, bbox_pred = self.bbox_forward(feats, rois)
         parts = [self.bbox_head.get_targets(s.boxes[: s.num_pos], s.pos_gt_boxes, s.pos_labels,
                                             s.boxes.shape[0] - s.num_pos) for s in sampled]
         labels, label_w, box_t, box_w = (torch.cat(x) for x in zip(*parts))
@@ -111,34 +127,20 @@ class StandardRoIHead(nn.Module):
                 [s.pos_labels for s in sampled], targets)
         return losses
 
-    @torch.no_grad()
-    def predict(self, feats: list[torch.Tensor], proposals: list[torch.Tensor], metas: list[dict]) -> list[Detections]:
-        """Detections per image in original pixels (with masks when the head has a mask branch)."""
-        rois = rois_from_boxes([p[:, :4] for p in proposals]).to(feats[0].device)
-        cls_score, bbox_pred = self.bbox_head(self.roi_extractor(feats, rois))
-        counts = [p.shape[0] for p in proposals]
-        dets = []
-        for r, c, b, meta in zip(split_rows(rois, counts), split_rows(cls_score, counts), split_rows(bbox_pred, counts), metas):
-            boxes, scores = self.bbox_head.predict_boxes(r, c, b, meta["img_shape"])
-            dets.append(select_and_nms(boxes, scores, self.test_cfg))
-        return finish_detections(dets, feats, metas, self.mask_branch)
+    def decode(self, feats: list[torch.Tensor], num_proposals: torch.Tensor, proposals: torch.Tensor,
+               image_shapes: torch.Tensor) -> DetOutputs:
+        """Fixed-size detections (and mask probabilities) from padded proposals.
 
-
-def finish_detections(dets: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], feats: list[torch.Tensor],
-                      metas: list[dict], mask_branch: MaskBranch | list[MaskBranch] | None) -> list[Detections]:
-    """Rescale (boxes, scores, labels) in resized pixels to the original image; add pasted masks.
-
-    With several mask branches (cascade) their probabilities are averaged.
-    """
-    out = []
-    probs = None
-    if mask_branch is not None:
-        branches = mask_branch if isinstance(mask_branch, list) else [mask_branch]
-        per_branch = [m.mask_probs(feats, [d[0] for d in dets], [d[2] for d in dets]) for m in branches]
-        probs = [sum(p[i] for p in per_branch) / len(per_branch) for i in range(len(dets))]
-        paster = branches[-1]
-    for i, ((boxes, scores, labels), meta) in enumerate(zip(dets, metas)):
-        boxes_ori = rescale_boxes(boxes, meta)
-        masks = paster.paste(probs[i], boxes_ori, meta) if probs is not None else None
-        out.append(Detections(boxes_ori, scores, labels, masks=masks))
-    return out
+        Args:
+            feats: FPN levels ``[B, C, H_l, W_l]``.
+            num_proposals: ``Tensor[B]`` valid rows of ``proposals`` per image.
+            proposals: ``Tensor[B, K, 4]`` xyxy in input pixels.
+            image_shapes: ``Tensor[B, 2]`` (h, w) of each unpadded image.
+        """
+        rois = self.rois(proposals)
+        cls_score, bbox_pred = self.bbox_forward(feats, rois)
+        boxes, scores = self.box_decode(rois, cls_score, bbox_pred, num_proposals, image_shapes)
+        dets = multiclass_nms(boxes, scores, self.test_cfg)
+        if self.mask_branch is None:
+            return dets
+        return dets._replace(masks=mean_mask_probs(self.mask_branches, feats, dets))

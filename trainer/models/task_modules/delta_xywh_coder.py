@@ -5,6 +5,8 @@ import math
 
 import torch
 
+from dettool.structures.boxes import clip_boxes
+
 
 class DeltaXYWHCoder:
     """Encode gt boxes relative to reference boxes, and decode predicted deltas back.
@@ -43,10 +45,11 @@ class DeltaXYWHCoder:
         return (deltas - self.means.to(deltas.device)) / self.stds.to(deltas.device)
 
     def decode(self, boxes: torch.Tensor, deltas: torch.Tensor,
-               max_shape: tuple[int, int] | None = None) -> torch.Tensor:
+               max_shape: tuple[int, int] | torch.Tensor | None = None) -> torch.Tensor:
         """Boxes ``Tensor[..., 4]`` from reference ``boxes`` ``[..., 4]`` and ``deltas`` ``[..., 4]``.
 
-        ``max_shape`` (h, w) clips the result to the image when ``clip_border``.
+        ``max_shape`` ((h, w), or ``Tensor[B, 2]`` for batched boxes) clips the result to the
+        image when ``clip_border`` (``structures.boxes.clip_boxes``).
         """
         deltas = deltas.float() * self.stds.to(deltas.device) + self.means.to(deltas.device)
         boxes = boxes.float()
@@ -62,7 +65,5 @@ class DeltaXYWHCoder:
         gy = py + ph * deltas[..., 1]
         out = torch.stack([gx - 0.5 * gw, gy - 0.5 * gh, gx + 0.5 * gw, gy + 0.5 * gh], dim=-1)
         if max_shape is not None and self.clip_border:
-            h, w = max_shape
-            out = torch.stack([out[..., 0].clamp(0, w), out[..., 1].clamp(0, h),
-                               out[..., 2].clamp(0, w), out[..., 3].clamp(0, h)], dim=-1)
+            out = clip_boxes(out, max_shape)
         return out

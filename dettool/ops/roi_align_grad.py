@@ -1,4 +1,4 @@
-"""torchvision's ``roi_align`` with a fast CPU backward (same forward, same gradient).
+"""The gradient of ``torchvision.ops.roi_align`` with respect to its input, fast and exact on the CPU.
 
 torchvision's CPU backward recomputes the bilinear weights for every channel and runs on one
 thread: about 0.5 ms per 7x7 RoI at 96 channels, six times its forward and the largest single
@@ -7,12 +7,12 @@ gradient, ``grad_input = S @ grad_output``, with ``S`` a sparse matrix holding t
 weights of every sampling point. Built once per call and multiplied with ``torch.sparse.mm``, it
 gives the same gradient (up to float summation order) about 7x faster on two cores.
 
-The forward is always ``torchvision.ops.roi_align``; on CUDA, or without grad, nothing changes.
+:func:`roi_align_backward` uses it on the CPU and torchvision's own backward kernel on other
+devices; ``dettool::multi_level_roi_align`` registers it as its autograd formula.
 """
 from __future__ import annotations
 
 import torch
-from torchvision.ops import roi_align as tv_roi_align
 
 
 def _sample_coords(start: torch.Tensor, size: torch.Tensor, pooled: int, grid: int) -> torch.Tensor:
@@ -99,10 +99,15 @@ def roi_align_grad_input(grad_output: torch.Tensor, rois: torch.Tensor, input_sh
     if sampling_ratio > 0:
         groups = [((sampling_ratio, sampling_ratio), index)]
     else:
-        grids = torch.stack([torch.ceil(roi_h / ph), torch.ceil(roi_w / pw)], dim=1).clamp(min=1.0).long()
+        grids = torch.stack([torch.ceil(roi_h / ph), torch.ceil(roi_w / pw)], dim=1)
+        # A RoI of no (or negative, or NaN) size samples no point: it has no gradient, as in torchvision.
+        sampled = (grids >= 1).all(dim=1)
+        grids, index = grids[sampled].long(), index[sampled]
         unique, inverse = grids.unique(dim=0, return_inverse=True)
         groups = [((int(gy), int(gx)), index[inverse == k]) for k, (gy, gx) in enumerate(unique.tolist())]
     parts = [_entries(i, batch[i], y1[i], x1[i], roi_h[i], roi_w[i], grid, (ph, pw), (h, w)) for grid, i in groups]
+    if not parts:
+        return grad_output.new_zeros(input_shape).contiguous(memory_format=torch.channels_last)
     rows, cols, weights = (torch.cat(t) for t in zip(*parts))
     matrix = torch.sparse_coo_tensor(torch.stack([rows, cols]), weights, (b * h * w, r * ph * pw),
                                      check_invariants=False)
@@ -110,33 +115,32 @@ def roi_align_grad_input(grad_output: torch.Tensor, rois: torch.Tensor, input_sh
     return torch.sparse.mm(matrix, grad_rows).view(b, h, w, c).permute(0, 3, 1, 2)
 
 
-class _RoIAlignCPUGrad(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, feat, rois, output_size, spatial_scale, sampling_ratio, aligned):
-        ctx.save_for_backward(rois)
-        ctx.args = (feat.shape, spatial_scale, sampling_ratio, aligned)
-        # The gradient is built channels-last; hand it back in the layout of the input, or the
-        # convolution that produced the input runs its backward on mixed layouts (20x slower).
-        ctx.channels_last = feat.dim() == 4 and feat.is_contiguous(memory_format=torch.channels_last)
-        return tv_roi_align(feat, rois, output_size, spatial_scale, sampling_ratio, aligned)
+def roi_align_backward(grad_output: torch.Tensor, rois: torch.Tensor, input_shape: torch.Size, spatial_scale: float,
+                       sampling_ratio: int, aligned: bool,
+                       memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+    """Gradient of ``roi_align`` with respect to its input: :func:`roi_align_grad_input` on the CPU,
+    torchvision's backward kernel (what its autograd runs) on other devices.
 
-    @staticmethod
-    def backward(ctx, grad_output):
-        (rois,) = ctx.saved_tensors
-        shape, scale, ratio, aligned = ctx.args
-        grad = None
-        if ctx.needs_input_grad[0]:
-            grad = roi_align_grad_input(grad_output, rois, shape, scale, ratio, aligned)
-            grad = grad.contiguous(memory_format=torch.channels_last if ctx.channels_last else torch.contiguous_format)
-        return grad, None, None, None, None, None
+    Args:
+        grad_output: ``Tensor[R, C, PH, PW]``.
+        rois: ``Tensor[R, 5]`` rows ``(batch_idx, x1, y1, x2, y2)``, of ``grad_output``'s type.
+        input_shape: ``(B, C, H, W)`` of the pooled feature map.
+        spatial_scale, sampling_ratio, aligned: as given to ``roi_align``.
+        memory_format: layout of the returned gradient; give the input's. A gradient in another
+            layout than its input makes the backward of the convolution that produced the input
+            run on mixed layouts (20x slower).
 
-
-def roi_align(feat: torch.Tensor, rois: torch.Tensor, output_size: tuple[int, int], spatial_scale: float,
-              sampling_ratio: int, aligned: bool) -> torch.Tensor:
-    """``torchvision.ops.roi_align`` (``rois`` as ``Tensor[R, 5]``), with the fast backward on CPU.
-
-    Returns: ``Tensor[R, C, output_size[0], output_size[1]]``.
+    Returns: ``Tensor[B, C, H, W]``.
     """
-    if feat.device.type == "cpu" and feat.requires_grad and torch.is_grad_enabled():
-        return _RoIAlignCPUGrad.apply(feat, rois, output_size, spatial_scale, sampling_ratio, aligned)
-    return tv_roi_align(feat, rois, output_size, spatial_scale, sampling_ratio, aligned)
+    backward = roi_align_grad_input if grad_output.device.type == "cpu" else _torchvision_roi_align_backward
+    grad = backward(grad_output, rois, input_shape, spatial_scale, sampling_ratio, aligned)
+    return grad.contiguous(memory_format=memory_format)
+
+
+def _torchvision_roi_align_backward(grad_output: torch.Tensor, rois: torch.Tensor, input_shape: torch.Size,
+                                    spatial_scale: float, sampling_ratio: int, aligned: bool) -> torch.Tensor:
+    """torchvision's backward kernel of ``roi_align`` (the one its autograd calls); arguments as
+    :func:`roi_align_grad_input`."""
+    b, c, h, w = input_shape
+    return torch.ops.torchvision._roi_align_backward(grad_output, rois, spatial_scale, grad_output.shape[2],
+                                                     grad_output.shape[3], b, c, h, w, sampling_ratio, aligned)

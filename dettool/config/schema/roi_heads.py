@@ -1,0 +1,148 @@
+"""Config of RoI heads (Fast / Faster / Mask R-CNN, Double-Head, Cascade) and their parts."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional, Union
+
+from dettool.config.schema.common import NonNegFloat, NonNegInt, PosFloat, PosInt, Section, require
+from dettool.config.schema.losses import BoxLossConfig, CrossEntropyLossConfig, SmoothL1LossConfig
+from dettool.config.schema.task_modules import (AssignerConfig, MaxIoUAssignerConfig, RandomSamplerConfig,
+                                                RoISamplerConfig)
+
+Stds = tuple[PosFloat, PosFloat, PosFloat, PosFloat]
+
+
+@dataclass(frozen=True)
+class RoIExtractorConfig(Section):
+    """Multi-level RoIAlign (FPN level mapping with ``finest_scale``)."""
+
+    output_size: PosInt = 7
+    strides: tuple[PosInt, ...] = (4, 8, 16, 32)
+    sampling_ratio: NonNegInt = 0
+    finest_scale: PosInt = 56
+
+
+@dataclass(frozen=True)
+class ConvFCBBoxHeadConfig(Section):
+    """RoI box head: shared2fc (0 convs, 2 fcs) or 4conv1fc (4 convs with GN, 1 fc)."""
+
+    type: Literal["conv_fc"] = "conv_fc"
+    num_shared_convs: NonNegInt = 0
+    num_shared_fcs: NonNegInt = 2
+    conv_out_channels: PosInt = 256
+    fc_out_channels: PosInt = 1024
+    norm: Literal["none", "gn"] = "none"
+    reg_class_agnostic: bool = False
+    target_stds: Stds = (0.1, 0.1, 0.2, 0.2)
+    loss_cls: CrossEntropyLossConfig = field(default_factory=CrossEntropyLossConfig)
+    loss_bbox: BoxLossConfig = field(default_factory=SmoothL1LossConfig)
+
+
+@dataclass(frozen=True)
+class DoubleConvFCBBoxHeadConfig(Section):
+    """Double-Head R-CNN's box head (Wu et al. 2019; MMDetection's ``DoubleConvFCBBoxHead``):
+    ``num_fcs`` FCs classify the RoI features, a residual block and ``num_convs`` bottlenecks
+    regress from the features of the RoI enlarged by the RoI head's ``reg_roi_scale_factor``."""
+
+    type: Literal["double_conv_fc"] = "double_conv_fc"
+    num_convs: PosInt = 4
+    num_fcs: PosInt = 2
+    conv_out_channels: PosInt = 1024
+    fc_out_channels: PosInt = 1024
+    norm: Literal["bn", "gn"] = "bn"
+    reg_class_agnostic: bool = False
+    target_stds: Stds = (0.1, 0.1, 0.2, 0.2)
+    loss_cls: CrossEntropyLossConfig = field(default_factory=lambda: CrossEntropyLossConfig(weight=2.0))
+    loss_bbox: BoxLossConfig = field(default_factory=lambda: SmoothL1LossConfig(beta=1.0, weight=2.0))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.conv_out_channels % 4 == 0, "conv_out_channels",
+                f"must be a multiple of 4 (bottleneck width = channels / 4), got {self.conv_out_channels}")
+
+
+BBoxHeadConfig = Union[ConvFCBBoxHeadConfig, DoubleConvFCBBoxHeadConfig]
+
+
+@dataclass(frozen=True)
+class MaskHeadConfig(Section):
+    """FCN mask head: ``num_convs`` 3x3 convs, a 2x deconv, per-class 28x28 masks."""
+
+    num_convs: NonNegInt = 4
+    conv_out_channels: PosInt = 256
+    class_agnostic: bool = False
+    loss_weight: NonNegFloat = 1.0
+    roi_extractor: RoIExtractorConfig = field(default_factory=lambda: RoIExtractorConfig(output_size=14))
+
+
+def _rcnn_assigner() -> MaxIoUAssignerConfig:
+    return MaxIoUAssignerConfig(pos_iou_thr=0.5, neg_iou_thr=0.5, min_pos_iou=0.5)
+
+
+def _rcnn_sampler() -> RandomSamplerConfig:
+    return RandomSamplerConfig(num=512, pos_fraction=0.25, add_gt_as_proposals=True)
+
+
+@dataclass(frozen=True)
+class StandardRoIHeadConfig(Section):
+    """One RoI stage (Fast / Faster / Mask R-CNN)."""
+
+    type: Literal["standard"] = "standard"
+    roi_extractor: RoIExtractorConfig = field(default_factory=RoIExtractorConfig)
+    bbox_head: ConvFCBBoxHeadConfig = field(default_factory=ConvFCBBoxHeadConfig)
+    assigner: AssignerConfig = field(default_factory=_rcnn_assigner)
+    sampler: RoISamplerConfig = field(default_factory=_rcnn_sampler)
+    mask_head: Optional[MaskHeadConfig] = None
+
+
+@dataclass(frozen=True)
+class DoubleHeadRoIHeadConfig(Section):
+    """Double-Head R-CNN: the standard RoI head with a double box head whose regression branch
+    pools RoIs enlarged ``reg_roi_scale_factor`` times around their centres (MMDetection: 1.3)."""
+
+    type: Literal["double_head"] = "double_head"
+    reg_roi_scale_factor: PosFloat = 1.3
+    roi_extractor: RoIExtractorConfig = field(default_factory=RoIExtractorConfig)
+    bbox_head: DoubleConvFCBBoxHeadConfig = field(default_factory=DoubleConvFCBBoxHeadConfig)
+    assigner: AssignerConfig = field(default_factory=_rcnn_assigner)
+    sampler: RoISamplerConfig = field(default_factory=_rcnn_sampler)
+    mask_head: Optional[MaskHeadConfig] = None
+
+
+@dataclass(frozen=True)
+class CascadeStageConfig(Section):
+    """One cascade stage: its box head, IoU thresholds, sampler and loss weight."""
+
+    bbox_head: ConvFCBBoxHeadConfig = field(default_factory=ConvFCBBoxHeadConfig)
+    assigner: AssignerConfig = field(default_factory=_rcnn_assigner)
+    sampler: RandomSamplerConfig = field(default_factory=_rcnn_sampler)
+    loss_weight: NonNegFloat = 1.0
+
+
+def _cascade_stages() -> tuple[CascadeStageConfig, ...]:
+    return tuple(CascadeStageConfig(
+        bbox_head=ConvFCBBoxHeadConfig(target_stds=stds, reg_class_agnostic=True),
+        assigner=MaxIoUAssignerConfig(pos_iou_thr=t, neg_iou_thr=t, min_pos_iou=t), loss_weight=w)
+        for t, w, stds in ((0.5, 1.0, (0.1, 0.1, 0.2, 0.2)), (0.6, 0.5, (0.05, 0.05, 0.1, 0.1)),
+                           (0.7, 0.25, (0.033, 0.033, 0.067, 0.067))))
+
+
+@dataclass(frozen=True)
+class CascadeRoIHeadConfig(Section):
+    """Cascade R-CNN: stages with rising IoU thresholds (0.5 / 0.6 / 0.7), weights 1 / 0.5 / 0.25.
+
+    A ``stages`` list as long as the default one overrides it stage by stage (a key left out
+    keeps that stage's default); a list of another length replaces it.
+    """
+
+    type: Literal["cascade"] = "cascade"
+    roi_extractor: RoIExtractorConfig = field(default_factory=RoIExtractorConfig)
+    stages: tuple[CascadeStageConfig, ...] = field(default_factory=_cascade_stages)
+    mask_head: Optional[MaskHeadConfig] = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(len(self.stages) > 0, "stages", "a cascade needs at least one stage")
+
+
+RoIHeadConfig = Union[StandardRoIHeadConfig, DoubleHeadRoIHeadConfig, CascadeRoIHeadConfig]

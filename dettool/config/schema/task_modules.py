@@ -1,0 +1,86 @@
+"""Config of the task modules heads are built from: anchors, box coders, assigners, samplers."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Literal, Union
+
+from dettool.config.schema.common import Fraction, PosFloat, PosInt, Range, Section, require
+
+
+@dataclass(frozen=True)
+class AnchorConfig(Section):
+    """Anchor generator: per level ``octave_base_scale * 2**(i / scales_per_octave) * stride``."""
+
+    strides: tuple[PosInt, ...] = (8, 16, 32, 64, 128)
+    ratios: tuple[PosFloat, ...] = (0.5, 1.0, 2.0)
+    octave_base_scale: PosFloat = 4.0
+    scales_per_octave: PosInt = 3
+    center_offset: Fraction = 0.0
+
+
+@dataclass(frozen=True)
+class DeltaCoderConfig(Section):
+    """Delta (dx, dy, dw, dh) box coder."""
+
+    type: Literal["delta_xywh"] = "delta_xywh"
+    target_means: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    target_stds: tuple[PosFloat, PosFloat, PosFloat, PosFloat] = (1.0, 1.0, 1.0, 1.0)
+
+
+CoderConfig = Union[DeltaCoderConfig]  # TBLR (FSAF) joins here
+
+
+@dataclass(frozen=True)
+class MaxIoUAssignerConfig(Section):
+    """Max-IoU assignment of anchors to ground truth; ``ignore_iof_thr`` -1 disables crowd ignoring."""
+
+    type: Literal["max_iou"] = "max_iou"
+    pos_iou_thr: Fraction = 0.5
+    neg_iou_thr: Fraction = 0.4
+    min_pos_iou: Fraction = 0.0
+    gt_max_assign_all: bool = True
+    ignore_iof_thr: Annotated[float, Range(-1, 1)] = -1.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.neg_iou_thr <= self.pos_iou_thr, "neg_iou_thr",
+                f"{self.neg_iou_thr} is above pos_iou_thr {self.pos_iou_thr}")
+
+
+AssignerConfig = Union[MaxIoUAssignerConfig]
+
+
+@dataclass(frozen=True)
+class PseudoSamplerConfig(Section):
+    """Keep every assigned anchor (RetinaNet, FCOS)."""
+
+    type: Literal["pseudo"] = "pseudo"
+
+
+NegPosUpperBound = Annotated[float, Range(min=-1)]  # -1 = no bound
+
+
+@dataclass(frozen=True)
+class RandomSamplerConfig(Section):
+    """Sample ``num`` anchors with ``pos_fraction`` positives; ``neg_pos_ub`` caps negatives per positive."""
+
+    type: Literal["random"] = "random"
+    num: PosInt = 256
+    pos_fraction: Fraction = 0.5
+    neg_pos_ub: NegPosUpperBound = -1.0
+    add_gt_as_proposals: bool = False
+
+
+@dataclass(frozen=True)
+class OHEMSamplerConfig(Section):
+    """Online hard example mining: keep the highest-loss RoIs."""
+
+    type: Literal["ohem"] = "ohem"
+    num: PosInt = 512
+    pos_fraction: Fraction = 0.25
+    neg_pos_ub: NegPosUpperBound = -1.0
+    add_gt_as_proposals: bool = True
+
+
+RoISamplerConfig = Union[RandomSamplerConfig, OHEMSamplerConfig]
+DenseSamplerConfig = Union[PseudoSamplerConfig, RandomSamplerConfig]

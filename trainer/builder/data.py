@@ -1,0 +1,74 @@
+"""Data configs -> datasets (generating the synthetic one on first use) and data loaders."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from dettool.config import schema as S
+from dettool.data.coco import CocoDetection, TransformSpec
+from dettool.data.loader import Collate, EpochSampler
+from dettool.data.proposals import load_proposals
+from dettool.data.transforms import ScaleSpec
+from dettool.errors import ConfigError, DataError
+
+
+def ensure_synthetic(cfg: S.DataConfig) -> None:
+    """Generate the synthetic dataset where the config asks for it and its files are missing."""
+    if cfg.synth is None:
+        return
+    from dettool.data.synth import generate
+
+    train_ann, val_ann = Path(cfg.train.ann_file), Path(cfg.val.ann_file)
+    if train_ann.is_file() and val_ann.is_file():
+        return
+    root = train_ann.parent.parent
+    expected = {"train": (root / "annotations" / "train.json", root / "train"),
+                "val": (root / "annotations" / "val.json", root / "val")}
+    for split, sc in (("train", cfg.train), ("val", cfg.val)):
+        if (Path(sc.ann_file), Path(sc.img_dir)) != expected[split]:
+            raise ConfigError(f"data.{split}: synthetic data lives at {expected[split][0]} and {expected[split][1]}; "
+                              f"got {sc.ann_file} and {sc.img_dir}")
+    print(f"dettool: generating the synthetic dataset in {root} (first use)", flush=True)
+    generate(root, cfg.synth.num_train, cfg.synth.num_val, cfg.synth.seed)
+
+
+def has_masks(cfg: S.Config) -> bool:
+    """Whether the model predicts instance masks."""
+    return isinstance(cfg.model, S.TwoStageConfig) and cfg.model.roi_head.mask_head is not None
+
+
+def build_dataset(cfg: S.Config, split: str, augment: bool | None = None) -> CocoDetection:
+    """``split`` is 'train' (augmented, empty images filtered, masks loaded for mask models) or
+    'val'; ``augment=False`` reads the train split as a test set (no augmentation, no filtering)."""
+    d = cfg.data
+    ensure_synthetic(d)
+    sc = d.train if split == "train" else d.val
+    augment = split == "train" if augment is None else augment
+    if augment:
+        spec = TransformSpec(ScaleSpec.parse(d.train_scale, "data.train_scale"), d.flip_prob, d.mean, d.std)
+    else:
+        spec = TransformSpec(ScaleSpec.parse(d.test_scale, "data.test_scale"), 0.0, d.mean, d.std)
+    if not Path(sc.img_dir).is_dir():
+        raise DataError(f"{sc.img_dir}: image folder not found (data.{split}.img_dir)")
+    fast_rcnn = isinstance(cfg.model, S.TwoStageConfig) and cfg.model.rpn_head is None
+    proposals = load_proposals(sc.proposals_file) if sc.proposals_file and fast_rcnn else None
+    if fast_rcnn and proposals is None:
+        raise ConfigError(f"data.{split}.proposals_file: required when model.rpn_head is null (Fast R-CNN)")
+    ds = CocoDetection(sc.ann_file, sc.img_dir, spec, filter_empty_gt=augment and d.filter_empty_gt,
+                       with_masks=augment and has_masks(cfg), proposals=proposals)
+    if len(ds.cat_ids) != cfg.model.num_classes:
+        raise ConfigError(f"model.num_classes: {cfg.model.num_classes} but {sc.ann_file} has {len(ds.cat_ids)} categories")
+    if len(ds) == 0:
+        raise DataError(f"{sc.ann_file}: no usable images")
+    return ds
+
+
+def build_dataloader(cfg: S.Config, dataset: CocoDetection, train: bool, rank: int = 0, world_size: int = 1,
+                     batch_size: int | None = None) -> torch.utils.data.DataLoader:
+    sampler = EpochSampler(len(dataset), shuffle=train, seed=cfg.train.seed, rank=rank, world_size=world_size)
+    workers = cfg.data.num_workers
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size or (cfg.train.batch_size if train else 1), sampler=sampler,
+        num_workers=workers, collate_fn=Collate(cfg.data.size_divisor), drop_last=False,
+        persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None)

@@ -1,0 +1,50 @@
+"""Model configs -> detectors: backbone, neck and heads put together."""
+from __future__ import annotations
+
+from torch import nn
+
+from dettool.config import schema as S
+from dettool.errors import ConfigError
+from dettool.trainer.builder.backbones import build_backbone
+from dettool.trainer.builder.dense_heads import build_dense_head, build_rpn_head
+from dettool.trainer.builder.necks import build_neck
+from dettool.trainer.builder.roi_heads import build_roi_head
+from dettool.trainer.builder.table import Table
+from dettool.trainer.models.detectors.single_stage import SingleStageDetector
+from dettool.trainer.models.detectors.two_stage import TwoStageDetector
+
+
+def _features(m) -> tuple[nn.Module, nn.Module, int, int]:
+    """Backbone, neck, the neck's channels (equal on every level) and its number of levels."""
+    backbone = build_backbone(m.backbone)
+    neck = build_neck(m.neck, backbone.out_channels)
+    channels = set(neck.out_channels)
+    if len(channels) != 1:
+        raise ConfigError(f"model.neck: heads need one channel count on every level, the neck gives "
+                          f"{list(neck.out_channels)}")
+    return backbone, neck, channels.pop(), len(neck.out_channels)
+
+
+def _single_stage(m: S.SingleStageConfig, test: S.TestConfig) -> SingleStageDetector:
+    backbone, neck, channels, levels = _features(m)
+    return SingleStageDetector(backbone, neck, build_dense_head(m.bbox_head, m.num_classes, channels, levels, test))
+
+
+def _rpn(m: S.RPNConfig, test: S.TestConfig) -> SingleStageDetector:
+    backbone, neck, channels, levels = _features(m)
+    return SingleStageDetector(backbone, neck, build_rpn_head(m.rpn_head, channels, levels))
+
+
+def _two_stage(m: S.TwoStageConfig, test: S.TestConfig) -> TwoStageDetector:
+    backbone, neck, channels, levels = _features(m)
+    rpn = build_rpn_head(m.rpn_head, channels, levels) if m.rpn_head is not None else None
+    return TwoStageDetector(backbone, neck, rpn, build_roi_head(m.roi_head, m.num_classes, channels, test))
+
+
+DETECTORS = Table("detector", {S.SingleStageConfig: _single_stage, S.RPNConfig: _rpn,
+                               S.TwoStageConfig: _two_stage})
+
+
+def build_model(cfg: S.Config) -> nn.Module:
+    """Detector for ``cfg.model`` (weights random, or the backbone's from ``backbone.weights``)."""
+    return DETECTORS.build(cfg.model, cfg.test, key="model.type")

@@ -1,0 +1,108 @@
+"""RoI-head configs -> standard, Double-Head and cascade RoI heads, their box and mask heads."""
+from __future__ import annotations
+
+from torch import nn
+
+from dettool.config import schema as S
+from dettool.trainer.builder.dense_heads import nms_settings
+from dettool.trainer.builder.losses import build_loss
+from dettool.trainer.builder.table import Table
+from dettool.trainer.builder.task_modules import ASSIGNERS, SAMPLERS
+from dettool.trainer.models.roi_extractors.multi_level_roi_align import MultiLevelRoIAlign
+from dettool.trainer.models.roi_heads.bbox_head import ConvFCBBoxHead
+from dettool.trainer.models.roi_heads.cascade_roi_head import CascadeRoIHead
+from dettool.trainer.models.roi_heads.double_bbox_head import DoubleConvFCBBoxHead
+from dettool.trainer.models.roi_heads.double_roi_head import DoubleHeadRoIHead
+from dettool.trainer.models.roi_heads.mask_head import FCNMaskHead
+from dettool.trainer.models.roi_heads.standard_roi_head import MaskBranch, StandardRoIHead
+from dettool.trainer.models.task_modules.delta_xywh_coder import DeltaXYWHCoder
+
+
+def build_roi_extractor(cfg: S.RoIExtractorConfig) -> MultiLevelRoIAlign:
+    return MultiLevelRoIAlign(output_size=cfg.output_size, strides=cfg.strides, sampling_ratio=cfg.sampling_ratio,
+                              finest_scale=cfg.finest_scale)
+
+
+def _bbox_head_args(cfg, num_classes: int, key: str) -> dict:
+    return dict(num_classes=num_classes, reg_class_agnostic=cfg.reg_class_agnostic,
+                bbox_coder=DeltaXYWHCoder(target_stds=cfg.target_stds),
+                loss_cls=build_loss(cfg.loss_cls, f"{key}.loss_cls"), loss_bbox=build_loss(cfg.loss_bbox, f"{key}.loss_bbox"))
+
+
+def _conv_fc(cfg: S.ConvFCBBoxHeadConfig, num_classes: int, in_channels: int, roi_feat_size: int,
+             key: str) -> ConvFCBBoxHead:
+    return ConvFCBBoxHead(in_channels=in_channels, roi_feat_size=roi_feat_size, num_shared_convs=cfg.num_shared_convs,
+                          num_shared_fcs=cfg.num_shared_fcs, conv_out_channels=cfg.conv_out_channels,
+                          fc_out_channels=cfg.fc_out_channels, norm=cfg.norm, **_bbox_head_args(cfg, num_classes, key))
+
+
+def _double_conv_fc(cfg: S.DoubleConvFCBBoxHeadConfig, num_classes: int, in_channels: int, roi_feat_size: int,
+                    key: str) -> DoubleConvFCBBoxHead:
+    return DoubleConvFCBBoxHead(in_channels=in_channels, roi_feat_size=roi_feat_size, num_convs=cfg.num_convs,
+                                num_fcs=cfg.num_fcs, conv_out_channels=cfg.conv_out_channels,
+                                fc_out_channels=cfg.fc_out_channels, norm=cfg.norm,
+                                **_bbox_head_args(cfg, num_classes, key))
+
+
+BBOX_HEADS = Table("RoI box head", {S.ConvFCBBoxHeadConfig: _conv_fc, S.DoubleConvFCBBoxHeadConfig: _double_conv_fc})
+
+
+def build_bbox_head(cfg, num_classes: int, in_channels: int, roi_feat_size: int, key: str) -> nn.Module:
+    return BBOX_HEADS.build(cfg, num_classes, in_channels, roi_feat_size, key, key=key)
+
+
+def build_mask_branch(cfg: S.MaskHeadConfig | None, num_classes: int, in_channels: int,
+                      test: S.TestConfig) -> MaskBranch | None:
+    if cfg is None:
+        return None
+    head = FCNMaskHead(num_classes=num_classes, in_channels=in_channels, conv_out_channels=cfg.conv_out_channels,
+                       num_convs=cfg.num_convs, roi_feat_size=cfg.roi_extractor.output_size,
+                       class_agnostic=cfg.class_agnostic, loss_weight=cfg.loss_weight)
+    return MaskBranch(build_roi_extractor(cfg.roi_extractor), head, mask_thr=test.mask_thr)
+
+
+def _standard_args(cfg, num_classes: int, in_channels: int, test: S.TestConfig, key: str) -> dict:
+    return dict(roi_extractor=build_roi_extractor(cfg.roi_extractor),
+                bbox_head=build_bbox_head(cfg.bbox_head, num_classes, in_channels, cfg.roi_extractor.output_size,
+                                          f"{key}.bbox_head"),
+                assigner=ASSIGNERS.build(cfg.assigner, key=f"{key}.assigner"),
+                sampler=SAMPLERS.build(cfg.sampler, key=f"{key}.sampler"),
+                add_gt_as_proposals=cfg.sampler.add_gt_as_proposals,
+                mask_branch=build_mask_branch(cfg.mask_head, num_classes, in_channels, test), test_cfg=nms_settings(test))
+
+
+def _standard(cfg: S.StandardRoIHeadConfig, num_classes: int, in_channels: int, test: S.TestConfig,
+              key: str) -> StandardRoIHead:
+    return StandardRoIHead(**_standard_args(cfg, num_classes, in_channels, test, key))
+
+
+def _double_head(cfg: S.DoubleHeadRoIHeadConfig, num_classes: int, in_channels: int, test: S.TestConfig,
+                 key: str) -> DoubleHeadRoIHead:
+    return DoubleHeadRoIHead(reg_roi_scale_factor=cfg.reg_roi_scale_factor,
+                             **_standard_args(cfg, num_classes, in_channels, test, key))
+
+
+def _cascade(cfg: S.CascadeRoIHeadConfig, num_classes: int, in_channels: int, test: S.TestConfig,
+             key: str) -> CascadeRoIHead:
+    size = cfg.roi_extractor.output_size
+    stages = [f"{key}.stages[{i}]" for i in range(len(cfg.stages))]
+    masks = ([build_mask_branch(cfg.mask_head, num_classes, in_channels, test) for _ in cfg.stages]
+             if cfg.mask_head is not None else None)
+    return CascadeRoIHead(
+        roi_extractor=build_roi_extractor(cfg.roi_extractor),
+        bbox_heads=[build_bbox_head(st.bbox_head, num_classes, in_channels, size, f"{k}.bbox_head")
+                    for st, k in zip(cfg.stages, stages)],
+        assigners=[ASSIGNERS.build(st.assigner, key=f"{k}.assigner") for st, k in zip(cfg.stages, stages)],
+        samplers=[SAMPLERS.build(st.sampler, key=f"{k}.sampler") for st, k in zip(cfg.stages, stages)],
+        add_gt_as_proposals=[st.sampler.add_gt_as_proposals for st in cfg.stages],
+        stage_loss_weights=[st.loss_weight for st in cfg.stages], mask_branches=masks, test_cfg=nms_settings(test))
+
+
+ROI_HEADS = Table("RoI head", {S.StandardRoIHeadConfig: _standard, S.DoubleHeadRoIHeadConfig: _double_head,
+                               S.CascadeRoIHeadConfig: _cascade})
+
+
+def build_roi_head(cfg, num_classes: int, in_channels: int, test: S.TestConfig) -> nn.Module:
+    """The RoI head of ``model.roi_head`` on neck levels of ``in_channels``."""
+    key = "model.roi_head"
+    return ROI_HEADS.build(cfg, num_classes, in_channels, test, key, key=key)

@@ -1,1 +1,0 @@
-"""Detection ops on torchvision.ops with faster CPU gradients (same forward, same gradient)."""
