@@ -50,15 +50,23 @@ def _round_up(v: int, d: int) -> int:
 def profile_from_config(deploy: DeployConfig, test_scale: str, size_divisor: int, meta: DeployMetadata) -> ShapeProfile:
     """The profile ``deploy`` asks for, sizes derived from ``test_scale`` where not given.
 
+    With keep-ratio (the graph's ``meta.preprocess.keep_ratio``) ``opt`` is a 4:3 landscape image
+    at the test scale, ``max`` a square of the long side, ``min`` one ``size_divisor`` block;
+    without, every image has the exact size ``WxH``, so all three are it (padded).
     A graph exported without ``--dynamic-batch`` has its batch fixed: every batch bound is that batch.
     (The batch bounds themselves are checked when the config is read.)
     """
     scale = ScaleSpec.parse(test_scale, "data.test_scale")
-    w, h, _ = rescale_size(4 * scale.long, 3 * scale.long, scale.long, scale.shorts[-1])
-    longest = _round_up(scale.long, size_divisor)
-    opt = deploy.opt_size or (_round_up(h, size_divisor), _round_up(w, size_divisor))
-    mx = deploy.max_size or (longest, longest)
-    mn = deploy.min_size or (size_divisor, size_divisor)
+    if meta.preprocess.keep_ratio:
+        w, h, _ = rescale_size(4 * scale.long, 3 * scale.long, scale.long, scale.shorts[-1])
+        longest = _round_up(scale.long, size_divisor)
+        opt = deploy.opt_size or (_round_up(h, size_divisor), _round_up(w, size_divisor))
+        mx = deploy.max_size or (longest, longest)
+        mn = deploy.min_size or (size_divisor, size_divisor)
+    else:
+        w, h = scale.exact_size()
+        exact = (_round_up(h, size_divisor), _round_up(w, size_divisor))
+        opt, mx, mn = deploy.opt_size or exact, deploy.max_size or exact, deploy.min_size or exact
     if meta.dynamic_batch:
         batches = (deploy.min_batch, deploy.opt_batch, deploy.max_batch)
     else:

@@ -25,6 +25,7 @@ from onnxscript.values import Opset
 from dettool.exporters import onnx_portable_ops
 from dettool.exporters.onnx_schemas import register_dettool_schemas
 from dettool.ops import ONNX_DOMAIN, ONNX_OP_NAMES, OP_VERSION
+from dettool.ops.multi_level_roi_align import rescales
 
 PLUGIN_NAMESPACE = "dettool"
 PLUGIN_VERSION = str(OP_VERSION)
@@ -60,11 +61,11 @@ def custom_multi_level_roi_align(rois, feats: Sequence[TensorType], output_heigh
                                  aligned: bool, roi_scale_factor: float = 1.0):
     """``DettoolMultiLevelRoIAlign(rois, feat_0, ..., feat_{L-1})`` -> ``[R, C, oh, ow]``; the RoIs are
     cast to float32 (the node's type) when they are not. ``roi_scale_factor`` is written only when
-    it is not 1 (its default), so nodes without rescaling are those of before the attribute."""
+    it rescales (not 1, its default), so nodes without rescaling are those of before the attribute."""
     if rois.dtype != ir.DataType.FLOAT:
         rois = op.Cast(rois, to=ir.DataType.FLOAT)
     node = getattr(dettool_opset, ONNX_OP_NAMES["multi_level_roi_align"])
-    rescaling = {} if float(roi_scale_factor) == 1.0 else {"roi_scale_factor": float(roi_scale_factor)}
+    rescaling = {"roi_scale_factor": float(roi_scale_factor)} if rescales(roi_scale_factor) else {}
     # Inputs by keyword: torch's exporter binds positional arguments before a variadic input twice
     # (torch 2.14 ``_construct_named_inputs_and_attrs``).
     return node(rois=rois, feats=list(feats), output_height=int(output_height), output_width=int(output_width),

@@ -24,6 +24,8 @@ from onnxscript import ir
 from onnxscript import opset19 as op
 from onnxscript.onnx_types import TensorType
 
+from dettool.ops.multi_level_roi_align import rescales
+
 FLOAT = ir.DataType.FLOAT
 INT64 = ir.DataType.INT64
 INT32 = ir.DataType.INT32
@@ -151,7 +153,7 @@ def portable_multi_level_roi_align(rois, feats: Sequence[TensorType], output_hei
     """
     rois = _to_float32(rois)
     boxes = op.Slice(rois, _ints(1), _ints(5), _ints(1))  # [R, 4]
-    pooled_boxes = boxes if float(roi_scale_factor) == 1.0 else _rescaled_boxes(boxes, roi_scale_factor)
+    pooled_boxes = _rescaled_boxes(boxes, roi_scale_factor) if rescales(roi_scale_factor) else boxes
     # A RoI of negative area or with a batch index outside (-1, B) pools to zeros (level -1); its
     # index becomes 0 for RoiAlign, which rejects indices outside the batch.
     index = _column(rois, 0)

@@ -107,8 +107,11 @@ def multi_level_roi_align_schema() -> OpSchema:
                     attr("sampling_ratio", OpSchema.AttrType.INT, "points per bin side, 0 = adaptive"),
                     attr("finest_scale", OpSchema.AttrType.INT, "56 in MMDetection"),
                     attr("aligned", OpSchema.AttrType.INT, "1: pixel-shifted RoIAlign"),
-                    attr("roi_scale_factor", onnx.helper.make_attribute("roi_scale_factor", 1.0),
-                         "RoIs are scaled about their centres after the level mapping; 1 = not"),
+                    # Optional without a schema default: onnxscript would write a default into every
+                    # node, and nodes without rescaling are to stay those of before the attribute.
+                    attr("roi_scale_factor", OpSchema.AttrType.FLOAT,
+                         "RoIs are scaled about their centres after the level mapping; absent = 1 (not)",
+                         required=False),
                     *_PLUGIN_ATTRIBUTES],
     )
     return schema.set_type_and_shape_inference_function(_infer_roi_align)

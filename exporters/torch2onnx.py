@@ -29,9 +29,13 @@ DETTOOL_OPS = ("DettoolBatchedNMS", "DettoolMultiLevelRoIAlign", "DettoolModulat
 
 
 def example_inputs(cfg: Config, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images ``[batch, 3, H, W]`` at the config's test scale (padded) and their ``image_shapes``."""
+    """Images ``[batch, 3, H, W]`` at the config's test scale (padded) and their ``image_shapes``:
+    a 4:3 landscape image resized with keep-ratio, or the exact ``WxH`` without (``data.keep_ratio``)."""
     scale = ScaleSpec.parse(cfg.data.test_scale, "data.test_scale")
-    w, h, _ = rescale_size(4 * scale.long, 3 * scale.long, scale.long, scale.shorts[-1])  # a 4:3 landscape image
+    if cfg.data.keep_ratio:
+        w, h, _ = rescale_size(4 * scale.long, 3 * scale.long, scale.long, scale.shorts[-1])  # a 4:3 landscape image
+    else:
+        w, h = scale.exact_size()
     d = cfg.data.size_divisor
     ph, pw = -(-h // d) * d, -(-w // d) * d
     images = torch.randn(batch, 3, ph, pw, generator=torch.Generator().manual_seed(0))
@@ -97,7 +101,8 @@ def build_metadata(cfg: Config, deploy: DeployDetector, class_names: list[str], 
     t = cfg.test
     return DeployMetadata(
         model_type=deploy.model_type, class_names=tuple(class_names), cat_ids=tuple(int(c) for c in cat_ids),
-        preprocess=Preprocess(cfg.data.test_scale, tuple(cfg.data.mean), tuple(cfg.data.std), cfg.data.size_divisor),
+        preprocess=Preprocess(test_scale=cfg.data.test_scale, mean=tuple(cfg.data.mean), std=tuple(cfg.data.std),
+                              size_divisor=cfg.data.size_divisor, keep_ratio=cfg.data.keep_ratio),
         postprocess=Postprocess(t.score_thr, t.nms_iou_thr, t.max_per_img, t.mask_thr),
         with_masks=deploy.with_masks, flavour="portable" if portable else "custom",
         precision="fp16" if fp16 else "fp32", opset=OPSET, custom_ops=custom_ops, dynamic_batch=dynamic_batch,

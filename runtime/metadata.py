@@ -18,17 +18,21 @@ METADATA_KEY = "dettool"
 
 @dataclass(frozen=True)
 class Preprocess:
-    """How a runtime turns an image file into the graph's ``images`` input.
+    """How a runtime turns an image file into the graph's ``images`` input (dettool's fixed test
+    pipeline: Resize, Normalize, Pad).
 
-    Keep-ratio resize of the RGB image to fit ``test_scale`` (``1333x800``: long side <= 1333,
-    short side <= 800), ``(pixel - mean) / std`` per RGB channel, zero padding bottom-right to a
-    multiple of ``size_divisor``.
+    Resize of the RGB image (PIL bilinear): with ``keep_ratio`` to fit ``test_scale``
+    (``1333x800``: long side <= 1333, short side <= 800, aspect ratio kept); without, to exactly
+    ``test_scale`` read as ``WxH`` (``300x300``). Then ``(pixel - mean) / std`` per RGB channel and
+    zero padding bottom-right to a multiple of ``size_divisor``. Metadata written before
+    ``keep_ratio`` existed reads as ``keep_ratio=True``, what those exports did.
     """
 
     test_scale: str
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     size_divisor: int = 32
+    keep_ratio: bool = True
 
 
 @dataclass(frozen=True)

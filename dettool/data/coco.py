@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +18,9 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from pycocotools.coco import COCO
 
-from dettool.data.masks import check_segmentation, resize_masks, segmentation_to_mask
-from dettool.data.transforms import ScaleSpec, hflip_boxes, resize, to_normalized_tensor
+from dettool.data.masks import check_segmentation, segmentation_to_mask
+from dettool.data.pipeline import Pipeline
+from dettool.data.sample import Sample
 from dettool.errors import DataError
 
 
@@ -91,37 +91,30 @@ def load_coco(ann_file: str | Path) -> COCO:
     return coco
 
 
-@dataclass(frozen=True)
-class TransformSpec:
-    """What the dataset does to each image: scale policy, flip probability and normalization."""
-
-    scale: ScaleSpec
-    flip_prob: float
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-
 class CocoDetection(torch.utils.data.Dataset):
-    """COCO detection dataset yielding ``(image Tensor[3, H, W], target, meta)``.
+    """COCO detection dataset yielding ``(image Tensor[3, H, W], target, meta)`` through a pipeline.
 
-    ``target``: ``boxes`` Tensor[N, 4] xyxy in resized pixels, ``labels`` Tensor[N] int64 in
+    Each image is decoded (RGB), its annotations read in original pixels, and the ``pipeline``
+    (``dettool.data.pipeline``; it ends with ``Normalize``) transforms them together.
+    ``target``: ``boxes`` Tensor[N, 4] xyxy in output pixels, ``labels`` Tensor[N] int64 in
     ``[0, C)``, ``ignore_boxes`` Tensor[M, 4] (crowd regions) and, with ``with_masks``,
-    ``masks`` uint8 Tensor[N, H, W] in {0, 1}: one per box, same order, at the resized unpadded
-    image size, flipped with the image (decoded at the original size, resized bilinearly and
-    thresholded at 0.5). ``meta``: ``image_id``,
-    ``file_name``, ``ori_shape`` (h, w), ``img_shape`` (h, w) after resize, ``scale_factor``
-    (sx, sy), ``flip`` and, with a proposals file (Fast R-CNN), ``proposals`` Tensor[K, 5] in
-    resized pixels. Indexing takes an int or ``(index, seed)``; the seed drives the random
-    scale and flip, so augmentation is reproducible under any number of workers and on resume.
+    ``masks`` uint8 Tensor[N, H, W] in {0, 1}: one per box, same order, at the unpadded output
+    size (decoded at the original size and moved with the image: resized bilinearly and
+    thresholded at 0.5, flipped, expanded, cropped). ``meta``: ``image_id``, ``file_name``,
+    ``ori_shape`` (h, w), ``img_shape`` (h, w) of the output, ``scale_factor`` (sx, sy) of the
+    resize (see ``Sample``), ``flip`` and, with a proposals file (Fast R-CNN), ``proposals``
+    Tensor[K, 5] in output pixels. Indexing takes an int or ``(index, seed)``; the sample's
+    generator is ``np.random.default_rng([seed, index])``, so augmentation is reproducible under
+    any number of workers and on resume.
     """
 
-    def __init__(self, ann_file: str | Path, img_dir: str | Path, transform: TransformSpec,
+    def __init__(self, ann_file: str | Path, img_dir: str | Path, pipeline: Pipeline,
                  filter_empty_gt: bool = False, with_masks: bool = False,
                  proposals: dict[int, torch.Tensor] | None = None) -> None:
         self.ann_file = Path(ann_file)
         self.proposals = proposals
         self.img_dir = Path(img_dir)
-        self.transform = transform
+        self.pipeline = pipeline
         self.with_masks = with_masks
         self.coco = load_coco(self.ann_file)
         self.cat_ids = sorted(self.coco.getCatIds())
@@ -197,31 +190,23 @@ class CocoDetection(torch.utils.data.Dataset):
         image_id = self.image_ids[index]
         info = self.coco.imgs[image_id]
         img = load_image(self.img_dir / info["file_name"])
-        boxes, labels, ignore = self.annotations(image_id)
-        rng = np.random.default_rng([seed, index])
-        long, short = self.transform.scale.sample(rng)
         ori_w, ori_h = img.size
-        n, m = boxes.shape[0], ignore.shape[0]
-        masks = self.instance_masks(image_id, ori_h, ori_w) if self.with_masks else None
-        props = self._proposals(image_id)
-        img, both, (sx, sy) = resize(img, torch.cat([boxes, ignore, props[:, :4]]), long, short)
-        flip = bool(self.transform.flip_prob > 0 and rng.random() < self.transform.flip_prob)
-        if flip:
-            img = img.transpose(Image.FLIP_LEFT_RIGHT)
-            both = hflip_boxes(both, img.size[0])
-        tensor = to_normalized_tensor(img, self.transform.mean, self.transform.std)
-        target = {"boxes": both[:n], "labels": labels, "ignore_boxes": both[n:n + m]}
-        if masks is not None:
-            masks = resize_masks(masks, img.size[1], img.size[0])
-            target["masks"] = masks.flip(-1) if flip else masks
+        boxes, labels, ignore = self.annotations(image_id)
+        sample = Sample(img=np.asarray(img), boxes=boxes, labels=labels, ignore_boxes=ignore,
+                        masks=self.instance_masks(image_id, ori_h, ori_w) if self.with_masks else None,
+                        proposals=self._proposals(image_id) if self.proposals is not None else None)
+        sample = self.pipeline(sample, np.random.default_rng([seed, index]))
+        if not isinstance(sample.img, torch.Tensor):
+            raise TypeError(f"{self.pipeline}: a pipeline must end with Normalize (it makes the image tensor)")
+        target = {"boxes": sample.boxes, "labels": sample.labels, "ignore_boxes": sample.ignore_boxes}
+        if sample.masks is not None:
+            target["masks"] = sample.masks
         meta = {"image_id": image_id, "file_name": info["file_name"], "ori_shape": (ori_h, ori_w),
-                "img_shape": (tensor.shape[1], tensor.shape[2]), "scale_factor": (sx, sy), "flip": flip}
-        if self.proposals is not None:
-            meta["proposals"] = torch.cat([both[n + m:], props[:, 4:]], dim=1)
-        return tensor, target, meta
+                "img_shape": sample.img_shape, "scale_factor": sample.scale_factor, "flip": sample.flip}
+        if sample.proposals is not None:
+            meta["proposals"] = sample.proposals
+        return sample.img, target, meta
 
     def _proposals(self, image_id: int) -> torch.Tensor:
-        """This image's proposals ``[K, 5]`` (original pixels + score); empty without a proposals file."""
-        if self.proposals is None:
-            return torch.zeros((0, 5))
+        """This image's proposals ``[K, 5]`` (original pixels + score); empty when the file has none."""
         return self.proposals.get(image_id, torch.zeros((0, 5))).float()

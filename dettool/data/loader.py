@@ -50,8 +50,8 @@ class EpochSampler(torch.utils.data.Sampler):
 class Collate:
     """Stack ``(image, target, meta)`` samples into ``(Tensor[B, 3, H, W], targets, metas)``.
 
-    Images are zero-padded (after normalization) bottom-right to a common size that is a multiple
-    of ``size_divisor``; each meta gains ``pad_shape``.
+    This is the pipeline's ``Pad`` step: images are zero-padded (after normalization) bottom-right
+    to a common size that is a multiple of ``size_divisor``; each meta gains ``pad_shape``.
     """
 
     def __init__(self, size_divisor: int = 32) -> None:

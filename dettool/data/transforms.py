@@ -1,80 +1,39 @@
-"""Training / test transforms: keep-ratio resize (single, value or range multi-scale), flip, normalize.
+"""Image and box helpers the pipeline's transforms share: resize, flip, normalise, batch padding.
 
-Scales follow the MMDetection paper's notation. ``1333x800`` resizes so that the long side is at
-most 1333 and the short side at most 800, keeping the aspect ratio. ``1333x[640:800:32]`` (value
-mode) draws the short-side limit from {640, 672, ..., 800}; ``1333x[640:800]`` (range mode)
-draws it uniformly from the interval.
+Images are RGB ``np.ndarray [H, W, 3]`` (uint8 as decoded, float32 after a photometric step);
+boxes are ``Tensor[N, 4]`` xyxy pixels. The scale notation lives in ``dettool.data.scale``.
 """
 from __future__ import annotations
-
-import re
-from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import torch
 from PIL import Image
 
-from dettool.errors import ConfigError
+from dettool.data.scale import ScaleSpec, rescale_size  # re-exported: the exporters import them from here
 
-_SCALE_RE = re.compile(r"^\s*(\d+)\s*x\s*(?:(\d+)|\[\s*(\d+)\s*:\s*(\d+)\s*(?::\s*(\d+)\s*)?\])\s*$")
-
-
-@dataclass(frozen=True)
-class ScaleSpec:
-    """Parsed scale: ``mode`` none -> ``shorts == (s,)``; value -> the set; range -> (lo, hi)."""
-
-    long: int
-    shorts: tuple[int, ...]
-    mode: Literal["none", "value", "range"]
-
-    @classmethod
-    def parse(cls, text: str, key: str = "scale") -> "ScaleSpec":
-        m = _SCALE_RE.match(str(text))
-        if not m:
-            raise ConfigError(f"{key}: {text!r} is not a scale like 1333x800, 1333x[640:800:32] or 1333x[640:800]")
-        long = int(m.group(1))
-        if long < 1 or any(g is not None and int(g) < 1 for g in m.group(2, 3, 4)):
-            raise ConfigError(f"{key}: {text!r}: sizes must be positive")
-        if m.group(2):
-            return cls(long, (int(m.group(2)),), "none")
-        lo, hi, step = int(m.group(3)), int(m.group(4)), m.group(5)
-        if lo > hi:
-            raise ConfigError(f"{key}: {text!r}: lower bound {lo} is above upper bound {hi}")
-        if step is not None:
-            if int(step) <= 0:
-                raise ConfigError(f"{key}: {text!r}: step must be positive")
-            return cls(long, tuple(range(lo, hi + 1, int(step))), "value")
-        return cls(long, (lo, hi), "range")
-
-    def sample(self, rng: np.random.Generator) -> tuple[int, int]:
-        """Draw one (long, short) limit pair."""
-        if self.mode == "none":
-            return self.long, self.shorts[0]
-        if self.mode == "value":
-            return self.long, int(self.shorts[int(rng.integers(len(self.shorts)))])
-        return self.long, int(rng.integers(self.shorts[0], self.shorts[1] + 1))
+__all__ = ["ScaleSpec", "hflip_boxes", "pad_batch", "rescale_size", "resize_image", "scale_boxes",
+           "to_normalized_tensor"]
 
 
-def rescale_size(w: int, h: int, long: int, short: int) -> tuple[int, int, float]:
-    """Keep-ratio target size: the largest (new_w, new_h) with long side <= long, short <= short."""
-    factor = min(long / max(h, w), short / min(h, w))
-    return int(w * factor + 0.5), int(h * factor + 0.5), factor
+def resize_image(img: np.ndarray, new_w: int, new_h: int) -> np.ndarray:
+    """Bilinear resize (PIL's, antialiased when shrinking) of a uint8 or float32 ``[H, W, 3]`` image.
 
-
-def resize(img: Image.Image, boxes: torch.Tensor, long: int, short: int) -> tuple[Image.Image, torch.Tensor, tuple[float, float]]:
-    """Keep-ratio resize of a PIL image and its boxes ``Tensor[N, 4]`` (xyxy pixels).
-
-    Returns the image, the boxes and the actual (sx, sy) scale factors.
+    A float32 image is resized channel by channel in PIL's 32-bit float mode (no rounding).
     """
-    w, h = img.size
-    new_w, new_h, _ = rescale_size(w, h, long, short)
-    if (new_w, new_h) != (w, h):
-        img = img.resize((new_w, new_h), Image.BILINEAR)
-    sx, sy = new_w / w, new_h / h
-    if boxes.numel():
-        boxes = boxes * torch.tensor([sx, sy, sx, sy], dtype=boxes.dtype)
-    return img, boxes, (sx, sy)
+    if img.shape[:2] == (new_h, new_w):
+        return img
+    if img.dtype == np.uint8:
+        return np.asarray(Image.fromarray(img).resize((new_w, new_h), Image.BILINEAR))
+    channels = [np.asarray(Image.fromarray(np.ascontiguousarray(img[..., c], dtype=np.float32))
+                           .resize((new_w, new_h), Image.BILINEAR)) for c in range(img.shape[2])]
+    return np.stack(channels, axis=-1)
+
+
+def scale_boxes(boxes: torch.Tensor, sx: float, sy: float) -> torch.Tensor:
+    """``Tensor[N, 4]`` xyxy boxes times (sx, sy, sx, sy)."""
+    if not boxes.numel():
+        return boxes
+    return boxes * torch.tensor([sx, sy, sx, sy], dtype=boxes.dtype)
 
 
 def hflip_boxes(boxes: torch.Tensor, width: int) -> torch.Tensor:
@@ -87,12 +46,14 @@ def hflip_boxes(boxes: torch.Tensor, width: int) -> torch.Tensor:
     return flipped
 
 
-def to_normalized_tensor(img: Image.Image, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
-    """PIL RGB -> ``Tensor[3, H, W]`` float32, ``(pixel - mean) / std`` per channel (RGB order)."""
-    arr = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).float()
+def to_normalized_tensor(img: np.ndarray | Image.Image, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """RGB ``[H, W, 3]`` (uint8 or float32, or a PIL image) -> ``Tensor[3, H, W]`` float32,
+    ``(pixel - mean) / std`` per channel (RGB order)."""
+    arr = np.array(img, order="C")  # a copy: the decoded image is read-only, a flipped one strided
+    t = torch.from_numpy(arr).permute(2, 0, 1).float()
     m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
     s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
-    return (arr - m) / s
+    return (t - m) / s
 
 
 def pad_batch(images: list[torch.Tensor], size_divisor: int) -> torch.Tensor:

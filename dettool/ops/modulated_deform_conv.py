@@ -3,7 +3,7 @@
 DCN (v1) is the same op with a mask of ones; see docs/custom_ops.md. The training model
 (``DeformConv2dPack``) and the deploy graphs both call this op. Differentiable with respect to
 every tensor input: the gradients are ``deform_conv_grad.deform_conv_backward``, exact and fast on
-the CPU.
+the CPU (eager; it checks whether a mask is all ones, so it is not traced ahead of time).
 """
 from __future__ import annotations
 

@@ -7,7 +7,8 @@ RoI of negative area (no level: its scale is NaN) or whose batch index is not in
 gives zeros. The training model (``MultiLevelRoIAlign``) and the deploy graphs both call this op.
 
 Differentiable with respect to the features (not the RoIs): the gradient is
-``roi_align_grad.roi_align_backward`` per level, exact and fast on the CPU.
+``roi_align_grad.roi_align_backward`` per level, exact and fast on the CPU. The backward runs
+eagerly (which RoIs pool on a level is data-dependent), not under AOT tracing.
 """
 from __future__ import annotations
 
@@ -59,6 +60,16 @@ def rescale_rois(rois: Tensor, scale_factor: float) -> Tensor:
     return torch.stack([rois[:, 0], cx - new_w * 0.5, cy - new_h * 0.5, cx + new_w * 0.5, cy + new_h * 0.5], dim=1)
 
 
+def rescales(roi_scale_factor: float) -> bool:
+    """Whether ``roi_scale_factor`` rescales the RoIs: it is not 1 once rounded to float32, the type
+    of the ONNX attribute and of the plugin's field (every implementation decides alike)."""
+    return _float32(roi_scale_factor) != 1.0
+
+
+def _float32(value: float) -> float:
+    return float(torch.tensor(value, dtype=torch.float32))
+
+
 def _compute_dtype(feat_dtype: torch.dtype) -> torch.dtype:
     """Pooling type: float32 for float16 and float32 features (the spec), float64 for float64."""
     return torch.promote_types(feat_dtype, torch.float32)
@@ -79,7 +90,7 @@ def _levels_and_boxes(rois: Tensor, num_levels: int, finest_scale: int, batch: i
     # NaN scale: torch's float -> int64 conversion of it depends on the CPU, so it is masked here.
     pooled = (area >= 0) & (rois[:, 0] > -1) & (rois[:, 0] < batch)
     levels = torch.where(pooled, levels, torch.full_like(levels, -1))
-    boxes = rois if roi_scale_factor == 1.0 else rescale_rois(rois, roi_scale_factor)
+    boxes = rescale_rois(rois, roi_scale_factor) if rescales(roi_scale_factor) else rois
     return levels, boxes
 
 
@@ -93,8 +104,10 @@ def _check_inputs(rois: Tensor, feats: list[Tensor], featmap_strides: list[int],
         if feat.dim() != 4 or feat.shape[:2] != feats[0].shape[:2] or feat.dtype != feats[0].dtype:
             raise OpInputError(f"multi_level_roi_align: feature level {level} is {feat.dtype} "
                                f"{tuple(feat.shape)}, expected {feats[0].dtype} [B, {feats[0].shape[1]}, H, W]")
-    if not (math.isfinite(roi_scale_factor) and roi_scale_factor > 0):
-        raise OpInputError(f"multi_level_roi_align: roi_scale_factor must be finite and > 0, got {roi_scale_factor}")
+    factor = _float32(roi_scale_factor)  # as the ONNX attribute holds it
+    if not (math.isfinite(factor) and factor > 0):
+        raise OpInputError(f"multi_level_roi_align: roi_scale_factor must be finite and > 0 in float32, "
+                           f"got {roi_scale_factor}")
 
 
 @torch.library.custom_op("dettool::multi_level_roi_align", mutates_args=())
@@ -169,7 +182,7 @@ def multi_level_roi_align(rois: Tensor, feats: list[Tensor], output_height: int,
 
     RoI ``r`` goes to level ``clamp(floor(log2(sqrt(w * h) / finest_scale + 1e-6)), 0, L - 1)``
     of its original box; the box is then scaled ``roi_scale_factor`` times about its centre
-    (:func:`rescale_rois`; 1.0 leaves it untouched) and pooled on that level by
+    (:func:`rescale_rois`; a factor that is 1 in float32 leaves it untouched) and pooled on that level by
     ``torchvision.ops.roi_align`` with ``spatial_scale = 1 / stride``. A RoI of negative area or
     with a batch index outside ``(-1, B)`` gives zeros. Level arithmetic, rescaling and sampling
     run in float32 for float32 and float16 features (float64 for float64 features).

@@ -53,7 +53,7 @@ int32_t dettool_cpu_batched_nms(float const* boxes, float const* scores, int32_t
 int32_t dettool_cpu_multi_level_roi_align(int32_t dtype, float const* rois, int32_t num_rois,
     void const* const* levels, int32_t const* heights, int32_t const* widths, int32_t const* featmap_strides,
     int32_t num_levels, int32_t batch, int32_t channels, int32_t output_height, int32_t output_width,
-    int32_t sampling_ratio, int32_t finest_scale, int32_t aligned, void* output)
+    int32_t sampling_ratio, int32_t finest_scale, int32_t aligned, float roi_scale_factor, void* output)
 {
     using namespace dettool::roialign;
     if (num_levels < 1 || num_levels > kMaxLevels)
@@ -74,6 +74,7 @@ int32_t dettool_cpu_multi_level_roi_align(int32_t dtype, float const* rois, int3
     params.samplingRatio = sampling_ratio;
     params.finestScale = finest_scale;
     params.aligned = aligned != 0;
+    params.roiScaleFactor = roi_scale_factor;
     params.numLevels = num_levels;
     for (int32_t l = 0; l < num_levels; ++l)
     {

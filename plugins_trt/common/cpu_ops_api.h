@@ -24,11 +24,12 @@ DETTOOL_CPU_API int32_t dettool_cpu_batched_nms(float const* boxes, float const*
     int32_t max_output_boxes, int32_t* num_dets, float* det_boxes, float* det_scores, int32_t* det_classes);
 
 //! DettoolMultiLevelRoIAlign. rois [R, 5] float32; levels: num_levels pointers to [B, C, H_l, W_l]
-//! of `dtype`; output [R, C, output_height, output_width] of `dtype`.
+//! of `dtype`; output [R, C, output_height, output_width] of `dtype`. roi_scale_factor 1: no
+//! rescaling.
 DETTOOL_CPU_API int32_t dettool_cpu_multi_level_roi_align(int32_t dtype, float const* rois, int32_t num_rois,
     void const* const* levels, int32_t const* heights, int32_t const* widths, int32_t const* featmap_strides,
     int32_t num_levels, int32_t batch, int32_t channels, int32_t output_height, int32_t output_width,
-    int32_t sampling_ratio, int32_t finest_scale, int32_t aligned, void* output);
+    int32_t sampling_ratio, int32_t finest_scale, int32_t aligned, float roi_scale_factor, void* output);
 
 //! DettoolModulatedDeformConv. input [B, C, H, W], offset [B, 2 G kH kW, Ho, Wo], mask
 //! [B, G kH kW, Ho, Wo], weight [Co, C / groups, kH, kW], bias [Co], output [B, Co, Ho, Wo], all

@@ -194,6 +194,24 @@ float Attributes::requireFloat(char const* name) const
     }
 }
 
+float Attributes::optionalFloat(char const* name, float fallback) const
+{
+    return has(name) ? requireFloat(name) : fallback;
+}
+
+bool Attributes::has(char const* name) const
+{
+    for (int32_t i = 0; i < mFields->nbFields; ++i)
+    {
+        char const* fieldName = mFields->fields[i].name;
+        if (fieldName != nullptr && std::strcmp(fieldName, name) == 0)
+        {
+            return true;
+        }
+    }
+    return false;
+}
+
 void SerializedFields::clear()
 {
     mFields.clear();

@@ -58,6 +58,13 @@ public:
     //! The float attribute `name`, which must exist and hold one value.
     float requireFloat(char const* name) const;
 
+    //! The float attribute `name` (one value) if it is given, else `fallback`: an attribute added to
+    //! a plugin after its first version, whose default reproduces that version.
+    float optionalFloat(char const* name, float fallback) const;
+
+    //! Whether attribute `name` is given.
+    bool has(char const* name) const;
+
 private:
     nvinfer1::PluginField const* find(char const* name) const;
 

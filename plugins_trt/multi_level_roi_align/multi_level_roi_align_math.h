@@ -3,10 +3,12 @@
  * implementation.
  *
  * Semantics (docs/custom_ops.md): RoI r = (batch_index, x1, y1, x2, y2) goes to level
- * l = clamp(floor(log2(sqrt((x2 - x1) * (y2 - y1)) / finest_scale + 1e-6)), 0, L - 1) and is
- * pooled there exactly as torchvision.ops.roi_align (spatial_scale = 1 / featmap_strides[l]).
- * Coordinates, weights and sums are float32 whatever the feature type. The sampling below is
- * torchvision's roi_align kernel operation for operation. No TensorRT types here.
+ * l = clamp(floor(log2(sqrt((x2 - x1) * (y2 - y1)) / finest_scale + 1e-6)), 0, L - 1); unless
+ * roi_scale_factor is 1 its box is then scaled about its centre (MMDetection's roi_rescale), and
+ * it is pooled on level l exactly as torchvision.ops.roi_align (spatial_scale =
+ * 1 / featmap_strides[l]). Coordinates, weights and sums are float32 whatever the feature type.
+ * The sampling below is torchvision's roi_align kernel operation for operation. No TensorRT types
+ * here.
  */
 #pragma once
 
@@ -36,6 +38,7 @@ struct Params
     int32_t samplingRatio{0};
     int32_t finestScale{56};
     bool aligned{true};
+    float roiScaleFactor{1.0F}; //!< 1: the RoIs are pooled as given
     int32_t numLevels{0};
     float spatialScale[kMaxLevels]{};
 };
@@ -66,6 +69,10 @@ inline char const* checkShape(Shape const& shape, Params const& params)
     if (params.outputHeight < 1 || params.outputWidth < 1 || params.samplingRatio < 0 || params.finestScale < 1)
     {
         return "output_height and output_width must be >= 1, sampling_ratio >= 0, finest_scale >= 1";
+    }
+    if (!(params.roiScaleFactor > 0.0F) || std::isinf(params.roiScaleFactor))
+    {
+        return "roi_scale_factor must be finite and > 0";
     }
     for (int32_t l = 0; l < params.numLevels; ++l)
     {
@@ -103,6 +110,17 @@ DETTOOL_HOST_DEVICE DETTOOL_INLINE int32_t mapRoiLevel(
         bound *= 2.0F;
     }
     return level;
+}
+
+//! One side [low, high] of a RoI scaled `factor` times about its centre, as MMDetection's
+//! roi_rescale computes it in float32: c = (low + high) * 0.5, half = (high - low) * factor * 0.5,
+//! [c - half, c + half]. mulRn / addRn: no FMA, so the CPU and the GPU agree to the bit.
+DETTOOL_HOST_DEVICE DETTOOL_INLINE void rescaleSide(float& low, float& high, float factor)
+{
+    float const centre = mulRn(addRn(low, high), 0.5F);
+    float const half = mulRn(mulRn(subRn(high, low), factor), 0.5F);
+    low = subRn(centre, half);
+    high = addRn(centre, half);
 }
 
 //! Where one RoI's bins and sampling points lie on its level (torchvision's roi_align).
@@ -239,8 +257,9 @@ DETTOOL_HOST_DEVICE DETTOOL_INLINE int32_t roiBatchIndex(float batchIndex, int32
     return (batchIndex > -1.0F && batchIndex < static_cast<float>(batch)) ? static_cast<int32_t>(batchIndex) : -1;
 }
 
-//! Output element (r, c, ph, pw), as float: level mapping, then RoIAlign on that level; 0 for a
-//! RoI of negative area or of a batch index outside the batch.
+//! Output element (r, c, ph, pw), as float: level mapping of the RoI, its rescaling (unless
+//! roiScaleFactor is 1), then RoIAlign on that level; 0 for a RoI of negative area or of a batch
+//! index outside the batch.
 //!
 //! \param levels the L feature tensors [B, C, H_l, W_l]
 template <typename T>
@@ -253,13 +272,22 @@ DETTOOL_HOST_DEVICE DETTOOL_INLINE float pooledValue(Shape const& shape, Params 
     {
         return 0.0F;
     }
-    int32_t const l = mapRoiLevel(roi[1], roi[2], roi[3], roi[4], params.finestScale, params.numLevels);
+    float x1 = roi[1];
+    float y1 = roi[2];
+    float x2 = roi[3];
+    float y2 = roi[4];
+    int32_t const l = mapRoiLevel(x1, y1, x2, y2, params.finestScale, params.numLevels); // of the RoI as given
     if (l < 0)
     {
         return 0.0F;
     }
-    RoiGeometry const g = roiGeometry(roi[1], roi[2], roi[3], roi[4], params.spatialScale[l], params.outputHeight,
-        params.outputWidth, params.samplingRatio, params.aligned);
+    if (params.roiScaleFactor != 1.0F)
+    {
+        rescaleSide(x1, x2, params.roiScaleFactor);
+        rescaleSide(y1, y2, params.roiScaleFactor);
+    }
+    RoiGeometry const g = roiGeometry(x1, y1, x2, y2, params.spatialScale[l], params.outputHeight, params.outputWidth,
+        params.samplingRatio, params.aligned);
     int32_t const height = shape.height[l];
     int32_t const width = shape.width[l];
     T const* plane = levels[l] + (static_cast<int64_t>(b) * shape.channels + c) * height * width;

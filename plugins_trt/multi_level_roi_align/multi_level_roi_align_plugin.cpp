@@ -3,7 +3,8 @@
  *
  * Inputs: rois float32 [R, 5], feat_0 ... feat_{L-1} float32 or float16 [B, C, H_l, W_l].
  * Output: [R, C, output_height, output_width], the features' type. Semantics: docs/custom_ops.md;
- * kernel: multi_level_roi_align_kernel.cu.
+ * kernel: multi_level_roi_align_kernel.cu. roi_scale_factor is optional (default 1, no rescaling):
+ * the attributes of version 1 without it create and deserialize version 1's plugin.
  */
 #include "multi_level_roi_align/multi_level_roi_align_plugin.h"
 
@@ -27,6 +28,7 @@ FieldNames& MultiLevelRoiAlignPlugin::fieldNames()
         PluginField("sampling_ratio", nullptr, PluginFieldType::kINT32, 1),
         PluginField("finest_scale", nullptr, PluginFieldType::kINT32, 1),
         PluginField("aligned", nullptr, PluginFieldType::kINT32, 1),
+        PluginField("roi_scale_factor", nullptr, PluginFieldType::kFLOAT32, 1),
     };
     return names;
 }
@@ -36,17 +38,19 @@ MultiLevelRoiAlignPlugin* MultiLevelRoiAlignPlugin::create(PluginFieldCollection
     Attributes const attrs(fc);
     return new MultiLevelRoiAlignPlugin(attrs.requireInt("output_height"), attrs.requireInt("output_width"),
         attrs.requireInts("featmap_strides", -1), attrs.requireInt("sampling_ratio"), attrs.requireInt("finest_scale"),
-        attrs.requireInt("aligned"));
+        attrs.requireInt("aligned"), attrs.optionalFloat("roi_scale_factor", 1.0F));
 }
 
 MultiLevelRoiAlignPlugin::MultiLevelRoiAlignPlugin(int32_t outputHeight, int32_t outputWidth,
-    std::vector<int32_t> featmapStrides, int32_t samplingRatio, int32_t finestScale, int32_t aligned)
+    std::vector<int32_t> featmapStrides, int32_t samplingRatio, int32_t finestScale, int32_t aligned,
+    float roiScaleFactor)
     : mOutputHeight(outputHeight)
     , mOutputWidth(outputWidth)
     , mFeatmapStrides(std::move(featmapStrides))
     , mSamplingRatio(samplingRatio)
     , mFinestScale(finestScale)
     , mAligned(aligned)
+    , mRoiScaleFactor(roiScaleFactor)
 {
     if (mFeatmapStrides.empty() || numLevels() > roialign::kMaxLevels)
     {
@@ -61,6 +65,7 @@ MultiLevelRoiAlignPlugin::MultiLevelRoiAlignPlugin(int32_t outputHeight, int32_t
     mParams.samplingRatio = samplingRatio;
     mParams.finestScale = finestScale;
     mParams.aligned = aligned == 1;
+    mParams.roiScaleFactor = roiScaleFactor;
     mParams.numLevels = numLevels();
     for (int32_t l = 0; l < numLevels(); ++l)
     {
@@ -237,6 +242,7 @@ PluginFieldCollection const* MultiLevelRoiAlignPlugin::getFieldsToSerialize() no
     mSerialized.addInts("sampling_ratio", &mSamplingRatio, 1);
     mSerialized.addInts("finest_scale", &mFinestScale, 1);
     mSerialized.addInts("aligned", &mAligned, 1);
+    mSerialized.addFloat("roi_scale_factor", &mRoiScaleFactor);
     return mSerialized.collection();
 }
 

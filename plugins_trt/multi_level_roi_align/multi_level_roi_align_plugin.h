@@ -16,12 +16,14 @@ class MultiLevelRoiAlignPlugin : public PluginV3Base<MultiLevelRoiAlignPlugin>
 public:
     static constexpr char const* kNAME = "DettoolMultiLevelRoIAlign";
 
-    //! The attributes output_height, output_width, featmap_strides, sampling_ratio, finest_scale, aligned.
+    //! The attributes output_height, output_width, featmap_strides, sampling_ratio, finest_scale, aligned
+    //! and the optional roi_scale_factor (default 1: the fields of version 1 without it give version
+    //! 1's plugin).
     static FieldNames& fieldNames();
     static MultiLevelRoiAlignPlugin* create(nvinfer1::PluginFieldCollection const* fc);
 
     MultiLevelRoiAlignPlugin(int32_t outputHeight, int32_t outputWidth, std::vector<int32_t> featmapStrides,
-        int32_t samplingRatio, int32_t finestScale, int32_t aligned);
+        int32_t samplingRatio, int32_t finestScale, int32_t aligned, float roiScaleFactor);
 
     // IPluginV3OneBuild
     int32_t getNbOutputs() const noexcept override;
@@ -59,6 +61,7 @@ private:
     int32_t mSamplingRatio;
     int32_t mFinestScale;
     int32_t mAligned;
+    float mRoiScaleFactor;
     roialign::Params mParams;
     SerializedFields mSerialized;
 };

@@ -13,7 +13,8 @@ from dettool.exporters.deploy.detector import build_deploy_model
 from dettool.structures.detections import DetOutputs, image_shapes_tensor, outputs_to_detections
 from dettool.trainer import builder
 
-MODELS = ["retinanet", "fcos", "faster_rcnn", "mask_rcnn", "cascade_rcnn", "cascade_mask_rcnn", "faster_rcnn_r18_fpn_dconv"]
+MODELS = ["retinanet", "ghm_retinanet", "fcos", "faster_rcnn", "dh_faster_rcnn", "mask_rcnn", "cascade_rcnn",
+          "cascade_mask_rcnn", "faster_rcnn_r18_fpn_dconv"]
 
 
 def config_path(name: str) -> Path:

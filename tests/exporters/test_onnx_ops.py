@@ -1,7 +1,7 @@
 """Export of the dettool ops to ONNX (custom and portable flavours), run in ONNX Runtime.
 
-One tiny module calls every op (NMS on shared and per-class boxes, RoIAlign aligned and not,
-DCNv2); it is exported once per flavour (about 3 s each) with dynamic batch, box / RoI counts and
+One tiny module calls every op (NMS on shared and per-class boxes, RoIAlign aligned and not and
+with roi_scale_factor, DCNv2); it is exported once per flavour (about 3 s each) with dynamic batch, box / RoI counts and
 feature sizes, then run through ``runtime.ort_custom_ops.make_session`` and compared with the
 eager reference.
 """
@@ -25,14 +25,15 @@ STRIDES = [4, 8, 16]
 K = 30
 NMS_OUTPUTS = ["num_dets", "det_boxes", "det_scores", "det_classes",
                "num_dets_c", "det_boxes_c", "det_scores_c", "det_classes_c"]
-ROI_ALIGN_OUTPUTS = ["pooled", "pooled_not_aligned"]
+ROI_ALIGN_OUTPUTS = ["pooled", "pooled_not_aligned", "pooled_rescaled"]
 DEFORM_CONV_OUTPUTS = ["deformed"]
 OUTPUT_NAMES = NMS_OUTPUTS + ROI_ALIGN_OUTPUTS + DEFORM_CONV_OUTPUTS
 
 
 class AllOps(nn.Module):
-    """NMS on shared and per-class boxes; RoIAlign with 2x2 sampling aligned, and adaptive not
-    aligned; DCNv2 with predicted offsets and masks (stride 2, groups 2, deform groups 2)."""
+    """NMS on shared and per-class boxes; RoIAlign with 2x2 sampling aligned, adaptive not aligned,
+    and RoIs enlarged 1.3 times (Double-Head R-CNN); DCNv2 with predicted offsets and masks (stride
+    2, groups 2, deform groups 2)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -47,6 +48,7 @@ class AllOps(nn.Module):
         return (*batched_nms(boxes, scores, 0.2, 0.5, K), *batched_nms(class_boxes, scores, 0.2, 0.5, K),
                 multi_level_roi_align(rois, [f0, f1, f2], 7, 7, STRIDES, 2, 56, True),
                 multi_level_roi_align(rois, [f0, f1, f2], 5, 3, STRIDES, 0, 56, False),
+                multi_level_roi_align(rois, [f0, f1, f2], 7, 7, STRIDES, 2, 56, True, roi_scale_factor=1.3),
                 modulated_deform_conv(x, offset, mask, self.weight, self.bias, [2, 2], [1, 1], [1, 1], 2, 2))
 
 
@@ -142,11 +144,15 @@ def test_flavour_decides_the_nodes(export, flavour: str) -> None:
     dettool_nodes = [n for n in model.graph.node if n.domain == ONNX_DOMAIN]
     if flavour == "custom":
         assert Counter(n.op_type for n in dettool_nodes) == {ONNX_OP_NAMES["batched_nms"]: 2,
-                                                             ONNX_OP_NAMES["multi_level_roi_align"]: 2,
+                                                             ONNX_OP_NAMES["multi_level_roi_align"]: 3,
                                                              ONNX_OP_NAMES["modulated_deform_conv"]: 1}
         for node in dettool_nodes:
             attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
             assert attrs["plugin_namespace"] == b"dettool" and attrs["plugin_version"] == b"1"
+        # roi_scale_factor is written only where it is not 1 (nodes without it are unchanged).
+        factors = [{a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}.get("roi_scale_factor")
+                   for n in dettool_nodes if n.op_type == ONNX_OP_NAMES["multi_level_roi_align"]]
+        assert factors.count(None) == 2 and [f for f in factors if f is not None] == [pytest.approx(1.3)]
         assert (ONNX_DOMAIN, 1) in [(o.domain, o.version) for o in model.opset_import]
     else:
         assert {n.domain for n in model.graph.node} == {""}
@@ -190,6 +196,22 @@ def test_edge_cases_in_onnxruntime(export, flavour: str, op_name: str) -> None:
     session = make_session(export(flavour))
     for inputs in edge_inputs()[op_name]:
         assert_matches_eager(session, inputs)
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_rescaled_rois_pool_as_eager_to_the_bit(export, flavour: str) -> None:
+    """roi_scale_factor 1.3 on RoIs with fractional coordinates at every level: levels of the
+    original RoIs, rescaling in float32, in both flavours exactly as the torch op."""
+    g = torch.Generator().manual_seed(9)
+    xy = torch.rand(60, 2, generator=g) * 180 - 20
+    side = 4 * 100 ** torch.rand(60, 2, generator=g)
+    rois = torch.cat([torch.randint(0, 2, (60, 1), generator=g).float(), xy, xy + side], dim=1)
+    inputs = all_inputs(2, rois=rois)
+    with torch.no_grad():
+        expected = dict(zip(OUTPUT_NAMES, MODULE(*inputs.values())))
+    outputs = dict(zip(OUTPUT_NAMES, make_session(export(flavour)).run(None, {k: v.numpy() for k, v in inputs.items()})))
+    for name in ROI_ALIGN_OUTPUTS:
+        np.testing.assert_array_equal(outputs[name], expected[name].numpy(), err_msg=name)
 
 
 def test_custom_model_in_float16(export) -> None:

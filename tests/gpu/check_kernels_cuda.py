@@ -12,7 +12,8 @@ prints a pass/fail table and exits 1 if any check fails (2 if it cannot run).
 Needs torch with CUDA, torchvision and nvcc (CUDA_HOME); no internet. Tolerances:
   NMS                  exact vs the spec's reference (torchvision nms per class on the CPU);
                        vs torchvision's CUDA batched_nms: same counts, <= 0.5 % rows differing
-  RoIAlign float32     atol 1e-5, rtol 1e-5   (FMA contraction in the interpolation sums)
+  RoIAlign float32     atol 1e-5, rtol 1e-5   (FMA contraction in the interpolation sums; also with
+                                              roi_scale_factor 1.3, rescaled in float32 without FMA)
   DeformConv float32   atol 1e-4, rtol 1e-4   (other summation order than im2col + GEMM)
   float16 (both)       atol 1e-3, rtol 1e-3   (one float16 ulp: math in float32, rounded once)
 """
@@ -220,13 +221,14 @@ def nms_checks(ext, c: Checker) -> None:
 def roi_align_checks(ext, c: Checker) -> None:
     g = torch.Generator().manual_seed(1)
 
-    def compare(rois, feats, dtype, strides=STRIDES, out=(7, 7), sampling=0, finest=56, aligned=True, cpu=False):
+    def compare(rois, feats, dtype, strides=STRIDES, out=(7, 7), sampling=0, finest=56, aligned=True, cpu=False,
+                factor=1.0):
         feats = [f.to(dtype) for f in feats]
         got = ext.multi_level_roi_align(rois.cuda(), [f.cuda() for f in feats], strides, out[0], out[1], sampling,
-                                        finest, aligned)
+                                        finest, aligned, factor)
         device = "cpu" if cpu else "cuda"
         want = reference_multi_level_roi_align(rois.to(device), [f.to(device) for f in feats], strides, out, sampling,
-                                               finest, aligned)
+                                               finest, aligned, factor)
         tol = FP32_ROI if dtype == torch.float32 else FP16
         return max_error(got.cpu(), want.cpu(), **tol)
 
@@ -252,6 +254,22 @@ def roi_align_checks(ext, c: Checker) -> None:
             return compare(rois, pyramid(g, 2, 8, image), dtype)
         c.run(f"roi_align {tag} outside / degenerate / bad batch index", edges)
         c.run(f"roi_align {tag} no RoIs", lambda: compare(torch.zeros(0, 5), pyramid(g, 2, 8, image), dtype))
+
+        # roi_scale_factor (Double-Head R-CNN): levels of the RoIs as given, pooling of the rescaled ones.
+        for aligned, sampling in ((True, 2), (True, 0), (False, 0)):
+            c.run(f"roi_align {tag} roi_scale_factor 1.3 aligned={int(aligned)} sampling={sampling}",
+                  lambda: compare(random_rois(g, 1000, 2, image), pyramid(g, 2, 64, image), dtype, sampling=sampling,
+                                  aligned=aligned, factor=1.3))
+        c.run(f"roi_align {tag} roi_scale_factor 1.3 vs torchvision CPU",
+              lambda: compare(random_rois(g, 300, 2, image), pyramid(g, 2, 16, image), dtype, cpu=True, factor=1.3))
+
+        def rescaled_edges():
+            rois = torch.tensor([[0, -300, -300, -200, -200], [0, 0, 0, 40, 30], [1, 600, 480, 640, 512],
+                                 [0, 10, 10, 10, 10], [0, 30, 30, 10, 50], [1, 30, 30, 10, 10], [2, 0, 0, 50, 50],
+                                 [0, 8, 8, 119.9, 119.9], [1, 4, 4, 227.9, 227.9], [0, 0, 0, 640, 512]],
+                                dtype=torch.float32)
+            return compare(rois, pyramid(g, 2, 8, image), dtype, factor=1.3)
+        c.run(f"roi_align {tag} roi_scale_factor 1.3 borders / degenerate / level boundaries", rescaled_edges)
 
 
 def dcn_checks(ext, c: Checker) -> None:

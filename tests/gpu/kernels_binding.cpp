@@ -64,7 +64,8 @@ std::vector<at::Tensor> batchedNms(
 }
 
 at::Tensor multiLevelRoiAlign(at::Tensor rois, std::vector<at::Tensor> feats, std::vector<int64_t> featmapStrides,
-    int64_t outputHeight, int64_t outputWidth, int64_t samplingRatio, int64_t finestScale, bool aligned)
+    int64_t outputHeight, int64_t outputWidth, int64_t samplingRatio, int64_t finestScale, bool aligned,
+    double roiScaleFactor)
 {
     checkCuda(rois, "rois");
     TORCH_CHECK(rois.scalar_type() == at::kFloat && rois.dim() == 2 && rois.size(1) == 5, "rois must be float32 [R, 5]");
@@ -81,6 +82,7 @@ at::Tensor multiLevelRoiAlign(at::Tensor rois, std::vector<at::Tensor> feats, st
     params.samplingRatio = static_cast<int32_t>(samplingRatio);
     params.finestScale = static_cast<int32_t>(finestScale);
     params.aligned = aligned;
+    params.roiScaleFactor = static_cast<float>(roiScaleFactor);
     params.numLevels = static_cast<int32_t>(feats.size());
     std::vector<void const*> levels;
     for (size_t l = 0; l < feats.size(); ++l)

@@ -185,7 +185,14 @@ def test_roi_scale_factor_with_float16_features_and_no_rois() -> None:
     assert multi_level_roi_align(rois[:0], feats, 7, 7, STRIDES, 2, 56, True, 1.3).shape == (0, 3, 7, 7)
 
 
-@pytest.mark.parametrize("factor", [0.0, -1.3, float("nan"), float("inf")])
+def test_a_factor_that_is_1_in_float32_does_not_rescale() -> None:
+    """As the float32 ONNX attribute and the plugin decide: 1 + 1e-10 is 1 in float32."""
+    feats, rois = make_feats(seed=13), make_rois(20, seed=13)
+    default = multi_level_roi_align(rois, feats, 7, 7, STRIDES, 2, 56, True)
+    assert torch.equal(multi_level_roi_align(rois, feats, 7, 7, STRIDES, 2, 56, True, 1.0 + 1e-10), default)
+
+
+@pytest.mark.parametrize("factor", [0.0, -1.3, float("nan"), float("inf"), 1e39, 1e-50])
 def test_roi_scale_factor_must_be_positive_and_finite(factor: float) -> None:
     with pytest.raises(DettoolError, match="roi_scale_factor"):
         multi_level_roi_align(make_rois(3), make_feats(), 7, 7, STRIDES, 0, 56, True, factor)
@@ -271,11 +278,13 @@ def test_gradcheck(roi_scale_factor: float) -> None:
 
 
 def test_opcheck() -> None:
-    """torch.library's own checks of the registration: schema, fake kernel, autograd."""
+    """torch.library's checks of the registration: schema, fake kernel, autograd (the backward is
+    eager-only: which RoIs pool on a level is data-dependent, so AOT tracing is not tested)."""
     feats = [f.requires_grad_(True) for f in make_feats(seed=11)]
     for args in ((make_rois(20, seed=11), feats, 7, 7, STRIDES, 2, 56, True, 1.3),
                  (make_rois(20, seed=11), feats, 7, 7, STRIDES, 0, 56, False)):
-        torch.library.opcheck(torch.ops.dettool.multi_level_roi_align.default, args)
+        torch.library.opcheck(torch.ops.dettool.multi_level_roi_align.default, args,
+                              test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
 
 
 # --------------------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ class CpuOps:
                                                 _ptr, _ptr, _ptr, _ptr]
         lib.dettool_cpu_batched_nms.restype = _i32
         lib.dettool_cpu_multi_level_roi_align.argtypes = [_i32, _ptr, _i32, _ptr, _ptr, _ptr, _ptr, _i32, _i32,
-                                                          _i32, _i32, _i32, _i32, _i32, _i32, _ptr]
+                                                          _i32, _i32, _i32, _i32, _i32, _i32, _f32, _ptr]
         lib.dettool_cpu_multi_level_roi_align.restype = _i32
         lib.dettool_cpu_modulated_deform_conv.argtypes = [_i32] + [_ptr] * 5 + [_i32] * 15 + [_ptr]
         lib.dettool_cpu_modulated_deform_conv.restype = _i32
@@ -79,12 +79,13 @@ class CpuOps:
 
     def multi_level_roi_align(self, rois: torch.Tensor, feats: list[torch.Tensor], featmap_strides: list[int],
                               output_size: tuple[int, int], sampling_ratio: int, finest_scale: int,
-                              aligned: bool) -> torch.Tensor:
+                              aligned: bool, roi_scale_factor: float = 1.0) -> torch.Tensor:
         """DettoolMultiLevelRoIAlign.
 
         Args:
             rois: ``Tensor[R, 5]`` float32 ``(batch_index, x1, y1, x2, y2)``.
             feats: L ``Tensor[B, C, H_l, W_l]``, all float32 or all float16.
+            roi_scale_factor: float32 attribute; 1 = no rescaling.
 
         Returns: ``Tensor[R, C, output_size[0], output_size[1]]`` of the features' type.
         """
@@ -101,7 +102,7 @@ class CpuOps:
         self._check(self.lib.dettool_cpu_multi_level_roi_align(
             dtype, _p(rois), rois.shape[0], ctypes.cast(levels, _ptr), ctypes.cast(heights, _ptr),
             ctypes.cast(widths, _ptr), ctypes.cast(strides, _ptr), num_levels, b, c, output_size[0],
-            output_size[1], sampling_ratio, finest_scale, int(aligned), _p(out)))
+            output_size[1], sampling_ratio, finest_scale, int(aligned), roi_scale_factor, _p(out)))
         return out
 
     def modulated_deform_conv(self, input: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor,

@@ -97,17 +97,31 @@ def map_roi_levels(rois: torch.Tensor, num_levels: int, finest_scale: int) -> to
     return torch.where(no_level, -1, levels)
 
 
+def rescale_rois(rois: torch.Tensor, scale_factor: float) -> torch.Tensor:
+    """MMDetection's ``roi_rescale``: each box scaled about its centre, in float32 (the factor is
+    rounded to float32 first, as the ONNX attribute is)."""
+    factor = float(torch.tensor(scale_factor, dtype=torch.float32))
+    cx = (rois[:, 1] + rois[:, 3]) * 0.5
+    cy = (rois[:, 2] + rois[:, 4]) * 0.5
+    new_w = (rois[:, 3] - rois[:, 1]) * factor
+    new_h = (rois[:, 4] - rois[:, 2]) * factor
+    return torch.stack((rois[:, 0], cx - new_w * 0.5, cy - new_h * 0.5, cx + new_w * 0.5, cy + new_h * 0.5), dim=-1)
+
+
 def reference_multi_level_roi_align(rois: torch.Tensor, feats: list[torch.Tensor], featmap_strides: list[int],
                                     output_size: tuple[int, int], sampling_ratio: int, finest_scale: int,
-                                    aligned: bool) -> torch.Tensor:
-    """DettoolMultiLevelRoIAlign: level mapping, then ``torchvision.ops.roi_align`` per level in
-    float32. RoIs of negative area, or whose batch index is outside ``(-1, B)``, give zeros
-    (torchvision would read out of bounds for the latter)."""
+                                    aligned: bool, roi_scale_factor: float = 1.0) -> torch.Tensor:
+    """DettoolMultiLevelRoIAlign: level mapping of the RoIs as given, their rescaling (unless
+    ``roi_scale_factor`` is 1), then ``torchvision.ops.roi_align`` per level in float32. RoIs of
+    negative area, or whose batch index is outside ``(-1, B)``, give zeros (torchvision would read
+    out of bounds for the latter)."""
     rois = rois.float()
     batch, channels = feats[0].shape[:2]
     out = torch.zeros((rois.shape[0], channels, *output_size), dtype=torch.float32, device=rois.device)
     valid = (rois[:, 0] > -1) & (rois[:, 0] < batch)
     levels = map_roi_levels(rois, len(feats), finest_scale)
+    if roi_scale_factor != 1.0:
+        rois = rescale_rois(rois, roi_scale_factor)
     for level, (feat, stride) in enumerate(zip(feats, featmap_strides)):
         inds = torch.nonzero((levels == level) & valid).flatten()
         if inds.numel():

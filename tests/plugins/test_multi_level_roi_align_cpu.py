@@ -9,7 +9,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dettool_op_references import map_roi_levels, reference_multi_level_roi_align
+from dettool_op_references import map_roi_levels, reference_multi_level_roi_align, rescale_rois
+
+from dettool.ops import multi_level_roi_align
 
 STRIDES = [4, 8, 16, 32]
 FP32 = dict(atol=1e-6, rtol=1e-5)
@@ -34,8 +36,8 @@ def random_rois(generator: torch.Generator, num: int, batch: int, image: tuple[i
 
 
 def run_both(cpu_ops, rois, feats, strides=STRIDES, output_size=(7, 7), sampling_ratio=0, finest_scale=56,
-             aligned=True):
-    args = (rois, feats, strides, output_size, sampling_ratio, finest_scale, aligned)
+             aligned=True, roi_scale_factor=1.0):
+    args = (rois, feats, strides, output_size, sampling_ratio, finest_scale, aligned, roi_scale_factor)
     return cpu_ops.multi_level_roi_align(*args), reference_multi_level_roi_align(*args)
 
 
@@ -138,3 +140,71 @@ def test_float16_features(cpu_ops, sampling_ratio):
     # float16 features are read into float32 and the result is rounded once.
     fp32 = cpu_ops.multi_level_roi_align(rois, [f.float() for f in feats], STRIDES, (7, 7), sampling_ratio, 56, True)
     assert torch.equal(got, fp32.half())
+
+
+# roi_scale_factor (Double-Head R-CNN): the level of the RoI as given, pooling of the rescaled RoI.
+
+@pytest.mark.parametrize("aligned", [True, False])
+@pytest.mark.parametrize("sampling_ratio", [0, 2])
+def test_roi_scale_factor_matches_the_reference_and_the_torch_op(cpu_ops, aligned, sampling_ratio):
+    g = torch.Generator().manual_seed(20)
+    image = (256, 320)
+    feats = pyramid(g, 2, 8, image)
+    rois = random_rois(g, 300, 2, image)
+    got, want = run_both(cpu_ops, rois, feats, sampling_ratio=sampling_ratio, aligned=aligned, roi_scale_factor=1.3)
+    torch.testing.assert_close(got, want, **FP32)
+    op = multi_level_roi_align(rois, feats, 7, 7, STRIDES, sampling_ratio, 56, aligned, 1.3)
+    torch.testing.assert_close(got, op, **FP32)
+    assert not torch.equal(got, cpu_ops.multi_level_roi_align(rois, feats, STRIDES, (7, 7), sampling_ratio, 56,
+                                                               aligned))
+
+
+def test_roi_scale_factor_1_is_version_1(cpu_ops):
+    g = torch.Generator().manual_seed(21)
+    feats = pyramid(g, 2, 4, (128, 160))
+    rois = random_rois(g, 100, 2, (128, 160))
+    v1 = cpu_ops.multi_level_roi_align(rois, feats, STRIDES, (7, 7), 2, 56, True)
+    assert torch.equal(cpu_ops.multi_level_roi_align(rois, feats, STRIDES, (7, 7), 2, 56, True, 1.0), v1)
+    torch.testing.assert_close(v1, reference_multi_level_roi_align(rois, feats, STRIDES, (7, 7), 2, 56, True), **FP32)
+
+
+def test_roi_scale_factor_on_borders_degenerate_rois_and_level_boundaries(cpu_ops):
+    """Rescaled RoIs that leave the image, zero-size, inverted and out-of-batch RoIs, and scales
+    just under a level boundary (their rescaled boxes would map one level up)."""
+    g = torch.Generator().manual_seed(22)
+    feats = pyramid(g, 2, 4, (128, 128))
+    rois = torch.tensor([
+        [0, 0, 0, 40, 30], [1, 100, 100, 128, 128], [0, -20, -20, 30, 30], [1, 0, 0, 128, 128],
+        [0, 10, 10, 10, 10], [1, 50, 20, 50, 60], [0, 30, 30, 10, 50], [1, 30, 30, 10, 10],
+        [2, 0, 0, 50, 50], [-1, 0, 0, 50, 50], [1.7, 0, 0, 50, 50],
+        [0, 8, 8, 119.9, 119.9], [1, 4, 4, 227.9, 227.9],
+    ], dtype=torch.float32)
+    assert map_roi_levels(rois[-2:], 4, 56).tolist() == [0, 1]
+    assert map_roi_levels(rescale_rois(rois[-2:], 1.3), 4, 56).tolist() == [1, 2]
+    for aligned in (True, False):
+        for sampling_ratio in (0, 1):
+            got, want = run_both(cpu_ops, rois, feats, sampling_ratio=sampling_ratio, aligned=aligned,
+                                 roi_scale_factor=1.3)
+            torch.testing.assert_close(got, want, **FP32)
+            assert (got[[6, 8, 9]] == 0).all()
+
+
+@pytest.mark.parametrize("sampling_ratio", [0, 2])
+def test_roi_scale_factor_float16_features(cpu_ops, sampling_ratio):
+    g = torch.Generator().manual_seed(23)
+    image = (256, 256)
+    feats = [f.half() for f in pyramid(g, 2, 8, image)]
+    rois = random_rois(g, 200, 2, image)
+    got, want = run_both(cpu_ops, rois, feats, sampling_ratio=sampling_ratio, roi_scale_factor=0.8)
+    assert got.dtype == torch.float16
+    torch.testing.assert_close(got, want, **FP16)
+    fp32 = cpu_ops.multi_level_roi_align(rois, [f.float() for f in feats], STRIDES, (7, 7), sampling_ratio, 56, True,
+                                         0.8)
+    assert torch.equal(got, fp32.half())
+
+
+@pytest.mark.parametrize("factor", [0.0, -1.3, float("nan"), float("inf")])
+def test_roi_scale_factor_must_be_positive_and_finite(cpu_ops, factor):
+    feats = pyramid(torch.Generator().manual_seed(24), 1, 2, (64, 64))
+    with pytest.raises(ValueError, match="roi_scale_factor"):
+        cpu_ops.multi_level_roi_align(torch.zeros(1, 5), feats, STRIDES, (7, 7), 0, 56, True, factor)

@@ -14,15 +14,18 @@ from dettool.runtime.ort_custom_ops import CONTRIB_DOMAIN, MAX_FEATURE_LEVELS, a
 STRIDES = [4, 8, 16]
 
 
-def roi_align_model(feat_type: int = TensorProto.FLOAT, num_levels: int = 3,
-                    value_info: bool = True) -> onnx.ModelProto:
-    """``rois [R, 5]`` and ``f0 .. f{L-1}`` -> Identity -> DettoolMultiLevelRoIAlign -> ``pooled``."""
+def roi_align_model(feat_type: int = TensorProto.FLOAT, num_levels: int = 3, value_info: bool = True,
+                    roi_scale_factor: float | None = None) -> onnx.ModelProto:
+    """``rois [R, 5]`` and ``f0 .. f{L-1}`` -> Identity -> DettoolMultiLevelRoIAlign -> ``pooled``
+    (``roi_scale_factor`` None: the node has no such attribute)."""
     feats = [f"f{i}" for i in range(num_levels)]
+    rescaling = {} if roi_scale_factor is None else {"roi_scale_factor": roi_scale_factor}
     nodes = [helper.make_node("Identity", ["rois"], ["rois_copy"]),
              helper.make_node("DettoolMultiLevelRoIAlign", ["rois_copy", *feats], ["pooled"], name="roi_align",
                               domain="dettool", output_height=7, output_width=5,
                               featmap_strides=[4 * 2 ** i for i in range(num_levels)], sampling_ratio=2,
-                              finest_scale=56, aligned=1, plugin_namespace="dettool", plugin_version="1")]
+                              finest_scale=56, aligned=1, plugin_namespace="dettool", plugin_version="1",
+                              **rescaling)]
     inputs = [helper.make_tensor_value_info("rois", TensorProto.FLOAT, ["R", 5])]
     inputs += [helper.make_tensor_value_info(f, feat_type, ["B", 4, f"H{i}", f"W{i}"]) for i, f in enumerate(feats)]
     infos = [helper.make_tensor_value_info("rois_copy", TensorProto.FLOAT, ["R", 5])] if value_info else []
@@ -53,9 +56,10 @@ def roi_align_feed(dtype=np.float32) -> dict[str, np.ndarray]:
     return {"rois": rois.numpy(), **feeds}
 
 
-def reference_roi_align(feed: dict[str, np.ndarray]) -> np.ndarray:
+def reference_roi_align(feed: dict[str, np.ndarray], roi_scale_factor: float = 1.0) -> np.ndarray:
     feats = [torch.from_numpy(feed[f"f{i}"]) for i in range(len(STRIDES))]
-    return multi_level_roi_align(torch.from_numpy(feed["rois"]), feats, 7, 5, STRIDES, 2, 56, True).numpy()
+    return multi_level_roi_align(torch.from_numpy(feed["rois"]), feats, 7, 5, STRIDES, 2, 56, True,
+                                 roi_scale_factor).numpy()
 
 
 def test_dettool_nodes_become_python_ops_and_the_model_is_not_changed() -> None:
@@ -67,6 +71,7 @@ def test_dettool_nodes_become_python_ops_and_the_model_is_not_changed() -> None:
     assert (node.domain, node.op_type) == (CONTRIB_DOMAIN, "DettoolMultiLevelRoIAlign_L3")
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     assert attrs["featmap_strides"] == b"4,8,16" and attrs["aligned"] == 1
+    assert attrs["roi_scale_factor"] == 1.0  # optional in the node, given to the Python op
     assert "plugin_namespace" not in attrs and "plugin_version" not in attrs
     assert {o.domain for o in adapted.opset_import} == {"", CONTRIB_DOMAIN}
 
@@ -95,6 +100,15 @@ def test_float16_features_are_cast_around_the_python_op() -> None:
     (pooled,) = make_session(model).run(None, feed)
     assert pooled.dtype == np.float16
     np.testing.assert_array_equal(pooled, reference_roi_align(feed))  # the reference also pools in float32
+
+
+@pytest.mark.parametrize("feat_type, dtype", [(TensorProto.FLOAT, np.float32), (TensorProto.FLOAT16, np.float16)])
+def test_roi_scale_factor(feat_type: int, dtype) -> None:
+    feed = roi_align_feed(dtype)
+    (pooled,) = make_session(roi_align_model(feat_type, roi_scale_factor=1.3)).run(None, feed)
+    want = reference_roi_align(feed, 1.3)
+    np.testing.assert_array_equal(pooled, want)
+    assert not np.array_equal(want, reference_roi_align(feed))
 
 
 def test_nms_takes_float16_boxes() -> None:

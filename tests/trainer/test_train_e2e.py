@@ -98,3 +98,39 @@ def test_fcos_quick_train(tiny_synth, tmp_path):
     assert (tmp_path / "iter_1.pth").is_file()
     assert (tmp_path / "last_checkpoint").read_text().strip() == "iter_1.pth"
     assert (tmp_path / "loss_curve.png").is_file()
+
+
+def test_resume_from_iter_checkpoint_continues_mid_epoch_exactly(tiny_synth, tmp_path):
+    """Killed in epoch 1 after ``iter_2.pth`` (batch 2 of 4), resumed: the same weights as a run
+    never stopped, because the resumed epoch starts at its third batch with the same data."""
+    import torch
+
+    from stop_hook import Killed
+
+    sets = ["train.max_epochs=2", "train.batch_size=4", "train.checkpoint_iter_interval=2", "train.eval_interval=0",
+            "train.keep_last=0"]
+    ref_dir, run_dir = tmp_path / "uninterrupted", tmp_path / "killed"
+    train(load_config(CONFIGS / "retinanet_r18_fpn_synth.yaml", tiny_overrides(tiny_synth, ref_dir, *sets)),
+          device="cpu")
+    assert sorted(p.name for p in ref_dir.glob("*.pth")) == ["epoch_1.pth", "epoch_2.pth", "iter_2.pth",
+                                                              "iter_6.pth"]
+    killed = load_config(CONFIGS / "retinanet_r18_fpn_synth.yaml", tiny_overrides(
+        tiny_synth, run_dir, *sets, "train.custom_hooks=[{type: 'stop_hook:StopBefore', args: {iteration: 3}}]"))
+    with pytest.raises(Killed):
+        train(killed, device="cpu")
+    assert (run_dir / "last_checkpoint").read_text().strip() == "iter_2.pth"
+    train(load_config(CONFIGS / "retinanet_r18_fpn_synth.yaml", tiny_overrides(tiny_synth, run_dir, *sets)),
+          resume="auto", device="cpu")
+    starts = [(r["epoch"], r["iter"]) for r in read_log(run_dir) if r["mode"] == "start"]
+    assert starts == [(0, 0), (0, 2)]
+    ref = torch.load(ref_dir / "epoch_2.pth", weights_only=True)["model"]
+    got = torch.load(run_dir / "epoch_2.pth", weights_only=True)["model"]
+    assert all(torch.equal(ref[k], got[k]) for k in ref)
+
+
+def test_keep_last_prunes_iter_and_epoch_checkpoints_together(tiny_synth, tmp_path):
+    sets = ["train.max_epochs=2", "train.batch_size=4", "train.checkpoint_iter_interval=1", "train.eval_interval=0",
+            "train.keep_last=2"]
+    train(load_config(CONFIGS / "retinanet_r18_fpn_synth.yaml", tiny_overrides(tiny_synth, tmp_path, *sets)),
+          device="cpu")
+    assert sorted(p.name for p in tmp_path.glob("*.pth")) == ["epoch_2.pth", "iter_7.pth"]

@@ -1,4 +1,4 @@
-"""Data configs -> datasets (generating the synthetic one on first use) and data loaders."""
+"""Data configs -> pipelines, datasets (generating the synthetic one on first use) and data loaders."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,11 +6,16 @@ from pathlib import Path
 import torch
 
 from dettool.config import schema as S
-from dettool.data.coco import CocoDetection, TransformSpec
+from dettool.config.schema import data as D
+from dettool.data.coco import CocoDetection
+from dettool.data.geometric import Expand, MinIoURandomCrop, RandomFlip, Resize
 from dettool.data.loader import Collate, EpochSampler
+from dettool.data.photometric import Normalize, PhotoMetricDistortion
+from dettool.data.pipeline import Pipeline, Transform
 from dettool.data.proposals import load_proposals
-from dettool.data.transforms import ScaleSpec
+from dettool.data.scale import ScaleSpec
 from dettool.errors import ConfigError, DataError
+from dettool.trainer.builder.table import Table
 
 
 def ensure_synthetic(cfg: S.DataConfig) -> None:
@@ -38,6 +43,51 @@ def has_masks(cfg: S.Config) -> bool:
     return isinstance(cfg.model, S.TwoStageConfig) and cfg.model.roi_head.mask_head is not None
 
 
+def _resize(cfg: D.ResizeConfig, d: D.DataConfig, scale: ScaleSpec) -> Resize:
+    return Resize(scale, keep_ratio=d.keep_ratio)
+
+
+def _random_flip(cfg: D.RandomFlipConfig, d: D.DataConfig, scale: ScaleSpec) -> RandomFlip:
+    return RandomFlip(d.flip_prob)
+
+
+def _photo_metric_distortion(cfg: D.PhotoMetricDistortionConfig, d: D.DataConfig,
+                             scale: ScaleSpec) -> PhotoMetricDistortion:
+    return PhotoMetricDistortion(brightness_delta=cfg.brightness_delta, contrast_range=cfg.contrast_range,
+                                 saturation_range=cfg.saturation_range, hue_delta=cfg.hue_delta)
+
+
+def _expand(cfg: D.ExpandConfig, d: D.DataConfig, scale: ScaleSpec) -> Expand:
+    return Expand(mean=d.mean, ratio_range=cfg.ratio_range, prob=cfg.prob)
+
+
+def _min_iou_random_crop(cfg: D.MinIoURandomCropConfig, d: D.DataConfig, scale: ScaleSpec) -> MinIoURandomCrop:
+    return MinIoURandomCrop(min_ious=cfg.min_ious, min_crop_size=cfg.min_crop_size,
+                            bbox_clip_border=cfg.bbox_clip_border)
+
+
+def _normalize(cfg: D.NormalizeConfig, d: D.DataConfig, scale: ScaleSpec) -> Normalize:
+    return Normalize(d.mean, d.std)
+
+
+# Per-sample steps. Pad is the batch step: build_dataloader's Collate pads to data.size_divisor.
+TRANSFORMS = Table("data pipeline step", {
+    D.ResizeConfig: _resize, D.RandomFlipConfig: _random_flip, D.PhotoMetricDistortionConfig: _photo_metric_distortion,
+    D.ExpandConfig: _expand, D.MinIoURandomCropConfig: _min_iou_random_crop, D.NormalizeConfig: _normalize})
+
+
+def build_pipeline(d: D.DataConfig, train: bool) -> Pipeline:
+    """The per-sample transforms of ``data.train_pipeline`` (``train``) or of the fixed test
+    pipeline (``TEST_PIPELINE``: Resize to ``data.test_scale``, Normalize), Pad left to batching."""
+    if train:
+        scale, steps, key = ScaleSpec.parse(d.train_scale, "data.train_scale"), d.train_pipeline, "data.train_pipeline"
+    else:
+        scale, steps, key = ScaleSpec.parse(d.test_scale, "data.test_scale"), D.TEST_PIPELINE, "test pipeline"
+    transforms: list[Transform] = [TRANSFORMS.build(step, d, scale, key=f"{key}[{i}]")
+                                   for i, step in enumerate(steps) if not isinstance(step, D.PadConfig)]
+    return Pipeline(transforms)
+
+
 def build_dataset(cfg: S.Config, split: str, augment: bool | None = None) -> CocoDetection:
     """``split`` is 'train' (augmented, empty images filtered, masks loaded for mask models) or
     'val'; ``augment=False`` reads the train split as a test set (no augmentation, no filtering)."""
@@ -45,17 +95,14 @@ def build_dataset(cfg: S.Config, split: str, augment: bool | None = None) -> Coc
     ensure_synthetic(d)
     sc = d.train if split == "train" else d.val
     augment = split == "train" if augment is None else augment
-    if augment:
-        spec = TransformSpec(ScaleSpec.parse(d.train_scale, "data.train_scale"), d.flip_prob, d.mean, d.std)
-    else:
-        spec = TransformSpec(ScaleSpec.parse(d.test_scale, "data.test_scale"), 0.0, d.mean, d.std)
+    pipeline = build_pipeline(d, train=augment)
     if not Path(sc.img_dir).is_dir():
         raise DataError(f"{sc.img_dir}: image folder not found (data.{split}.img_dir)")
     fast_rcnn = isinstance(cfg.model, S.TwoStageConfig) and cfg.model.rpn_head is None
     proposals = load_proposals(sc.proposals_file) if sc.proposals_file and fast_rcnn else None
     if fast_rcnn and proposals is None:
         raise ConfigError(f"data.{split}.proposals_file: required when model.rpn_head is null (Fast R-CNN)")
-    ds = CocoDetection(sc.ann_file, sc.img_dir, spec, filter_empty_gt=augment and d.filter_empty_gt,
+    ds = CocoDetection(sc.ann_file, sc.img_dir, pipeline, filter_empty_gt=augment and d.filter_empty_gt,
                        with_masks=augment and has_masks(cfg), proposals=proposals)
     if len(ds.cat_ids) != cfg.model.num_classes:
         raise ConfigError(f"model.num_classes: {cfg.model.num_classes} but {sc.ann_file} has {len(ds.cat_ids)} categories")

@@ -17,6 +17,11 @@ def build_optimizer(cfg: S.OptimizerConfig, model: nn.Module) -> torch.optim.Opt
         (no_decay if p.ndim <= 1 and not cfg.decay_norm_and_bias else decay).append(p)
     groups = [g for g in ({"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0})
               if g["params"]]
-    if cfg.type == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+    return OPTIMIZERS[cfg.type](groups, cfg)
+
+
+# ``train.optimizer.type`` -> the torch optimizer (the config's Literal admits exactly these keys).
+OPTIMIZERS = {
+    "sgd": lambda groups, c: torch.optim.SGD(groups, lr=c.lr, momentum=c.momentum),
+    "adamw": lambda groups, c: torch.optim.AdamW(groups, lr=c.lr, betas=c.betas),
+}

@@ -134,7 +134,7 @@ void testRoiLevels()
     int const numRois = static_cast<int>(rois.size() / 5);
     std::vector<float> out(static_cast<size_t>(numRois) * 2 * 2, -1.0F);
     CHECK(dettool_cpu_multi_level_roi_align(0, rois.data(), numRois, levels, heights, widths, strides, 4, 1, 1, 2, 2,
-              2, 56, 1, out.data())
+              2, 56, 1, 1.0F, out.data())
         == 0);
     for (int r = 0; r < 7; ++r)
     {
@@ -148,11 +148,54 @@ void testRoiLevels()
     CHECK(out[8 * 4 + 3] == 0.0F);
     CHECK(out[9 * 4] == 1.0F);
     CHECK(dettool_cpu_multi_level_roi_align(0, rois.data(), 0, levels, heights, widths, strides, 4, 1, 1, 2, 2, 2, 56,
-              1, out.data())
+              1, 1.0F, out.data())
         == 0);
     CHECK(dettool_cpu_multi_level_roi_align(0, rois.data(), 1, levels, heights, widths, strides, 9, 1, 1, 2, 2, 2, 56,
-              1, out.data())
+              1, 1.0F, out.data())
         == -1);
+}
+
+void testRoiScaleFactor()
+{
+    // Level l holds 1000 * l + x at column x, so a pooled value tells the level and the mean x of
+    // its samples (bilinear interpolation of a ramp is exact inside the map). Output 1 x 2 with one
+    // sample per bin (aligned): bin k samples x at x1' + (2k + 1) * w' / 4 in level pixels.
+    int32_t const heights[] = {64, 32, 16, 8};
+    int32_t const widths[] = {64, 32, 16, 8};
+    int32_t const strides[] = {4, 8, 16, 32};
+    std::vector<std::vector<float>> data(4);
+    void const* levels[4];
+    for (int l = 0; l < 4; ++l)
+    {
+        data[l].resize(static_cast<size_t>(heights[l] * widths[l]));
+        for (int y = 0; y < heights[l]; ++y)
+        {
+            for (int x = 0; x < widths[l]; ++x)
+            {
+                data[l][y * widths[l] + x] = 1000.0F * static_cast<float>(l) + static_cast<float>(x);
+            }
+        }
+        levels[l] = data[l].data();
+    }
+    // Scale 100 (level 0): x in [60, 160] -> [45, 175] at 1.3, i.e. [10.75, 43.25] on level 0.
+    // Scale 104 (level 0) rescaled to 135.2 (level 1 by itself): still pooled on level 0.
+    float const rois[] = {0.0F, 60.0F, 60.0F, 160.0F, 160.0F, 0.0F, 40.0F, 40.0F, 144.0F, 144.0F};
+    float out[2 * 2];
+    CHECK(dettool_cpu_multi_level_roi_align(0, rois, 2, levels, heights, widths, strides, 4, 1, 1, 1, 2, 1, 56, 1,
+              1.3F, out)
+        == 0);
+    CHECK(std::fabs(out[0] - 18.875F) < 1e-4F && std::fabs(out[1] - 35.125F) < 1e-4F);
+    CHECK(out[2] < 1000.0F && out[3] < 1000.0F);
+    CHECK(dettool_cpu_multi_level_roi_align(0, rois, 1, levels, heights, widths, strides, 4, 1, 1, 1, 2, 1, 56, 1,
+              1.0F, out)
+        == 0);
+    CHECK(std::fabs(out[0] - 20.75F) < 1e-4F && std::fabs(out[1] - 33.25F) < 1e-4F); // [14.5, 39.5]: not rescaled
+    for (float bad : {0.0F, -1.0F, NAN, INFINITY})
+    {
+        CHECK(dettool_cpu_multi_level_roi_align(0, rois, 1, levels, heights, widths, strides, 4, 1, 1, 1, 2, 1, 56, 1,
+                  bad, out)
+            == -1);
+    }
 }
 
 void testDeformConvWithoutOffsets()
@@ -218,6 +261,7 @@ int main()
     testHalfConversion();
     testNms();
     testRoiLevels();
+    testRoiScaleFactor();
     testDeformConvWithoutOffsets();
     if (gFailures == 0)
     {

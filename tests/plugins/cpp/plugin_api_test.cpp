@@ -20,6 +20,7 @@
 #include <NvInferVersion.h>
 #include "check.h"
 
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <deque>
@@ -371,6 +372,21 @@ bool sameFields(PluginFieldCollection const* a, PluginFieldCollection const* b)
     return true;
 }
 
+//! The float field `name` a plugin serializes (NaN when absent).
+float serializedFloat(PluginParts const& parts, char const* name)
+{
+    PluginFieldCollection const* fields = parts.runtime->getFieldsToSerialize();
+    for (int32_t i = 0; i < fields->nbFields; ++i)
+    {
+        PluginField const& field = fields->fields[i];
+        if (std::strcmp(field.name, name) == 0 && field.type == PluginFieldType::kFLOAT32 && field.length == 1)
+        {
+            return *static_cast<float const*>(field.data);
+        }
+    }
+    return NAN;
+}
+
 void checkCommon(IPluginCreatorV3One* creator, PluginParts const& parts, char const* name)
 {
     CHECK(parts.core && parts.build && parts.runtime);
@@ -493,10 +509,12 @@ void testMultiLevelRoiAlign()
     {
         return;
     }
-    CHECK(creator->getFieldNames()->nbFields == 6);
+    PluginFieldCollection const* names = creator->getFieldNames();
+    CHECK(names->nbFields == 7 && std::strcmp(names->fields[6].name, "roi_scale_factor") == 0
+        && names->fields[6].type == PluginFieldType::kFLOAT32);
     Fields f;
     f.ints("output_height", {7}).ints("output_width", {5}).ints("featmap_strides", {4, 8, 16, 32});
-    f.ints("sampling_ratio", {0}).ints("finest_scale", {56}).ints("aligned", {1});
+    f.ints("sampling_ratio", {0}).ints("finest_scale", {56}).ints("aligned", {1}).real("roi_scale_factor", 1.3F);
     f.text("plugin_namespace", "dettool").text("plugin_version", "1");
     PluginParts p = partsOf(creator->createPlugin("roi", f.collection(), TensorRTPhase::kBUILD));
     CHECK(p.plugin != nullptr);
@@ -505,6 +523,7 @@ void testMultiLevelRoiAlign()
         return;
     }
     checkCommon(creator, p, "DettoolMultiLevelRoIAlign");
+    CHECK(serializedFloat(p, "roi_scale_factor") == 1.3F);
     CHECK(p.build->getNbOutputs() == 1);
     DataType in[5] = {DataType::kFLOAT, DataType::kHALF, DataType::kHALF, DataType::kHALF, DataType::kHALF};
     DataType out[1];
@@ -564,6 +583,32 @@ void testMultiLevelRoiAlign()
     badAligned.ints("output_height", {7}).ints("output_width", {7}).ints("featmap_strides", {4});
     badAligned.ints("sampling_ratio", {0}).ints("finest_scale", {56}).ints("aligned", {2});
     CHECK(creator->createPlugin("roi", badAligned.collection(), TensorRTPhase::kBUILD) == nullptr);
+
+    // The fields of version 1 (no roi_scale_factor), as an engine serialized before the attribute
+    // holds them: the plugin is version 1's, factor 1.
+    Fields v1;
+    v1.ints("output_height", {7}).ints("output_width", {7}).ints("featmap_strides", {4, 8});
+    v1.ints("sampling_ratio", {2}).ints("finest_scale", {56}).ints("aligned", {1});
+    PluginParts old = partsOf(creator->createPlugin("roi", v1.collection(), TensorRTPhase::kRUNTIME));
+    CHECK(old.plugin != nullptr);
+    if (old.plugin)
+    {
+        checkCommon(creator, old, "DettoolMultiLevelRoIAlign");
+        CHECK(serializedFloat(old, "roi_scale_factor") == 1.0F);
+        delete old.plugin;
+    }
+    for (float bad : {0.0F, -1.3F, NAN, INFINITY})
+    {
+        Fields badFactor;
+        badFactor.ints("output_height", {7}).ints("output_width", {7}).ints("featmap_strides", {4});
+        badFactor.ints("sampling_ratio", {0}).ints("finest_scale", {56}).ints("aligned", {1});
+        badFactor.real("roi_scale_factor", bad);
+        CHECK(creator->createPlugin("roi", badFactor.collection(), TensorRTPhase::kBUILD) == nullptr);
+    }
+    Fields intFactor; // the factor is a float attribute
+    intFactor.ints("output_height", {7}).ints("output_width", {7}).ints("featmap_strides", {4});
+    intFactor.ints("sampling_ratio", {0}).ints("finest_scale", {56}).ints("aligned", {1}).ints("roi_scale_factor", {1});
+    CHECK(creator->createPlugin("roi", intFactor.collection(), TensorRTPhase::kBUILD) == nullptr);
 }
 
 void testModulatedDeformConv()

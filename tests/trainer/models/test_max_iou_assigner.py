@@ -18,8 +18,13 @@ CANDIDATES = torch.tensor([
 ])
 
 
+def assigner(**kwargs) -> MaxIoUAssigner:
+    """A ``MaxIoUAssigner`` with the rule-neutral settings (no crowd ignoring, all ties assigned)."""
+    return MaxIoUAssigner(**{"min_pos_iou": 0.0, "gt_max_assign_all": True, "ignore_iof_thr": -1.0, **kwargs})
+
+
 def test_thresholds_and_best_candidate_rule():
-    res = MaxIoUAssigner(pos_iou_thr=0.5, neg_iou_thr=0.4, min_pos_iou=0.3).assign(CANDIDATES, GT, GT_LABELS)
+    res = assigner(pos_iou_thr=0.5, neg_iou_thr=0.4, min_pos_iou=0.3).assign(CANDIDATES, GT, GT_LABELS)
     assert res.gt_inds.tolist() == [1, 1, -1, 0, 0, 2]
     assert res.labels.tolist() == [3, 3, -1, -1, -1, 7]
     torch.testing.assert_close(res.max_overlaps, torch.tensor([1.0, 0.5, 0.4, 0.25, 0.0, 1 / 3]))
@@ -28,7 +33,7 @@ def test_thresholds_and_best_candidate_rule():
 
 def test_min_pos_iou_blocks_weak_best_candidates():
     # gt 1's best IoU (1/3) is below min_pos_iou = 0.5: its candidate stays negative (IoU < neg_iou_thr).
-    res = MaxIoUAssigner(pos_iou_thr=0.5, neg_iou_thr=0.4, min_pos_iou=0.5).assign(CANDIDATES, GT, GT_LABELS)
+    res = assigner(pos_iou_thr=0.5, neg_iou_thr=0.4, min_pos_iou=0.5).assign(CANDIDATES, GT, GT_LABELS)
     assert res.gt_inds.tolist() == [1, 1, -1, 0, 0, 0]
     assert res.labels[5] == -1
 
@@ -37,7 +42,7 @@ def test_best_candidate_rule_promotes_an_ignored_candidate():
     # A third gt whose best candidate is 2 (IoU 0.8, below pos_iou_thr = 0.9, so ignored by the
     # thresholds): the per-gt rule still makes it positive for that gt.
     gt = torch.cat([GT, torch.tensor([[0.0, 5.0, 10.0, 25.0]])])  # IoU with cand 2: 200/250 = 0.8
-    res = MaxIoUAssigner(pos_iou_thr=0.9, neg_iou_thr=0.1, min_pos_iou=0.0).assign(
+    res = assigner(pos_iou_thr=0.9, neg_iou_thr=0.1, min_pos_iou=0.0).assign(
         CANDIDATES, gt, torch.tensor([3, 7, 5]))
     assert res.gt_inds[2] == 3 and res.labels[2] == 5
     assert res.gt_inds[5] == 2  # gt 1 keeps its best candidate (IoU 1/3 < pos_iou_thr)
@@ -47,7 +52,7 @@ def test_best_candidate_rule_promotes_an_ignored_candidate():
 def test_gt_max_assign_all_ties(assign_all, expected):
     gt = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
     cands = torch.tensor([[0.0, 0.0, 10.0, 30.0], [0.0, -20.0, 10.0, 10.0]])  # both IoU 1/3
-    res = MaxIoUAssigner(pos_iou_thr=0.5, neg_iou_thr=0.2, min_pos_iou=0.3,
+    res = assigner(pos_iou_thr=0.5, neg_iou_thr=0.2, min_pos_iou=0.3,
                          gt_max_assign_all=assign_all).assign(cands, gt, torch.tensor([0]))
     if expected is not None:
         assert res.gt_inds.tolist() == expected
@@ -59,14 +64,14 @@ def test_gt_max_assign_all_ties(assign_all, expected):
 def test_gt_overlapping_nothing_takes_no_candidates():
     # min_pos_iou = 0 must not hand every zero-IoU candidate to a gt that overlaps none of them
     far = torch.tensor([[500.0, 500.0, 510.0, 510.0]])
-    res = MaxIoUAssigner(pos_iou_thr=0.5, neg_iou_thr=0.4, min_pos_iou=0.0).assign(
+    res = assigner(pos_iou_thr=0.5, neg_iou_thr=0.4, min_pos_iou=0.0).assign(
         CANDIDATES, torch.cat([GT[:1], far]), torch.tensor([3, 7]))
     assert res.gt_inds.tolist() == [1, 1, -1, 0, 0, 0]
     assert (res.gt_inds != 2).all()
 
 
 def test_empty_gt_gives_all_negative():
-    res = MaxIoUAssigner(0.5, 0.4).assign(CANDIDATES, torch.zeros((0, 4)), torch.zeros((0,), dtype=torch.long))
+    res = assigner(pos_iou_thr=0.5, neg_iou_thr=0.4).assign(CANDIDATES, torch.zeros((0, 4)), torch.zeros((0,), dtype=torch.long))
     assert res.gt_inds.tolist() == [0] * len(CANDIDATES)
     assert res.labels.tolist() == [-1] * len(CANDIDATES)
     assert torch.equal(res.max_overlaps, torch.zeros(len(CANDIDATES)))
@@ -74,7 +79,7 @@ def test_empty_gt_gives_all_negative():
 
 
 def test_empty_candidates():
-    res = MaxIoUAssigner(0.5, 0.4).assign(torch.zeros((0, 4)), GT, GT_LABELS)
+    res = assigner(pos_iou_thr=0.5, neg_iou_thr=0.4).assign(torch.zeros((0, 4)), GT, GT_LABELS)
     assert res.gt_inds.numel() == 0 and res.labels.numel() == 0
 
 
@@ -90,16 +95,16 @@ def test_box_iof_hand_values():
 
 
 def test_ignore_iof_thr_ignores_candidates_in_crowd_boxes():
-    assigner = MaxIoUAssigner(0.5, 0.4, min_pos_iou=0.3, ignore_iof_thr=0.5)
-    res = assigner.assign(CROWD_CANDIDATES, GT, GT_LABELS, ignore_boxes=CROWD)
+    crowd_aware = assigner(pos_iou_thr=0.5, neg_iou_thr=0.4, min_pos_iou=0.3, ignore_iof_thr=0.5)
+    res = crowd_aware.assign(CROWD_CANDIDATES, GT, GT_LABELS, ignore_boxes=CROWD)
     assert res.gt_inds.tolist() == [1, 1, -1, 0, 0, 2, -1, 0]
     assert res.labels[6] == -1
 
 
 def test_ignore_iof_disabled_or_without_crowd_boxes():
-    disabled = MaxIoUAssigner(0.5, 0.4, min_pos_iou=0.3, ignore_iof_thr=-1.0)
+    disabled = assigner(pos_iou_thr=0.5, neg_iou_thr=0.4, min_pos_iou=0.3, ignore_iof_thr=-1.0)
     assert disabled.assign(CROWD_CANDIDATES, GT, GT_LABELS, ignore_boxes=CROWD).gt_inds[6:].tolist() == [0, 0]
-    enabled = MaxIoUAssigner(0.5, 0.4, min_pos_iou=0.3, ignore_iof_thr=0.5)
+    enabled = assigner(pos_iou_thr=0.5, neg_iou_thr=0.4, min_pos_iou=0.3, ignore_iof_thr=0.5)
     assert enabled.assign(CROWD_CANDIDATES, GT, GT_LABELS).gt_inds[6:].tolist() == [0, 0]
     assert enabled.assign(CROWD_CANDIDATES, GT, GT_LABELS,
                           ignore_boxes=torch.zeros((0, 4))).gt_inds[6:].tolist() == [0, 0]
@@ -109,6 +114,6 @@ def test_positive_candidate_inside_crowd_box_is_ignored():
     # A crowd region covering gt 0 (COCO: a person inside a crowd): MMDetection sets these
     # candidates' overlaps to -1 before assignment, so they are neither positive nor negative.
     crowd = torch.tensor([[-5.0, -5.0, 15.0, 45.0]])
-    res = MaxIoUAssigner(0.5, 0.4, min_pos_iou=0.3, ignore_iof_thr=0.5).assign(
+    res = assigner(pos_iou_thr=0.5, neg_iou_thr=0.4, min_pos_iou=0.3, ignore_iof_thr=0.5).assign(
         CANDIDATES, GT, GT_LABELS, ignore_boxes=crowd)
     assert res.gt_inds[:4].tolist() == [-1, -1, -1, -1]

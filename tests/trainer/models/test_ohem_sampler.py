@@ -29,7 +29,7 @@ def _top(inds: torch.Tensor, losses: torch.Tensor, k: int) -> set[int]:
 def test_ohem_keeps_the_hardest_positives_and_negatives():
     assign, losses = _case(num_pos=20, num_neg=60)
     losses[assign.gt_inds == -1] = 10.0  # ignored candidates are never sampled, however hard
-    res = OHEMSampler(num=32, pos_fraction=0.25).sample(assign, losses)
+    res = OHEMSampler(num=32, pos_fraction=0.25, neg_pos_ub=-1.0).sample(assign, losses)
     pos = (assign.gt_inds > 0).nonzero().squeeze(1)
     neg = (assign.gt_inds == 0).nonzero().squeeze(1)
     assert set(res.pos_inds.tolist()) == _top(pos, losses, 8)
@@ -39,14 +39,14 @@ def test_ohem_keeps_the_hardest_positives_and_negatives():
 
 def test_ohem_counts_follow_random_sampler():
     assign, losses = _case(num_pos=3, num_neg=60)
-    res = OHEMSampler(num=32, pos_fraction=0.5).sample(assign, losses)
+    res = OHEMSampler(num=32, pos_fraction=0.5, neg_pos_ub=-1.0).sample(assign, losses)
     assert res.pos_inds.numel() == 3 and res.neg_inds.numel() == 29
     res = OHEMSampler(num=32, pos_fraction=0.5, neg_pos_ub=2.0).sample(assign, losses)
     assert res.neg_inds.numel() == 6
     neg = (assign.gt_inds == 0).nonzero().squeeze(1)
     assert set(res.neg_inds.tolist()) == _top(neg, losses, 6)
     assign, losses = _case(num_pos=0, num_neg=5)
-    res = OHEMSampler(num=32).sample(assign, losses)
+    res = OHEMSampler(num=32, pos_fraction=0.25, neg_pos_ub=-1.0).sample(assign, losses)
     assert res.pos_inds.numel() == 0 and res.neg_inds.numel() == 5
-    res = OHEMSampler(num=32).sample(_assign([]), torch.zeros(0))
+    res = OHEMSampler(num=32, pos_fraction=0.25, neg_pos_ub=-1.0).sample(_assign([]), torch.zeros(0))
     assert res.pos_inds.numel() == 0 and res.neg_inds.numel() == 0

@@ -91,13 +91,13 @@ def test_one_gt_both_losses_positive():
 
 
 def test_box_loss_uses_smooth_l1_beta_one_ninth():
-    head = _rpn(sampler=RandomSampler(256, 0.5, generator=torch.Generator().manual_seed(0)))
+    head = _rpn(sampler=RandomSampler(num=256, pos_fraction=0.5, neg_pos_ub=-1.0, generator=torch.Generator().manual_seed(0)))
     raw = head(_feats())
     loss = head.loss(raw, _one_gt_targets(), [META, META])["loss_rpn_bbox"]
     # the same loss with beta 1/9 swapped in explicitly, same sampling draws
-    ref = _rpn(sampler=RandomSampler(256, 0.5, generator=torch.Generator().manual_seed(0)),
+    ref = _rpn(sampler=RandomSampler(num=256, pos_fraction=0.5, neg_pos_ub=-1.0, generator=torch.Generator().manual_seed(0)),
                loss_bbox=SmoothL1Loss(beta=1 / 9, weight=1.0))
-    other = _rpn(sampler=RandomSampler(256, 0.5, generator=torch.Generator().manual_seed(0)),
+    other = _rpn(sampler=RandomSampler(num=256, pos_fraction=0.5, neg_pos_ub=-1.0, generator=torch.Generator().manual_seed(0)),
                  loss_bbox=SmoothL1Loss(beta=1.0, weight=1.0))
     assert loss.item() == pytest.approx(ref.loss(raw, _one_gt_targets(), [META, META])["loss_rpn_bbox"].item())
     assert loss.item() != pytest.approx(other.loss(raw, _one_gt_targets(), [META, META])["loss_rpn_bbox"].item())
@@ -113,7 +113,7 @@ def test_objectness_loss_on_labels_matches_bce():
 
 
 def test_neg_pos_ub_caps_sampled_negatives():
-    head = _rpn(sampler=RandomSampler(256, 0.5, neg_pos_ub=2.0))
+    head = _rpn(sampler=RandomSampler(num=256, pos_fraction=0.5, neg_pos_ub=2.0))
     sizes = [(8, 8), (4, 4)]
     anchors = torch.cat(head.anchor_generator.grid_anchors(sizes))
     valid = torch.cat(head.anchor_generator.valid_flags(sizes, META["pad_shape"], META["img_shape"]))

@@ -44,8 +44,8 @@ class MaxIoUAssigner:
         ignore_iof_thr: IoF threshold against crowd boxes; <= 0 disables.
     """
 
-    def __init__(self, pos_iou_thr: float, neg_iou_thr: float, min_pos_iou: float = 0.0,
-                 gt_max_assign_all: bool = True, ignore_iof_thr: float = -1.0) -> None:
+    def __init__(self, *, pos_iou_thr: float, neg_iou_thr: float, min_pos_iou: float, gt_max_assign_all: bool,
+                 ignore_iof_thr: float) -> None:
         self.pos_iou_thr = pos_iou_thr
         self.neg_iou_thr = neg_iou_thr
         self.min_pos_iou = min_pos_iou

@@ -23,7 +23,7 @@ class OHEMSampler:
         neg_pos_ub: upper bound of negatives per positive; negative disables the cap.
     """
 
-    def __init__(self, num: int = 512, pos_fraction: float = 0.25, neg_pos_ub: float = -1.0) -> None:
+    def __init__(self, *, num: int, pos_fraction: float, neg_pos_ub: float) -> None:
         self.num = num
         self.pos_fraction = pos_fraction
         self.neg_pos_ub = neg_pos_ub

@@ -38,7 +38,7 @@ class RandomSampler:
         generator: optional ``torch.Generator`` for reproducible draws.
     """
 
-    def __init__(self, num: int, pos_fraction: float, neg_pos_ub: float = -1.0,
+    def __init__(self, *, num: int, pos_fraction: float, neg_pos_ub: float,
                  generator: torch.Generator | None = None) -> None:
         self.num = num
         self.pos_fraction = pos_fraction

@@ -1,0 +1,121 @@
+"""Pixel-value transforms, named as MMDetection's: PhotoMetricDistortion and Normalize.
+
+They change pixel values only (never geometry, boxes or masks). ``rgb_to_hsv`` / ``hsv_to_rgb``
+are OpenCV's float conversions written in NumPy (OpenCV is not a dependency).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from dettool.data.sample import Sample
+from dettool.data.transforms import to_normalized_tensor
+
+# hsv_to_rgb: per hue sector, which of (v, t, p, q) goes to R, G and B.
+_SECTOR_CHANNELS = np.array([[0, 1, 2], [3, 0, 2], [2, 0, 1], [2, 3, 0], [1, 2, 0], [0, 2, 3]])
+
+
+def rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
+    """float32 RGB ``[..., 3]`` with values in [0, 255] -> HSV ``[..., 3]`` as OpenCV's
+    ``COLOR_RGB2HSV`` on float images: H in degrees [0, 360), S in [0, 1], V = max(R, G, B)."""
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    v = rgb.max(axis=-1)
+    chroma = v - rgb.min(axis=-1)
+    s = chroma / np.where(v > 0, v, 1)
+    safe = np.where(chroma > 0, chroma, 1)
+    h = np.where(v == r, 60 * (g - b) / safe, np.where(v == g, 120 + 60 * (b - r) / safe, 240 + 60 * (r - g) / safe))
+    h = np.where(chroma > 0, h, 0)
+    h = np.where(h < 0, h + 360, h)
+    return np.stack([h, s, v], axis=-1).astype(np.float32, copy=False)
+
+
+def hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
+    """Inverse of ``rgb_to_hsv`` (OpenCV's ``COLOR_HSV2RGB`` on float images): H in degrees
+    (taken modulo 360), S in [0, 1], V in [0, 255] -> float32 RGB ``[..., 3]`` in [0, V]."""
+    h, s, v = hsv[..., 0], hsv[..., 1], hsv[..., 2]
+    h6 = np.mod(h / 60, 6)
+    sector = np.minimum(np.floor(h6), 5)  # rounding can make h6 exactly 6
+    f = h6 - sector
+    p = v * (1 - s)
+    q = v * (1 - s * f)
+    t = v * (1 - s * (1 - f))
+    candidates = np.stack([v, t, p, q], axis=-1)
+    channels = _SECTOR_CHANNELS[sector.astype(np.intp)]
+    return np.take_along_axis(candidates, channels, axis=-1).astype(np.float32, copy=False)
+
+
+class PhotoMetricDistortion:
+    """Random brightness, contrast, saturation, hue and channel order (MMDetection's
+    ``PhotoMetricDistortion``, in its order, each step on a fair coin).
+
+    1. brightness: add ``U(-brightness_delta, brightness_delta)``;
+    2. contrast, when drawn to come first: multiply by ``U(*contrast_range)``;
+    3. in HSV: saturation times ``U(*saturation_range)`` (clipped to [0, 1]), hue plus
+       ``U(-hue_delta, hue_delta)`` degrees (wrapped);
+    4. contrast, when drawn to come last;
+    5. a random permutation of the channels.
+
+    The image becomes float32 ``[H, W, 3]``. MMDetection lets values leave [0, 255] (and feeds
+    negative ones to the HSV conversion); dettool clips to [0, 255] after the brightness and
+    contrast steps, as a camera would saturate, so every value stays a valid pixel. Draws, always
+    and in this order: the contrast position and five coins, then the brightness delta, contrast
+    factor, saturation factor, hue shift and the channel permutation.
+
+    Args:
+        brightness_delta: largest brightness shift, in pixel values.
+        contrast_range: ``(low, high)`` contrast factors.
+        saturation_range: ``(low, high)`` saturation factors.
+        hue_delta: largest hue shift, in degrees.
+    """
+
+    def __init__(self, *, brightness_delta: float, contrast_range: tuple[float, float],
+                 saturation_range: tuple[float, float], hue_delta: float) -> None:
+        self.brightness_delta = brightness_delta
+        self.contrast_range = contrast_range
+        self.saturation_range = saturation_range
+        self.hue_delta = hue_delta
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        contrast_first, brightness, contrast, saturation, hue, swap = (bool(c) for c in rng.integers(2, size=6))
+        delta = rng.uniform(-self.brightness_delta, self.brightness_delta)
+        alpha = rng.uniform(*self.contrast_range)
+        saturation_factor = rng.uniform(*self.saturation_range)
+        hue_shift = rng.uniform(-self.hue_delta, self.hue_delta)
+        order = rng.permutation(3)
+
+        img = sample.img.astype(np.float32)
+        if brightness:
+            img = np.clip(img + np.float32(delta), 0, 255)
+        if contrast and contrast_first:
+            img = np.clip(img * np.float32(alpha), 0, 255)
+        if saturation or hue:  # the HSV round trip alone changes nothing (up to rounding): skip it
+            hsv = rgb_to_hsv(img)
+            if saturation:
+                hsv[..., 1] = np.clip(hsv[..., 1] * np.float32(saturation_factor), 0, 1)
+            if hue:
+                hsv[..., 0] = np.mod(hsv[..., 0] + np.float32(hue_shift), 360)
+            img = hsv_to_rgb(hsv)
+        if contrast and not contrast_first:
+            img = np.clip(img * np.float32(alpha), 0, 255)
+        if swap:
+            img = img[..., order]
+        sample.img = img
+        return sample
+
+
+class Normalize:
+    """``(pixel - mean) / std`` per RGB channel, and the image becomes float32 ``Tensor[3, H, W]``
+    (MMDetection's ``Normalize`` with ``to_rgb``: dettool decodes RGB). Draws nothing.
+
+    Args:
+        mean, std: per channel, RGB (``data.mean``, ``data.std``).
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.mean = tuple(mean)
+        self.std = tuple(std)
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        sample.img = to_normalized_tensor(sample.img, self.mean, self.std)
+        return sample
