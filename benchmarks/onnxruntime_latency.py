@@ -23,12 +23,12 @@ import torch
 
 from dettool.config import load_config
 from dettool.exporters.torch2onnx import export_onnx
+from dettool.io import atomic_save
 from dettool.runtime.eval_engine import preload_batches
 from dettool.runtime.latency import measure_latency
 from dettool.runtime.onnxruntime_backend import OnnxRuntimeBackend
 from dettool.runtime.torch_backend import TorchBackend
 from dettool.trainer import builder
-from dettool.io import atomic_save
 
 CONFIGS = {"retinanet": "configs/retinanet_r18_fpn_synth.yaml", "faster_rcnn": "configs/faster_rcnn_r18_fpn_synth.yaml"}
 

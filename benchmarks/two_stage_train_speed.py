@@ -18,11 +18,10 @@ from torchvision.models import resnet50
 from torchvision.models.detection import FasterRCNN, MaskRCNN
 from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 from torchvision.ops import FrozenBatchNorm2d
+from train_speed import compare, random_targets, sgd_step
 
 from dettool.config import load_config
 from dettool.trainer.builder import build_model
-
-from train_speed import compare, random_targets, sgd_step
 
 
 def main() -> None:

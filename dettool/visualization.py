@@ -40,19 +40,33 @@ def plot_training_log(log_path: str | Path, out_path: str | Path) -> Path | None
     for k in keys:
         pts = [(r["iter"], r[k]) for r in train if k in r]
         ax.plot(*zip(*pts), label=k, linewidth=1.5 if k == "loss" else 1.0)
-    ax.set_xlabel("iteration"); ax.set_ylabel("loss"); ax.set_yscale("log"); ax.legend(); ax.grid(alpha=0.3)
+    _style(ax, xlabel="iteration", ylabel="loss", yscale="log")
     if val:
         ax = axes[0, 1]
         for k in ("bbox_AP", "bbox_AP50", "bbox_AP75", "segm_AP", "AR@100", "AR@1000"):
             pts = [(r["epoch"], r[k]) for r in val if k in r]
             if pts:
                 ax.plot(*zip(*pts), marker="o", label=k)
-        ax.set_xlabel("epoch"); ax.set_ylabel("val"); ax.set_ylim(0, 1); ax.legend(); ax.grid(alpha=0.3)
+        _style(ax, xlabel="epoch", ylabel="val", ylim=(0, 1))
     fig.tight_layout()
     out_path = Path(out_path)
     fig.savefig(out_path, dpi=100)
     plt.close(fig)
     return out_path
+
+
+def _style(ax, *, title: str = "", legend_size: float | None = None, **props) -> None:
+    """Axis labels, scales and limits (``set_<name>`` for each keyword), a legend and a light grid."""
+    if title:
+        ax.set_title(title)
+    for name, value in props.items():
+        setter = getattr(ax, f"set_{name}")
+        if isinstance(value, tuple):
+            setter(*value)
+        else:
+            setter(value)
+    ax.legend(fontsize=legend_size)
+    ax.grid(alpha=0.3)
 
 
 def plot_pr_curves(precision: np.ndarray, names: list[str], out_path: str | Path) -> Path:
@@ -64,8 +78,7 @@ def plot_pr_curves(precision: np.ndarray, names: list[str], out_path: str | Path
         for k, name in enumerate(names):
             p = precision[t, :, k, 0, -1]
             ax.plot(recall, np.where(p < 0, np.nan, p), label=name)
-        ax.set_title(title); ax.set_xlabel("recall"); ax.set_ylabel("precision")
-        ax.set_xlim(0, 1); ax.set_ylim(0, 1.02); ax.grid(alpha=0.3); ax.legend(fontsize=8)
+        _style(ax, title=title, xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), legend_size=8)
     fig.tight_layout()
     out_path = Path(out_path)
     fig.savefig(out_path, dpi=100)

@@ -25,9 +25,9 @@ from dettool.runtime.latency import measure_latency
 from dettool.runtime.metadata import DeployMetadata
 from dettool.runtime.parity import OutputDiff
 from dettool.runtime.report import format_report, write_report
-from dettool.visualization import draw_results
 from dettool.runtime.torch_backend import TorchBackend
 from dettool.trainer import builder
+from dettool.visualization import draw_results
 
 RPN_METRICS = ("AR@100", "AR@300", "AR@1000")
 LATENCY_BATCHES = 4  # distinct preloaded batches per timed batch size (cycled)

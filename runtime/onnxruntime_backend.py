@@ -18,9 +18,8 @@ import torch
 
 from dettool.errors import BackendError, DataError, DettoolError
 from dettool.runtime.backend import Backend
-from dettool.structures.detections import DetOutputs, image_shapes_tensor, outputs_to_detections
 from dettool.runtime.metadata import METADATA_KEY, DeployMetadata, sidecar_path
-from dettool.structures.detections import Detections
+from dettool.structures.detections import Detections, DetOutputs, image_shapes_tensor, outputs_to_detections
 
 INPUT_NAMES = ("images", "image_shapes")
 REQUIRED_OUTPUTS = ("num_dets", "boxes", "scores", "labels")

@@ -13,10 +13,9 @@ import torch
 
 from dettool.errors import BackendError
 from dettool.runtime.backend import Backend
-from dettool.structures.detections import DetOutputs, image_shapes_tensor, outputs_to_detections
 from dettool.runtime.engine_file import check_compatible, read_engine
 from dettool.runtime.tensorrt_env import tensorrt_env
-from dettool.structures.detections import Detections
+from dettool.structures.detections import Detections, DetOutputs, image_shapes_tensor, outputs_to_detections
 
 
 def torch_dtype(trt, dtype) -> torch.dtype:

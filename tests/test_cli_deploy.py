@@ -14,9 +14,9 @@ from pathlib import Path
 import onnx
 import pytest
 import torch
+from detector_helpers import run_cli
 from onnx import TensorProto, helper
 
-from detector_helpers import run_cli
 from dettool.config import load_config
 from dettool.runtime import tensorrt_installed
 from dettool.trainer import builder

@@ -71,6 +71,9 @@ class Runner:
         total = self.max_epochs * len(self.train_loader)
         return min(total, self.max_iters) if self.max_iters else total
 
+    def _iters_reached(self) -> bool:
+        return bool(self.max_iters) and self.iter >= self.max_iters
+
     def call_hook(self, stage: str) -> None:
         assert stage in STAGES, stage
         for hook in self.hooks:
@@ -102,7 +105,7 @@ class Runner:
         self.call_hook("before_run")
         if resume is not None:
             self.resume(*resume)  # after before_run: hooks have created the scaler and schedule
-        while self.epoch < self.max_epochs and not self.should_stop and not (self.max_iters and self.iter >= self.max_iters):
+        while self.epoch < self.max_epochs and not self.should_stop and not self._iters_reached():
             # After a mid-epoch resume the sampler starts at the next batch: data order and
             # augmentation depend on (seed, epoch, index) only, so the rest of the epoch is as it was.
             skip, self.resume_batches = self.resume_batches, 0
@@ -116,12 +119,12 @@ class Runner:
                 self.outputs = self.run_iter(batch)
                 self.call_hook("after_train_iter")
                 self.iter += 1
-                if self.max_iters and self.iter >= self.max_iters:
+                if self._iters_reached():
                     break
             else:
                 self.epoch_completed = True
             self.call_hook("after_train_epoch")
-            last = self.epoch + 1 >= self.max_epochs or (self.max_iters and self.iter >= self.max_iters)
+            last = self.epoch + 1 >= self.max_epochs or self._iters_reached()
             if self.evaluate_fn and ((self.epoch + 1) % self.eval_interval == 0 or last):
                 self.validate()
             if self.epoch_completed:

@@ -122,8 +122,10 @@ def _train(cfg: Config, info: DistInfo, resume: str | None) -> dict:
     optimizer = builder.build_optimizer(cfg.train.optimizer, model)
     meta = {"dettool_version": dettool.__version__, "class_names": train_set.class_names,
             "cat_ids": list(train_set.cat_ids), "config": config_dict(cfg)}
-    runner = Runner(model, train_model, optimizer, loader, builder.build_hooks(cfg.train), work_dir, cfg.train.max_epochs,
-                    cfg.train.max_iters, evaluate, cfg.train.eval_interval, info.device, info.rank, info.world_size, meta,
+    runner = Runner(model=model, train_model=train_model, optimizer=optimizer, train_loader=loader,
+                    hooks=builder.build_hooks(cfg.train), work_dir=work_dir, max_epochs=cfg.train.max_epochs,
+                    max_iters=cfg.train.max_iters, evaluate=evaluate, eval_interval=cfg.train.eval_interval,
+                    device=info.device, rank=info.rank, world_size=info.world_size, meta=meta,
                     channels_last=cfg.train.channels_last)
     runner.train(resume=(ckpt, str(ckpt_path)) if ckpt else None)
     metrics = runner.val_metrics

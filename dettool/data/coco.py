@@ -192,7 +192,7 @@ class CocoDetection(torch.utils.data.Dataset):
         img = load_image(self.img_dir / info["file_name"])
         ori_w, ori_h = img.size
         boxes, labels, ignore = self.annotations(image_id)
-        sample = Sample(img=np.asarray(img), boxes=boxes, labels=labels, ignore_boxes=ignore,
+        sample = Sample(img=img, boxes=boxes, labels=labels, ignore_boxes=ignore,
                         masks=self.instance_masks(image_id, ori_h, ori_w) if self.with_masks else None,
                         proposals=self._proposals(image_id) if self.proposals is not None else None)
         sample = self.pipeline(sample, np.random.default_rng([seed, index]))

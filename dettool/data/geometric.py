@@ -16,7 +16,7 @@ from torchvision.ops import box_iou
 from dettool.data.masks import resize_masks
 from dettool.data.sample import Sample
 from dettool.data.scale import ScaleSpec, rescale_size
-from dettool.data.transforms import hflip_boxes, resize_image, scale_boxes
+from dettool.data.transforms import hflip_boxes, hflip_image, resize_image
 from dettool.structures.boxes import clip_boxes
 
 
@@ -49,7 +49,8 @@ class Resize:
             new_w, new_h = self.scale.exact_size()
         sx, sy = new_w / w, new_h / h
         sample.img = resize_image(sample.img, new_w, new_h)
-        sample.map_boxes(lambda b: scale_boxes(b, sx, sy))
+        factors = torch.tensor([sx, sy, sx, sy], dtype=torch.float32)
+        sample.map_boxes(lambda b: b * factors)
         if sample.masks is not None:
             sample.masks = resize_masks(sample.masks, new_h, new_w)
         sample.scale_factor = (sample.scale_factor[0] * sx, sample.scale_factor[1] * sy)
@@ -69,7 +70,7 @@ class RandomFlip:
         if not (self.prob > 0 and rng.random() < self.prob):
             return sample
         width = sample.img_shape[1]
-        sample.img = sample.img[:, ::-1]
+        sample.img = hflip_image(sample.img)
         sample.map_boxes(lambda b: hflip_boxes(b, width))
         if sample.masks is not None:
             sample.masks = sample.masks.flip(-1)
@@ -108,8 +109,9 @@ class Expand:
         h, w = sample.img_shape
         left = int(rng.uniform(0, w * ratio - w))
         top = int(rng.uniform(0, h * ratio - h))
-        canvas = np.full((int(h * ratio), int(w * ratio), 3), self.mean, dtype=sample.img.dtype)
-        canvas[top:top + h, left:left + w] = sample.img
+        img = np.asarray(sample.img)
+        canvas = np.full((int(h * ratio), int(w * ratio), 3), self.mean, dtype=img.dtype)
+        canvas[top:top + h, left:left + w] = img
         sample.img = canvas
         shift = torch.tensor([left, top, left, top], dtype=torch.float32)
         sample.map_boxes(lambda b: b + shift)
@@ -208,7 +210,7 @@ class MinIoURandomCrop:
             p = sample.proposals
             keep = centres_inside(p[:, :4], patch)
             sample.proposals = torch.cat([kept(p[:, :4], keep), p[keep, 4:]], dim=1)
-        sample.img = sample.img[y1:y2, x1:x2]
+        sample.img = np.asarray(sample.img)[y1:y2, x1:x2]
 
 
 def centres_inside(boxes: torch.Tensor, patch: tuple[int, int, int, int]) -> torch.Tensor:

@@ -84,7 +84,7 @@ class PhotoMetricDistortion:
         hue_shift = rng.uniform(-self.hue_delta, self.hue_delta)
         order = rng.permutation(3)
 
-        img = sample.img.astype(np.float32)
+        img = np.array(sample.img, dtype=np.float32)
         if brightness:
             img = np.clip(img + np.float32(delta), 0, 255)
         if contrast and contrast_first:

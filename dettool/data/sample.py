@@ -6,6 +6,9 @@ from typing import Callable
 
 import numpy as np
 import torch
+from PIL import Image
+
+from dettool.data.transforms import image_shape
 
 
 @dataclass
@@ -17,8 +20,9 @@ class Sample:
     and masks with them.
 
     Attributes:
-        img: RGB ``np.ndarray [H, W, 3]``, uint8 as decoded or float32 after a photometric
-            transform; ``Normalize`` turns it into float32 ``Tensor[3, H, W]``.
+        img: the RGB image: the decoded PIL image, or ``np.ndarray [H, W, 3]`` once a transform
+            needed an array (uint8, or float32 after ``PhotoMetricDistortion``); ``Normalize``
+            turns it into float32 ``Tensor[3, H, W]``.
         boxes: float32 ``Tensor[N, 4]`` xyxy, the training targets.
         labels: int64 ``Tensor[N]``, one per box.
         ignore_boxes: float32 ``Tensor[M, 4]`` xyxy crowd regions.
@@ -31,7 +35,7 @@ class Sample:
         flip: whether the image is mirrored horizontally.
     """
 
-    img: np.ndarray | torch.Tensor
+    img: Image.Image | np.ndarray | torch.Tensor
     boxes: torch.Tensor
     labels: torch.Tensor
     ignore_boxes: torch.Tensor
@@ -45,7 +49,7 @@ class Sample:
         """``(h, w)`` of the image as it is now."""
         if isinstance(self.img, torch.Tensor):
             return int(self.img.shape[1]), int(self.img.shape[2])
-        return int(self.img.shape[0]), int(self.img.shape[1])
+        return image_shape(self.img)
 
     def map_boxes(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
         """Replace ``boxes``, ``ignore_boxes`` and the proposals' coordinates by ``fn`` of them

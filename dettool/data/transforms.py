@@ -1,7 +1,9 @@
 """Image and box helpers the pipeline's transforms share: resize, flip, normalise, batch padding.
 
-Images are RGB ``np.ndarray [H, W, 3]`` (uint8 as decoded, float32 after a photometric step);
-boxes are ``Tensor[N, 4]`` xyxy pixels. The scale notation lives in ``dettool.data.scale``.
+An image is RGB: the decoded PIL image, or ``np.ndarray [H, W, 3]`` once a transform needed its
+pixels as an array (uint8, or float32 after a photometric step); the helpers keep the kind they
+are given (PIL as long as possible: converting costs a copy each way). Boxes are ``Tensor[N, 4]``
+xyxy pixels. The scale notation lives in ``dettool.data.scale``.
 """
 from __future__ import annotations
 
@@ -11,17 +13,25 @@ from PIL import Image
 
 from dettool.data.scale import ScaleSpec, rescale_size  # re-exported: the exporters import them from here
 
-__all__ = ["ScaleSpec", "hflip_boxes", "pad_batch", "rescale_size", "resize_image", "scale_boxes",
+__all__ = ["ScaleSpec", "hflip_boxes", "hflip_image", "image_shape", "pad_batch", "rescale_size", "resize_image",
            "to_normalized_tensor"]
 
 
-def resize_image(img: np.ndarray, new_w: int, new_h: int) -> np.ndarray:
-    """Bilinear resize (PIL's, antialiased when shrinking) of a uint8 or float32 ``[H, W, 3]`` image.
+def image_shape(img: Image.Image | np.ndarray) -> tuple[int, int]:
+    """``(h, w)`` of a PIL image or an ``[H, W, 3]`` array."""
+    if isinstance(img, Image.Image):
+        return img.height, img.width
+    return int(img.shape[0]), int(img.shape[1])
 
-    A float32 image is resized channel by channel in PIL's 32-bit float mode (no rounding).
-    """
-    if img.shape[:2] == (new_h, new_w):
+
+def resize_image(img: Image.Image | np.ndarray, new_w: int, new_h: int) -> Image.Image | np.ndarray:
+    """Bilinear resize (PIL's, antialiased when shrinking) of a PIL image or a uint8 / float32
+    ``[H, W, 3]`` array, returned as the same kind. A float32 image is resized channel by channel
+    in PIL's 32-bit float mode (no rounding)."""
+    if image_shape(img) == (new_h, new_w):
         return img
+    if isinstance(img, Image.Image):
+        return img.resize((new_w, new_h), Image.BILINEAR)
     if img.dtype == np.uint8:
         return np.asarray(Image.fromarray(img).resize((new_w, new_h), Image.BILINEAR))
     channels = [np.asarray(Image.fromarray(np.ascontiguousarray(img[..., c], dtype=np.float32))
@@ -29,11 +39,15 @@ def resize_image(img: np.ndarray, new_w: int, new_h: int) -> np.ndarray:
     return np.stack(channels, axis=-1)
 
 
-def scale_boxes(boxes: torch.Tensor, sx: float, sy: float) -> torch.Tensor:
-    """``Tensor[N, 4]`` xyxy boxes times (sx, sy, sx, sy)."""
-    if not boxes.numel():
-        return boxes
-    return boxes * torch.tensor([sx, sy, sx, sy], dtype=boxes.dtype)
+def hflip_image(img: Image.Image | np.ndarray) -> Image.Image | np.ndarray:
+    """Mirror a PIL image or an ``[H, W, C]`` array left-right (a new image of the same kind).
+
+    An array is flipped by torch: NumPy copies a reversed ``[H, W, 3]`` view about 30 times slower.
+    """
+    if isinstance(img, Image.Image):
+        return img.transpose(Image.FLIP_LEFT_RIGHT)
+    src = img if img.flags.writeable else img.copy()  # torch wants a writable array; a plain copy is cheap
+    return torch.from_numpy(src).flip(1).numpy()
 
 
 def hflip_boxes(boxes: torch.Tensor, width: int) -> torch.Tensor:
@@ -46,10 +60,10 @@ def hflip_boxes(boxes: torch.Tensor, width: int) -> torch.Tensor:
     return flipped
 
 
-def to_normalized_tensor(img: np.ndarray | Image.Image, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
-    """RGB ``[H, W, 3]`` (uint8 or float32, or a PIL image) -> ``Tensor[3, H, W]`` float32,
+def to_normalized_tensor(img: Image.Image | np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """RGB image (PIL, or uint8 / float32 ``[H, W, 3]``) -> ``Tensor[3, H, W]`` float32,
     ``(pixel - mean) / std`` per channel (RGB order)."""
-    arr = np.array(img, order="C")  # a copy: the decoded image is read-only, a flipped one strided
+    arr = np.array(img, order="C")  # a copy: a decoded image is read-only, a cropped one strided
     t = torch.from_numpy(arr).permute(2, 0, 1).float()
     m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
     s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)

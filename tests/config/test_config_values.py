@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from detector_helpers import run_cli
 
 from dettool.config import load_config
 from dettool.config import schema as S
 from dettool.errors import ConfigError
-from detector_helpers import run_cli
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"

@@ -8,8 +8,14 @@ import torch
 
 from dettool.data.coco import load_coco
 from dettool.errors import DataError
-from dettool.evaluation.coco_eval import (SEGM_METRICS, coco_bbox_metrics, coco_segm_metrics, encode_masks,
-                                          format_table, inference)
+from dettool.evaluation.coco_eval import (
+    SEGM_METRICS,
+    coco_bbox_metrics,
+    coco_segm_metrics,
+    encode_masks,
+    format_table,
+    inference,
+)
 from dettool.structures.detections import Detections
 
 

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from detector_helpers import CONFIGS, random_detector, tiny_sets
+
 from dettool.config import load_config
 from dettool.errors import ExportError
 from dettool.exporters.deploy.detector import build_deploy_model

@@ -7,18 +7,15 @@ loaded 2-core CPU whatever the model size, so the tests that need these files ar
 """
 from __future__ import annotations
 
-import contextlib
-import io
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
-
-from dettool.config import load_config
 from detector_helpers import run_cli
 from runtime_helpers import MASK_RCNN, random_detector, tiny_sets
+
+from dettool.config import load_config
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import onnx
 import pytest
 import torch
 from onnx import TensorProto, helper
+from runtime_helpers import FASTER_RCNN, MASK_RCNN, random_detector, tiny_sets
 
 from dettool.config import load_config
 from dettool.errors import BackendError, CheckpointError
@@ -20,7 +21,6 @@ from dettool.runtime.metadata import DeployMetadata, Postprocess, Preprocess, si
 from dettool.runtime.onnxruntime_backend import OnnxRuntimeBackend, read_deploy_metadata, select_providers
 from dettool.runtime.torch_backend import TorchBackend
 from dettool.trainer import builder
-from runtime_helpers import FASTER_RCNN, MASK_RCNN, random_detector, tiny_sets
 
 HAS_TENSORRT = tensorrt_installed()
 

@@ -14,17 +14,22 @@ from pathlib import Path
 import pytest
 import torch
 from pycocotools import mask as mask_utils
+from runtime_helpers import FASTER_RCNN, MASK_RCNN, tiny_sets
 
 from dettool.config import load_config
 from dettool.errors import BackendError
 from dettool.evaluation.coco_eval import encode_masks
-from dettool.runtime.eval_engine import (Tolerances, check_engine_matches_config, default_report_path,
-                                         evaluate_engine, parity_checks)
+from dettool.runtime.eval_engine import (
+    Tolerances,
+    check_engine_matches_config,
+    default_report_path,
+    evaluate_engine,
+    parity_checks,
+)
 from dettool.runtime.metadata import DeployMetadata, Postprocess, Preprocess
 from dettool.runtime.report import format_report, write_report
 from dettool.runtime.torch_backend import TorchBackend
 from dettool.trainer import builder
-from runtime_helpers import FASTER_RCNN, MASK_RCNN, tiny_sets
 
 
 def metadata_of(cfg, **changes) -> DeployMetadata:

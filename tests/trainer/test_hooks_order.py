@@ -13,8 +13,15 @@ from dettool.config.schema import HookConfig
 from dettool.data.loader import EpochSampler
 from dettool.errors import ConfigError, TrainingDiverged
 from dettool.trainer.builder import build_hooks, import_hook
-from dettool.trainer.hooks import (STAGES, CheckpointHook, Hook, LoggerHook, LrScheduleHook, MixedPrecisionHook,
-                                   OptimizerHook)
+from dettool.trainer.hooks import (
+    STAGES,
+    CheckpointHook,
+    Hook,
+    LoggerHook,
+    LrScheduleHook,
+    MixedPrecisionHook,
+    OptimizerHook,
+)
 from dettool.trainer.runner import LossWrapper, Runner
 
 HERE = Path(__file__).resolve().parent

@@ -104,7 +104,6 @@ def test_resume_from_iter_checkpoint_continues_mid_epoch_exactly(tiny_synth, tmp
     """Killed in epoch 1 after ``iter_2.pth`` (batch 2 of 4), resumed: the same weights as a run
     never stopped, because the resumed epoch starts at its third batch with the same data."""
     import torch
-
     from stop_hook import Killed
 
     sets = ["train.max_epochs=2", "train.batch_size=4", "train.checkpoint_iter_interval=2", "train.eval_interval=0",

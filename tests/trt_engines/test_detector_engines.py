@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 trt = pytest.importorskip("tensorrt", reason="TensorRT is not installed")
 if not hasattr(trt, "Builder"):  # a folder named tensorrt on sys.path, not the library
@@ -21,6 +20,7 @@ if not hasattr(trt, "Builder"):  # a folder named tensorrt on sys.path, not the 
     pytest.skip("TensorRT is not installed", allow_module_level=True)
 
 from detector_helpers import CONFIGS, random_detector, tiny_sets  # noqa: E402
+
 from dettool.config import load_config  # noqa: E402
 from dettool.exporters.onnx2trt import ShapeProfile, build_engine  # noqa: E402
 from dettool.exporters.torch2onnx import export_onnx  # noqa: E402

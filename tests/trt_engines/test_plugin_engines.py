@@ -16,10 +16,19 @@ if not hasattr(trt, "Builder"):  # a folder named tensorrt on sys.path, not the 
     sys.modules.pop("tensorrt", None)
     pytest.skip("TensorRT is not installed", allow_module_level=True)
 
-from dettool_op_references import (reference_batched_nms, reference_modulated_deform_conv,  # noqa: E402
-                                   reference_multi_level_roi_align)
-from dettool_trt_engine import (batched_nms_graph, build_engine, deserialize_engine,  # noqa: E402
-                                modulated_deform_conv_graph, multi_level_roi_align_graph, run_engine)
+from dettool_op_references import (  # noqa: E402
+    reference_batched_nms,
+    reference_modulated_deform_conv,
+    reference_multi_level_roi_align,
+)
+from dettool_trt_engine import (  # noqa: E402
+    batched_nms_graph,
+    build_engine,
+    deserialize_engine,
+    modulated_deform_conv_graph,
+    multi_level_roi_align_graph,
+    run_engine,
+)
 
 pytestmark = [pytest.mark.tensorrt, pytest.mark.gpu]
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import onnx
 import torch
-
 from dettool_trt_engine import batched_nms_graph, modulated_deform_conv_graph, multi_level_roi_align_graph
 
 SPEC_ATTRIBUTES = {

@@ -10,8 +10,15 @@ import importlib
 
 from dettool.config import schema as S
 from dettool.errors import ConfigError
-from dettool.trainer.hooks import (BUILTIN_HOOKS, CheckpointHook, Hook, LoggerHook, LrScheduleHook,
-                                   MixedPrecisionHook, OptimizerHook)
+from dettool.trainer.hooks import (
+    BUILTIN_HOOKS,
+    CheckpointHook,
+    Hook,
+    LoggerHook,
+    LrScheduleHook,
+    MixedPrecisionHook,
+    OptimizerHook,
+)
 
 # Where each always-present built-in hook is configured, for the duplicate-hook message.
 _CONFIGURED_BY = {"lr_schedule": "train.lr", "optimizer": "train.optimizer",

@@ -15,22 +15,53 @@ from dataclasses import dataclass, field
 from dettool.config.schema.backbones import BackboneConfig, DCNPluginConfig, PluginConfig, ResNetConfig
 from dettool.config.schema.common import Invalid, Range, Section
 from dettool.config.schema.data import DataConfig, SplitConfig, SynthConfig
-from dettool.config.schema.dense_heads import (DenseHeadConfig, FCOSHeadConfig, ProposalConfig, RetinaHeadConfig,
-                                               RPNHeadConfig)
+from dettool.config.schema.dense_heads import (
+    DenseHeadConfig,
+    FCOSHeadConfig,
+    ProposalConfig,
+    RetinaHeadConfig,
+    RPNHeadConfig,
+)
 from dettool.config.schema.detectors import ModelConfig, RPNConfig, SingleStageConfig, TwoStageConfig
-from dettool.config.schema.losses import (BCELossConfig, BoxLossConfig, ClsLossConfig, CrossEntropyLossConfig,
-                                          FocalLossConfig, GHMCLossConfig, GHMRLossConfig, GIoULossConfig,
-                                          IoULossConfig, L1LossConfig, SmoothL1LossConfig)
+from dettool.config.schema.losses import (
+    BCELossConfig,
+    BoxLossConfig,
+    ClsLossConfig,
+    CrossEntropyLossConfig,
+    FocalLossConfig,
+    GHMCLossConfig,
+    GHMRLossConfig,
+    GIoULossConfig,
+    IoULossConfig,
+    L1LossConfig,
+    SmoothL1LossConfig,
+)
 from dettool.config.schema.necks import FPNConfig, NeckConfig, NeckSpec
-from dettool.config.schema.roi_heads import (BBoxHeadConfig, CascadeRoIHeadConfig, CascadeStageConfig,
-                                             ConvFCBBoxHeadConfig, DoubleConvFCBBoxHeadConfig,
-                                             DoubleHeadRoIHeadConfig, MaskHeadConfig, RoIExtractorConfig,
-                                             RoIHeadConfig, StandardRoIHeadConfig)
-from dettool.config.schema.task_modules import (AnchorConfig, AssignerConfig, CoderConfig, DeltaCoderConfig,
-                                                DenseSamplerConfig, MaxIoUAssignerConfig, OHEMSamplerConfig,
-                                                PseudoSamplerConfig, RandomSamplerConfig, RoISamplerConfig)
-from dettool.config.schema.training import (DeployConfig, HookConfig, LrConfig, OptimizerConfig, TestConfig,
-                                            TrainConfig)
+from dettool.config.schema.roi_heads import (
+    BBoxHeadConfig,
+    CascadeRoIHeadConfig,
+    CascadeStageConfig,
+    ConvFCBBoxHeadConfig,
+    DoubleConvFCBBoxHeadConfig,
+    DoubleHeadRoIHeadConfig,
+    MaskHeadConfig,
+    RoIExtractorConfig,
+    RoIHeadConfig,
+    StandardRoIHeadConfig,
+)
+from dettool.config.schema.task_modules import (
+    AnchorConfig,
+    AssignerConfig,
+    CoderConfig,
+    DeltaCoderConfig,
+    DenseSamplerConfig,
+    MaxIoUAssignerConfig,
+    OHEMSamplerConfig,
+    PseudoSamplerConfig,
+    RandomSamplerConfig,
+    RoISamplerConfig,
+)
+from dettool.config.schema.training import DeployConfig, HookConfig, LrConfig, OptimizerConfig, TestConfig, TrainConfig
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Literal, Optional, Union
 
-from dettool.config.schema.common import NonNegInt, PosInt, Range, Section, require
+from dettool.config.schema.common import PosInt, Range, Section, require
 
 Stages = tuple[bool, bool, bool, bool]
 NO_STAGES: Stages = (False, False, False, False)

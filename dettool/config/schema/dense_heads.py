@@ -5,11 +5,25 @@ from dataclasses import dataclass, field
 from typing import Annotated, Literal, Union
 
 from dettool.config.schema.common import Fraction, NonNegFloat, NonNegInt, PosFloat, PosInt, Range, Section, require
-from dettool.config.schema.losses import (BCELossConfig, BoxLossConfig, ClsLossConfig, FocalLossConfig,
-                                          IoULossConfig, L1LossConfig, SmoothL1LossConfig)
-from dettool.config.schema.task_modules import (AnchorConfig, AssignerConfig, CoderConfig, DeltaCoderConfig,
-                                                DenseSamplerConfig, MaxIoUAssignerConfig, PseudoSamplerConfig,
-                                                RandomSamplerConfig)
+from dettool.config.schema.losses import (
+    BCELossConfig,
+    BoxLossConfig,
+    ClsLossConfig,
+    FocalLossConfig,
+    IoULossConfig,
+    L1LossConfig,
+    SmoothL1LossConfig,
+)
+from dettool.config.schema.task_modules import (
+    AnchorConfig,
+    AssignerConfig,
+    CoderConfig,
+    DeltaCoderConfig,
+    DenseSamplerConfig,
+    MaxIoUAssignerConfig,
+    PseudoSamplerConfig,
+    RandomSamplerConfig,
+)
 
 AllowedBorder = Annotated[int, Range(min=-1)]  # -1 = anchors may cross the border by any amount
 

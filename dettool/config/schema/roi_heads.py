@@ -6,8 +6,12 @@ from typing import Literal, Optional, Union
 
 from dettool.config.schema.common import NonNegFloat, NonNegInt, PosFloat, PosInt, Section, require
 from dettool.config.schema.losses import BoxLossConfig, CrossEntropyLossConfig, SmoothL1LossConfig
-from dettool.config.schema.task_modules import (AssignerConfig, MaxIoUAssignerConfig, RandomSamplerConfig,
-                                                RoISamplerConfig)
+from dettool.config.schema.task_modules import (
+    AssignerConfig,
+    MaxIoUAssignerConfig,
+    RandomSamplerConfig,
+    RoISamplerConfig,
+)
 
 Stds = tuple[PosFloat, PosFloat, PosFloat, PosFloat]
 

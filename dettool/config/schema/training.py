@@ -4,8 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Optional
 
-from dettool.config.schema.common import (Fraction, NonNegFloat, NonNegInt, PosFloat, PosInt, Range, Section,
-                                          require)
+from dettool.config.schema.common import Fraction, NonNegFloat, NonNegInt, PosFloat, PosInt, Range, Section, require
 
 
 @dataclass(frozen=True)

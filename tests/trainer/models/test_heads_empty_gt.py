@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from dettool.config import schema as S
+from dettool.structures.detections import Detections
 from dettool.trainer.builder.dense_heads import build_dense_head
 from dettool.trainer.models.dense_heads.fcos_head import FCOSHead
 from dettool.trainer.models.dense_heads.retina_head import RetinaHead
-from dettool.structures.detections import Detections
 
 NUM_CLASSES = 3
 IN_CHANNELS = 8

@@ -9,8 +9,12 @@ from torchvision.models.resnet import ResNet as TVResNet
 
 from dettool.errors import CheckpointError
 from dettool.trainer.models.backbones.norm import norm_layer
-from dettool.trainer.models.backbones.stage_plugins import (PluginBasicBlock, PluginBottleneck, StagePlugin,
-                                                            apply_plugins)
+from dettool.trainer.models.backbones.stage_plugins import (
+    PluginBasicBlock,
+    PluginBottleneck,
+    StagePlugin,
+    apply_plugins,
+)
 
 ARCH = {18: (PluginBasicBlock, (2, 2, 2, 2)), 34: (PluginBasicBlock, (3, 4, 6, 3)),
         50: (PluginBottleneck, (3, 4, 6, 3)), 101: (PluginBottleneck, (3, 4, 23, 3))}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dettool.structures.detections import DetOutputs, Detections, image_shapes_tensor, outputs_to_detections
+from dettool.structures.detections import Detections, DetOutputs, image_shapes_tensor, outputs_to_detections
 
 
 def conv_tower(in_channels: int, feat_channels: int, num_convs: int, norm: str) -> nn.Sequential:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dettool.structures.detections import DetOutputs, Detections, image_shapes_tensor, outputs_to_detections
+from dettool.structures.detections import Detections, DetOutputs, image_shapes_tensor, outputs_to_detections
 from dettool.trainer.models.dense_heads.base_dense_head import BaseDenseHead
 
 

@@ -16,25 +16,34 @@ from torchvision.models.resnet import Bottleneck
 
 from dettool.trainer.models.roi_heads.bbox_head import BBoxHead
 
+NORMS: dict[str, Callable[[int], nn.Module]] = {"bn": nn.BatchNorm2d, "gn": lambda c: nn.GroupNorm(32, c)}
 
-def _norm(kind: str) -> Callable[[int], nn.Module]:
-    if kind == "bn":
-        return nn.BatchNorm2d
-    if kind == "gn":
-        return lambda channels: nn.GroupNorm(32, channels)
-    raise ValueError(f"DoubleConvFCBBoxHead norm must be 'bn' or 'gn', got {kind!r}")
+
+class ConvNorm(nn.Module):
+    """Conv (no bias), norm, optional ReLU; the norm is named ``bn`` or ``gn`` as mmcv's
+    ``ConvModule`` names it, so MMDetection's state dicts map onto it key for key."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, norm: str, relu: bool) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False)
+        self.norm_name = norm
+        self.add_module(norm, NORMS[norm](out_channels))
+        self.relu = nn.ReLU(inplace=True) if relu else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(getattr(self, self.norm_name)(self.conv(x)))
 
 
 class BasicResBlock(nn.Module):
-    """``relu(norm(conv1x1(relu(norm(conv3x3(x))))) + norm(conv1x1(x)))``: widens ``in_channels``
-    to ``out_channels`` (MMDetection's ``BasicResBlock``; its first conv is 3x3, the second 1x1)."""
+    """``relu(conv2(conv1(x)) + conv_identity(x))``, widening ``in_channels`` to ``out_channels``
+    (MMDetection's ``BasicResBlock``: ``conv1`` 3x3 + norm + ReLU, ``conv2`` and the identity
+    branch 1x1 + norm)."""
 
-    def __init__(self, in_channels: int, out_channels: int, norm: Callable[[int], nn.Module]) -> None:
+    def __init__(self, in_channels: int, out_channels: int, norm: str) -> None:
         super().__init__()
-        self.conv1 = nn.Sequential(nn.Conv2d(in_channels, in_channels, 3, padding=1, bias=False), norm(in_channels),
-                                   nn.ReLU(inplace=True))
-        self.conv2 = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, bias=False), norm(out_channels))
-        self.conv_identity = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, bias=False), norm(out_channels))
+        self.conv1 = ConvNorm(in_channels, in_channels, 3, norm, relu=True)
+        self.conv2 = ConvNorm(in_channels, out_channels, 1, norm, relu=False)
+        self.conv_identity = ConvNorm(in_channels, out_channels, 1, norm, relu=False)
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -61,11 +70,12 @@ class DoubleConvFCBBoxHead(BBoxHead):
     def __init__(self, *, in_channels: int, roi_feat_size: int, num_convs: int, num_fcs: int, conv_out_channels: int,
                  fc_out_channels: int, norm: str, **kwargs) -> None:
         super().__init__(**kwargs)
-        norm_layer = _norm(norm)
+        if norm not in NORMS:
+            raise ValueError(f"DoubleConvFCBBoxHead norm must be one of {sorted(NORMS)}, got {norm!r}")
         self.in_channels, self.roi_feat_size = in_channels, roi_feat_size
-        self.res_block = BasicResBlock(in_channels, conv_out_channels, norm_layer)
-        self.conv_branch = nn.Sequential(*(Bottleneck(conv_out_channels, conv_out_channels // 4, norm_layer=norm_layer)
-                                           for _ in range(num_convs)))
+        self.res_block = BasicResBlock(in_channels, conv_out_channels, norm)
+        self.conv_branch = nn.Sequential(*(Bottleneck(conv_out_channels, conv_out_channels // 4,
+                                                      norm_layer=NORMS[norm]) for _ in range(num_convs)))
         self.avg_pool = nn.AdaptiveAvgPool2d(1)
         self.fc_reg = nn.Linear(conv_out_channels, self.reg_out_channels)
         dims = [in_channels * roi_feat_size * roi_feat_size] + [fc_out_channels] * num_fcs

@@ -1,0 +1,59 @@
+"""MMDetection itself as the reference some tests compare dettool with (skipped where it is absent).
+
+``pip install mmdet==3.3.0 mmengine==0.10.7 mmcv-lite==2.1.0`` installs MMDetection's model code
+without mmcv's compiled ops (``mmcv._ext``). :func:`import_mmdet` puts a stand-in module there
+before the first import: ``nms`` and ``roi_align_forward`` computed by torchvision.ops (what
+inference needs); any other compiled op raises if called. Nothing here is part of dettool.
+"""
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import sys
+import types
+
+import pytest
+import torch
+import torchvision
+
+
+class _CompiledOpsStandIn(types.ModuleType):
+    """``mmcv._ext`` with the few ops the tests use, on torchvision.ops."""
+
+    def __init__(self) -> None:
+        super().__init__("mmcv._ext")
+        self.__spec__ = importlib.machinery.ModuleSpec("mmcv._ext", loader=None)
+
+    @staticmethod
+    def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, offset: int = 0) -> torch.Tensor:
+        if offset != 0:
+            raise NotImplementedError("mmcv._ext stand-in: nms with offset != 0")
+        return torchvision.ops.nms(boxes, scores, iou_threshold)
+
+    @staticmethod
+    def roi_align_forward(input, rois, output, argmax_y, argmax_x, aligned_height, aligned_width, spatial_scale,
+                          sampling_ratio, pool_mode, aligned) -> None:
+        if pool_mode != 1:
+            raise NotImplementedError("mmcv._ext stand-in: roi_align max pooling")
+        output.copy_(torchvision.ops.roi_align(input, rois, (aligned_height, aligned_width), spatial_scale,
+                                               sampling_ratio, aligned))
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+
+        def missing(*args, **kwargs):
+            raise NotImplementedError(f"mmcv._ext stand-in has no {name}")
+
+        return missing
+
+
+def import_mmdet():
+    """``mmdet`` with the compiled-ops stand-in in place; the test is skipped without MMDetection."""
+    if importlib.util.find_spec("mmdet") is None:
+        pytest.skip("MMDetection is not installed (pip install mmdet==3.3.0 mmengine==0.10.7 mmcv-lite==2.1.0)")
+    sys.modules.setdefault("mmcv._ext", _CompiledOpsStandIn())
+    import mmdet
+    import mmdet.models  # noqa: F401  (registers the model classes)
+
+    return mmdet
