@@ -1,12 +1,15 @@
 """Kill-and-resume check: SIGKILL a training run mid-way, resume it, compare with an uninterrupted run.
 
 Runs ``dettool train CFG`` twice into separate work dirs, side by side (or compares with a finished
-``--reference`` run): A uninterrupted; B killed
-with SIGKILL as soon as its checkpoint of epoch ``--kill-after`` is on disk (so the kill lands
-mid-epoch), then resumed with ``--resume``. Prints both final bbox APs and their difference and
-writes ``OUT/kill_resume.json``. Exit status 1 when |AP_A - AP_B| > ``--tol``.
+``--reference`` run): A uninterrupted; B killed with SIGKILL ``--kill-delay`` seconds after the
+checkpoint ``--kill-after`` is on disk (``epoch_N.pth``, or ``iter_N.pth`` written inside an epoch
+with ``--set train.checkpoint_iter_interval=K``), so the kill lands mid-epoch, then resumed with
+``--resume``. Prints both final bbox APs and their difference and writes ``OUT/kill_resume.json``.
+Exit status 1 when |AP_A - AP_B| > ``--tol``.
 
     python tools/kill_resume.py configs/retinanet_r18_fpn_synth.yaml --out work_dirs/kill_resume --kill-after 4
+    python tools/kill_resume.py configs/retinanet_r18_fpn_synth.yaml --out work_dirs/kill_resume_iter \
+        --kill-after iter_560 --set train.checkpoint_iter_interval=80
 """
 from __future__ import annotations
 
@@ -31,7 +34,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("config")
     ap.add_argument("--out", required=True, help="folder for the two work dirs and the JSON result")
-    ap.add_argument("--kill-after", type=int, default=4, help="kill B once epoch_N.pth exists")
+    ap.add_argument("--kill-after", default="4",
+                    help="kill B once this checkpoint exists: N for epoch_N.pth, or iter_N for iter_N.pth "
+                         "(with --set train.checkpoint_iter_interval=K; the resume then starts mid-epoch)")
     ap.add_argument("--kill-delay", type=float, default=20.0, help="seconds to wait after that checkpoint (mid-epoch)")
     ap.add_argument("--tol", type=float, default=0.01)
     ap.add_argument("--threads", type=int, default=0,
@@ -49,8 +54,10 @@ def main() -> int:
     logs = {name: open(out / f"{name}.log", "w") for name in ("a", "b1", "b2")}
     proc_a = None if args.reference else subprocess.Popen(dettool_cmd(args.config, a_dir, args.sets), env=env,
                                                           stdout=logs["a"], stderr=subprocess.STDOUT)
-    proc_b = subprocess.Popen(dettool_cmd(args.config, b_dir, args.sets), env=env, stdout=logs["b1"], stderr=subprocess.STDOUT)
-    marker = b_dir / f"epoch_{args.kill_after}.pth"
+    proc_b = subprocess.Popen(dettool_cmd(args.config, b_dir, args.sets), env=env, stdout=logs["b1"],
+                              stderr=subprocess.STDOUT)
+    marker = b_dir / (f"{args.kill_after}.pth" if args.kill_after.startswith("iter_") else
+                      f"epoch_{int(args.kill_after)}.pth")
     while not marker.exists():
         if proc_b.poll() is not None:
             print(f"run B ended before {marker} appeared (status {proc_b.returncode})", file=sys.stderr)

@@ -195,6 +195,9 @@ def _build_union(tp: Any, value: Any, source: str, prefix: str, base: Any) -> An
         return None
     options = [a for a in args if a is not type(None)]
     classes = [_strip(a) for a in options if dataclasses.is_dataclass(_strip(a))]
+    tagged = [c for c in classes if "type" in typing.get_type_hints(c)]
+    if tagged and isinstance(value, str) and value in {str(_tag(c)) for c in tagged}:
+        value = {"type": value}  # a bare type name: that type with its defaults (``- Resize``)
     if classes and isinstance(value, dict):
         if len(classes) == 1 and "type" not in typing.get_type_hints(classes[0]):
             return _build_dataclass(classes[0], value, source, prefix, base)

@@ -74,7 +74,8 @@ def _check_annotation_file(path: Path) -> dict:
         if ann.get("image_id") not in image_ids:
             raise DataError(f"{path}: annotations[{i}] (id {ann.get('id')}): unknown image_id {ann.get('image_id')!r}")
         if ann.get("category_id") not in cat_ids:
-            raise DataError(f"{path}: annotations[{i}] (id {ann.get('id')}): unknown category_id {ann.get('category_id')!r}")
+            raise DataError(f"{path}: annotations[{i}] (id {ann.get('id')}): "
+                            f"unknown category_id {ann.get('category_id')!r}")
         if "id" not in ann:
             ann["id"] = i + 1  # pycocotools indexes annotations by id
     return data

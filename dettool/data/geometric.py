@@ -87,7 +87,7 @@ class Expand:
     NumPy casts, so a uint8 image gets the mean rounded down), and paste the image with its
     top-left corner at ``(int(U(0, w * ratio - w)), int(U(0, h * ratio - h)))``. Boxes, crowd
     boxes and proposals shift by that offset; masks are pasted into zero canvases. The scale is
-    unchanged (``scale_factor`` stays). Draws: apply?, ratio, left, top (all four only if applied).
+    unchanged (``scale_factor`` stays). Draws whether to apply, then (if so) ratio, left, top.
 
     Args:
         mean: the fill colour, RGB (``data.mean``).
@@ -127,16 +127,20 @@ class MinIoURandomCrop:
     ``MinIoURandomCrop``, SSD's sampler).
 
     Each attempt draws a mode uniformly from ``("no crop", *min_ious, 0)``: "no crop" returns the
-    sample as it is; otherwise, with ``min_iou`` the mode, up to 50 tries draw a patch
-    ``new_w ~ U(min_crop_size * w, w)``, ``new_h ~ U(min_crop_size * h, h)`` (rejected unless
-    ``0.5 <= new_h / new_w <= 2``), ``left ~ U(0, w - new_w)``, ``top ~ U(0, h - new_h)``, truncated
-    to integers (rejected if empty). A patch is taken when its IoU with every box (targets and
+    sample as it is; otherwise, with ``min_iou`` the mode, 50 tries draw a patch
+    ``new_w ~ U(min_crop_size * w, w)``, ``new_h ~ U(min_crop_size * h, h)``,
+    ``left ~ U(0, w - new_w)``, ``top ~ U(0, h - new_h)``, truncated to integers. A try qualifies
+    when ``0.5 <= new_h / new_w <= 2``, the patch is not empty, its IoU with every box (targets and
     crowd regions together, as MMDetection 3 keeps crowd boxes among its ``gt_bboxes``) is at
-    least ``min_iou`` and at least one box has its centre strictly inside it. Then boxes, crowd
-    boxes and proposals whose centres lie outside are dropped (targets with their labels and
-    masks), the rest shift to the patch and, with ``bbox_clip_border``, are clipped to it; masks
-    and the image are cropped. An image without boxes takes the first valid patch. After 50
-    failed tries a new mode is drawn. The scale is unchanged (``scale_factor`` stays).
+    least ``min_iou`` and at least one box has its centre strictly inside it (an image without
+    boxes needs neither). The first qualifying try is the crop; with none a new mode is drawn.
+    The 50 tries are drawn at once (MMDetection loops over them: the first qualifying patch has
+    the same distribution, and each attempt draws a fixed count of numbers).
+
+    Cropping drops boxes, crowd boxes and proposals whose centres lie outside the patch (targets
+    with their labels and masks), shifts the rest to the patch and, with ``bbox_clip_border``,
+    clips them to it; masks and the image are cropped. The scale is unchanged (``scale_factor``
+    stays).
 
     MMDetection draws the patch offset with ``np.random.uniform(w - new_w)``, whose ``high``
     defaults to 1 (offsets from [1, w - new_w] rather than [0, w - new_w]); dettool draws from the
@@ -148,7 +152,7 @@ class MinIoURandomCrop:
         bbox_clip_border: clip kept boxes to the patch.
     """
 
-    MAX_TRIES = 50
+    NUM_TRIES = 50
 
     def __init__(self, *, min_ious: Sequence[float], min_crop_size: float, bbox_clip_border: bool) -> None:
         if not 0 < min_crop_size <= 1:
@@ -158,40 +162,46 @@ class MinIoURandomCrop:
         self.bbox_clip_border = bbox_clip_border
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
-        h, w = sample.img_shape
-        all_boxes = torch.cat([sample.boxes, sample.ignore_boxes])
+        chosen = self.sample_patch(rng, sample.img_shape, torch.cat([sample.boxes, sample.ignore_boxes]))
+        if chosen is not None:
+            self.crop(sample, chosen[0])
+        return sample
+
+    def sample_patch(self, rng: np.random.Generator, img_shape: tuple[int, int],
+                     boxes: torch.Tensor) -> tuple[tuple[int, int, int, int], float] | None:
+        """Draw the patch to crop from an image of ``img_shape`` (h, w) holding ``boxes``
+        ``Tensor[N, 4]`` (targets and crowd regions).
+
+        Returns: ``((x1, y1, x2, y2), min_iou)``, the patch and the threshold it met, or None
+        when the "no crop" mode is drawn.
+        """
+        h, w = img_shape
         thresholds = (None, *self.min_ious, 0.0)  # None: leave the image uncropped
         while True:
             min_iou = thresholds[int(rng.integers(len(thresholds)))]
             if min_iou is None:
-                return sample
-            for _ in range(self.MAX_TRIES):
-                patch = self._draw_patch(rng, h, w)
-                if patch is None:
-                    continue
-                if len(all_boxes):
-                    patch_box = torch.tensor([patch], dtype=torch.float32)
-                    if box_iou(patch_box, all_boxes).min() < min_iou:
-                        continue
-                    if not centres_inside(all_boxes, patch).any():
-                        continue
-                self._crop(sample, patch)
-                return sample
+                return None
+            patches, ok = self._tries(rng, h, w)
+            if len(boxes):
+                ok &= (box_iou(patches.float(), boxes).min(dim=1).values >= min_iou).numpy()
+                ok &= centres_inside(boxes, patches).any(dim=1).numpy()
+            if ok.any():
+                return tuple(int(v) for v in patches[int(np.argmax(ok))]), min_iou
 
-    def _draw_patch(self, rng: np.random.Generator, h: int, w: int) -> tuple[int, int, int, int] | None:
-        """``(x1, y1, x2, y2)`` integer patch, or None when this try is rejected (aspect, empty)."""
-        new_w = rng.uniform(self.min_crop_size * w, w)
-        new_h = rng.uniform(self.min_crop_size * h, h)
-        if not 0.5 <= new_h / new_w <= 2:
-            return None
+    def _tries(self, rng: np.random.Generator, h: int, w: int) -> tuple[torch.Tensor, np.ndarray]:
+        """``NUM_TRIES`` integer patches ``Tensor[T, 4]`` (x1, y1, x2, y2) and whether each has an
+        allowed aspect ratio and is not empty (bool ``[T]``)."""
+        new_w = rng.uniform(self.min_crop_size * w, w, size=self.NUM_TRIES)
+        new_h = rng.uniform(self.min_crop_size * h, h, size=self.NUM_TRIES)
         left = rng.uniform(0, w - new_w)
         top = rng.uniform(0, h - new_h)
-        patch = (int(left), int(top), int(left + new_w), int(top + new_h))
-        if patch[2] == patch[0] or patch[3] == patch[1]:
-            return None
-        return patch
+        patches = np.stack([left, top, left + new_w, top + new_h], axis=1).astype(np.int64)  # truncates (all >= 0)
+        ok = (new_h / new_w >= 0.5) & (new_h / new_w <= 2)
+        ok &= (patches[:, 2] > patches[:, 0]) & (patches[:, 3] > patches[:, 1])
+        return torch.from_numpy(patches), ok
 
-    def _crop(self, sample: Sample, patch: tuple[int, int, int, int]) -> None:
+    def crop(self, sample: Sample, patch: tuple[int, int, int, int]) -> None:
+        """Crop ``sample`` in place to ``patch`` (x1, y1, x2, y2), integers inside the image."""
         x1, y1, x2, y2 = patch
         shift = torch.tensor([x1, y1, x1, y1], dtype=torch.float32)
         size = (y2 - y1, x2 - x1)
@@ -213,9 +223,17 @@ class MinIoURandomCrop:
         sample.img = np.asarray(sample.img)[y1:y2, x1:x2]
 
 
-def centres_inside(boxes: torch.Tensor, patch: tuple[int, int, int, int]) -> torch.Tensor:
-    """bool ``Tensor[N]``: whether each xyxy box's centre lies strictly inside ``patch`` (x1, y1, x2, y2)."""
+def centres_inside(boxes: torch.Tensor, patches: torch.Tensor | tuple[int, int, int, int]) -> torch.Tensor:
+    """Whether each xyxy box's centre lies strictly inside each patch (x1, y1, x2, y2).
+
+    Args:
+        boxes: ``Tensor[N, 4]``.
+        patches: one patch (a 4-tuple) or ``Tensor[T, 4]``.
+
+    Returns: bool ``Tensor[N]`` for one patch, ``Tensor[T, N]`` for several.
+    """
+    p = torch.as_tensor(patches, dtype=boxes.dtype)
     cx = (boxes[:, 0] + boxes[:, 2]) / 2
     cy = (boxes[:, 1] + boxes[:, 3]) / 2
-    return (cx > patch[0]) & (cy > patch[1]) & (cx < patch[2]) & (cy < patch[3])
-
+    px1, py1, px2, py2 = (p[..., k, None] for k in range(4))
+    return (cx > px1) & (cy > py1) & (cx < px2) & (cy < py2)

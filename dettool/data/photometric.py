@@ -12,37 +12,38 @@ import numpy as np
 from dettool.data.sample import Sample
 from dettool.data.transforms import to_normalized_tensor
 
-# hsv_to_rgb: per hue sector, which of (v, t, p, q) goes to R, G and B.
-_SECTOR_CHANNELS = np.array([[0, 1, 2], [3, 0, 2], [2, 0, 1], [2, 3, 0], [1, 2, 0], [0, 2, 3]])
-
 
 def rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
     """float32 RGB ``[..., 3]`` with values in [0, 255] -> HSV ``[..., 3]`` as OpenCV's
     ``COLOR_RGB2HSV`` on float images: H in degrees [0, 360), S in [0, 1], V = max(R, G, B)."""
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    v = rgb.max(axis=-1)
-    chroma = v - rgb.min(axis=-1)
+    r, g, b = np.moveaxis(rgb, -1, 0).astype(np.float32)  # contiguous planes: strided math is slow
+    v = np.maximum(np.maximum(r, g), b)
+    chroma = v - np.minimum(np.minimum(r, g), b)
     s = chroma / np.where(v > 0, v, 1)
-    safe = np.where(chroma > 0, chroma, 1)
-    h = np.where(v == r, 60 * (g - b) / safe, np.where(v == g, 120 + 60 * (b - r) / safe, 240 + 60 * (r - g) / safe))
-    h = np.where(chroma > 0, h, 0)
-    h = np.where(h < 0, h + 360, h)
-    return np.stack([h, s, v], axis=-1).astype(np.float32, copy=False)
+    scale = 60 / np.where(chroma > 0, chroma, 1)
+    h = np.where(v == r, (g - b) * scale, np.where(v == g, 120 + (b - r) * scale, 240 + (r - g) * scale))
+    h = np.where(chroma > 0, h, 0)  # (np.where and arithmetic: boolean-mask assignment is slow)
+    h += np.float32(360) * (h < 0)
+    return np.stack([h, s, v], axis=-1)
 
 
 def hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
     """Inverse of ``rgb_to_hsv`` (OpenCV's ``COLOR_HSV2RGB`` on float images): H in degrees
-    (taken modulo 360), S in [0, 1], V in [0, 255] -> float32 RGB ``[..., 3]`` in [0, V]."""
-    h, s, v = hsv[..., 0], hsv[..., 1], hsv[..., 2]
-    h6 = np.mod(h / 60, 6)
-    sector = np.minimum(np.floor(h6), 5)  # rounding can make h6 exactly 6
-    f = h6 - sector
-    p = v * (1 - s)
-    q = v * (1 - s * f)
-    t = v * (1 - s * (1 - f))
-    candidates = np.stack([v, t, p, q], axis=-1)
-    channels = _SECTOR_CHANNELS[sector.astype(np.intp)]
-    return np.take_along_axis(candidates, channels, axis=-1).astype(np.float32, copy=False)
+    (taken modulo 360), S in [0, 1], V in [0, 255] -> float32 RGB ``[..., 3]`` in [0, V].
+
+    Channel ``c`` is ``v - v * s * clip(min(k, 4 - k), 0, 1)`` with ``k = (n_c + h / 60) mod 6``
+    and ``n = (5, 3, 1)`` for R, G, B: the six-sector formula without branches.
+    """
+    h6, s, v = np.moveaxis(hsv, -1, 0).astype(np.float32)
+    h6 /= 60
+    h6 -= 6 * np.floor(h6 / 6)  # into [0, 6]; np.mod is ten times slower
+    vs = v * s
+    channels = []
+    for n in (5, 3, 1):
+        k = n + h6
+        k -= np.float32(6) * (k >= 6)
+        channels.append(v - vs * np.clip(np.minimum(k, 4 - k), 0, 1))
+    return np.stack(channels, axis=-1)
 
 
 class PhotoMetricDistortion:
@@ -94,7 +95,9 @@ class PhotoMetricDistortion:
             if saturation:
                 hsv[..., 1] = np.clip(hsv[..., 1] * np.float32(saturation_factor), 0, 1)
             if hue:
-                hsv[..., 0] = np.mod(hsv[..., 0] + np.float32(hue_shift), 360)
+                hue_plane = hsv[..., 0]  # a view: updated in place
+                hue_plane += np.float32(hue_shift)
+                hue_plane -= 360 * np.floor(hue_plane / 360)  # wrap into [0, 360); np.mod is ten times slower
             img = hsv_to_rgb(hsv)
         if contrast and not contrast_first:
             img = np.clip(img * np.float32(alpha), 0, 255)

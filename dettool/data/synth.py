@@ -2,7 +2,8 @@
 
 Each image holds 0-6 objects of four categories (non-contiguous COCO ids, to exercise the id
 mapping). Each shape is painted through the mask pycocotools decodes from the polygon written
-to the JSON, so the annotation's mask, area and box are exactly the painted pixels. Boxes may overlap (IoU up to ``MAX_BOX_IOU``) while shapes stay pixel-disjoint, so the
+to the JSON, so the annotation's mask, area and box are exactly the painted pixels. Boxes may
+overlap (IoU up to ``MAX_BOX_IOU``) while shapes stay pixel-disjoint, so the
 polygon masks are exact. Every 40th file name has a space and non-ASCII letters.
 """
 from __future__ import annotations
@@ -55,7 +56,8 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def _shape_polygon(rng: np.random.Generator, cat_id: int, cx: float, cy: float, w: float, h: float) -> list[tuple[float, float]]:
+def _shape_polygon(rng: np.random.Generator, cat_id: int, cx: float, cy: float, w: float,
+                   h: float) -> list[tuple[float, float]]:
     if cat_id == 1:  # box, slightly rotated
         a = rng.uniform(-0.3, 0.3)
         pts = [(-w / 2, -h / 2), (w / 2, -h / 2), (w / 2, h / 2), (-w / 2, h / 2)]
@@ -112,7 +114,10 @@ def make_image(rng: np.random.Generator) -> tuple[np.ndarray, list[dict]]:
             continue
         mask = _raster(poly, h, w)
         grown = mask.copy()  # one pixel of margin keeps shapes visually separate
-        grown[1:] |= mask[:-1]; grown[:-1] |= mask[1:]; grown[:, 1:] |= mask[:, :-1]; grown[:, :-1] |= mask[:, 1:]
+        grown[1:] |= mask[:-1]
+        grown[:-1] |= mask[1:]
+        grown[:, 1:] |= mask[:, :-1]
+        grown[:, :-1] |= mask[:, 1:]
         if (grown & occupied).any() or mask.sum() < 30:
             continue
         occupied |= mask

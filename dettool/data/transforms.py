@@ -60,7 +60,8 @@ def hflip_boxes(boxes: torch.Tensor, width: int) -> torch.Tensor:
     return flipped
 
 
-def to_normalized_tensor(img: Image.Image | np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+def to_normalized_tensor(img: Image.Image | np.ndarray, mean: tuple[float, ...],
+                         std: tuple[float, ...]) -> torch.Tensor:
     """RGB image (PIL, or uint8 / float32 ``[H, W, 3]``) -> ``Tensor[3, H, W]`` float32,
     ``(pixel - mean) / std`` per channel (RGB order)."""
     arr = np.array(img, order="C")  # a copy: a decoded image is read-only, a cropped one strided

@@ -7,16 +7,16 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+from pipeline_helpers import standard_pipeline
 
-from dettool.data.coco import CocoDetection, TransformSpec, load_image
-from dettool.data.transforms import ScaleSpec
+from dettool.data.coco import CocoDetection, load_image
+from dettool.data.pipeline import Pipeline
 
 CATEGORIES = [{"id": 2, "name": "cat"}, {"id": 5, "name": "dog"}, {"id": 9, "name": "emu"}]
-IDENTITY = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))  # mean, std: tensors hold raw pixel values
 
 
-def spec(flip_prob: float = 0.0, scale: str = "1333x800") -> TransformSpec:
-    return TransformSpec(ScaleSpec.parse(scale), flip_prob, *IDENTITY)
+def spec(flip_prob: float = 0.0, scale: str = "1333x800") -> Pipeline:
+    return standard_pipeline(scale, flip_prob)
 
 
 def write_coco(root: Path, images: list[tuple[str, Image.Image]], annotations: list[dict],
@@ -198,7 +198,7 @@ def test_horizontal_flip_mirrors_boxes_and_pixels(tmp_path):
 
 def test_same_seed_same_augmentation(tmp_path):
     ann = write_coco(tmp_path, [("a.png", rgb(200, 100))], [{"image_id": 1, "category_id": 2, "bbox": [1, 1, 9, 9]}])
-    ds = CocoDetection(ann, tmp_path / "img", TransformSpec(ScaleSpec.parse("1333x[200:800:8]"), 0.5, *IDENTITY))
+    ds = CocoDetection(ann, tmp_path / "img", spec(flip_prob=0.5, scale="1333x[200:800:8]"))
     draws = {(ds[(0, s)][2]["img_shape"], ds[(0, s)][2]["flip"]) for s in range(12)}
     assert len(draws) > 1  # the seed drives scale and flip
     assert ds[(0, 3)][2] == ds[(0, 3)][2]

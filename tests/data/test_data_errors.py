@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from pipeline_helpers import standard_pipeline
 
-from dettool.data.coco import CocoDetection, TransformSpec, load_coco
-from dettool.data.transforms import ScaleSpec
+from dettool.data.coco import CocoDetection, load_coco
 from dettool.errors import DataError
 
 REPO = Path(__file__).resolve().parents[2]
 RETINA = REPO / "configs" / "retinanet_r18_fpn_synth.yaml"
-SPEC = TransformSpec(ScaleSpec.parse("1333x800"), 0.0, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+SPEC = standard_pipeline("1333x800")
 CATEGORIES = [{"id": 1, "name": "a"}, {"id": 3, "name": "b"}]
 
 

@@ -110,7 +110,8 @@ def assert_same_sample(new, old) -> None:
 @pytest.mark.parametrize("scale,flip_prob", [("320x256", 0.5), ("1333x[160:320:16]", 0.5), ("400x[100:300]", 0.7),
                                              ("200x150", 0.0), ("300x200", 1.0)])
 def test_default_train_pipeline_equals_the_old_samples(tiny_synth, scale, flip_prob):
-    d = data_config(tiny_synth, train_scale=scale, flip_prob=flip_prob, mean=(120.0, 110.0, 100.0), std=(50.0, 60.0, 70.0))
+    d = data_config(tiny_synth, train_scale=scale, flip_prob=flip_prob, mean=(120.0, 110.0, 100.0),
+                    std=(50.0, 60.0, 70.0))
     assert d.train_pipeline == DEFAULT_TRAIN_PIPELINE
     ds = CocoDetection(d.train.ann_file, d.train.img_dir, build_pipeline(d, train=True), filter_empty_gt=True,
                        with_masks=True)

@@ -10,18 +10,18 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from pipeline_helpers import standard_pipeline
 from pycocotools import mask as mask_utils
 
-from dettool.data.coco import CocoDetection, TransformSpec
-from dettool.data.transforms import ScaleSpec
+from dettool.data.coco import CocoDetection
+from dettool.data.pipeline import Pipeline
 from dettool.errors import DataError
 
-IDENTITY = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
 CATEGORIES = [{"id": 1, "name": "a"}, {"id": 4, "name": "b"}]
 
 
-def spec(scale: str, flip_prob: float = 0.0) -> TransformSpec:
-    return TransformSpec(ScaleSpec.parse(scale), flip_prob, *IDENTITY)
+def spec(scale: str, flip_prob: float = 0.0) -> Pipeline:
+    return standard_pipeline(scale, flip_prob)
 
 
 def synth(root: Path, scale: str, flip_prob: float = 0.0, with_masks: bool = True) -> CocoDetection:

@@ -6,7 +6,9 @@ import pytest
 import torch
 from PIL import Image
 
-from dettool.data.transforms import ScaleSpec, hflip_boxes, rescale_size, resize
+from dettool.data.geometric import Resize
+from dettool.data.sample import Sample
+from dettool.data.transforms import ScaleSpec, hflip_boxes, rescale_size
 from dettool.errors import ConfigError
 
 
@@ -89,15 +91,16 @@ def test_rescale_size_keep_ratio(w, h, long, short, expected):
 
 
 def test_resize_scales_image_and_boxes_with_actual_factors():
-    img = Image.new("RGB", (64, 48))
     boxes = torch.tensor([[0.0, 0.0, 64.0, 48.0], [10.0, 12.0, 20.0, 24.0]])
-    out, out_boxes, (sx, sy) = resize(img, boxes, 133, 80)
-    assert out.size == (107, 80)  # factor 80 / 48 = 1.667: 64 -> 106.7 -> 107
+    sample = Sample(img=Image.new("RGB", (64, 48)), boxes=boxes, labels=torch.zeros(2, dtype=torch.int64),
+                    ignore_boxes=torch.zeros((0, 4)))
+    out = Resize(ScaleSpec.parse("133x80"), keep_ratio=True)(sample, np.random.default_rng(0))
+    assert out.img_shape == (80, 107)  # factor 80 / 48 = 1.667: 64 -> 106.7 -> 107
+    sx, sy = out.scale_factor
     assert (sx, sy) == (107 / 64, 80 / 48)
-    torch.testing.assert_close(out_boxes, boxes * torch.tensor([sx, sy, sx, sy]))
-    torch.testing.assert_close(out_boxes[0], torch.tensor([0.0, 0.0, 107.0, 80.0]))
-    _, empty, _ = resize(img, torch.zeros((0, 4)), 133, 80)
-    assert empty.shape == (0, 4)
+    torch.testing.assert_close(out.boxes, boxes * torch.tensor([sx, sy, sx, sy]))
+    torch.testing.assert_close(out.boxes[0], torch.tensor([0.0, 0.0, 107.0, 80.0]))
+    assert out.ignore_boxes.shape == (0, 4)
 
 
 def test_hflip_boxes():

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pipeline_helpers import standard_pipeline
 from pycocotools.coco import COCO
 
-from dettool.data.coco import CocoDetection, TransformSpec
+from dettool.data.coco import CocoDetection
 from dettool.data.synth import CATEGORIES, generate
-from dettool.data.transforms import ScaleSpec
 
 # pycocotools 2.0.x calls np.array(copy=False) on NumPy 2; harmless here
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -98,7 +98,7 @@ def test_some_file_names_have_spaces_and_non_ascii_and_load(tiny_synth):
     odd = [img for img in data["images"] if " " in img["file_name"] and not img["file_name"].isascii()]
     assert odd, "expected at least one file name with a space and non-ASCII letters"
     ds = CocoDetection(tiny_synth / "annotations" / "train.json", tiny_synth / "train",
-                       TransformSpec(ScaleSpec.parse("320x256"), 0.0, (0, 0, 0), (1, 1, 1)))
+                       standard_pipeline("320x256"))
     index = ds.image_ids.index(odd[0]["id"])
     tensor, _, meta = ds[index]
     assert meta["file_name"] == odd[0]["file_name"] and tensor.shape[0] == 3

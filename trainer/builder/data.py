@@ -105,7 +105,8 @@ def build_dataset(cfg: S.Config, split: str, augment: bool | None = None) -> Coc
     ds = CocoDetection(sc.ann_file, sc.img_dir, pipeline, filter_empty_gt=augment and d.filter_empty_gt,
                        with_masks=augment and has_masks(cfg), proposals=proposals)
     if len(ds.cat_ids) != cfg.model.num_classes:
-        raise ConfigError(f"model.num_classes: {cfg.model.num_classes} but {sc.ann_file} has {len(ds.cat_ids)} categories")
+        raise ConfigError(f"model.num_classes: {cfg.model.num_classes} but {sc.ann_file} has "
+                          f"{len(ds.cat_ids)} categories")
     if len(ds) == 0:
         raise DataError(f"{sc.ann_file}: no usable images")
     return ds

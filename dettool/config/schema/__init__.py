@@ -14,7 +14,10 @@ from dataclasses import dataclass, field
 
 from dettool.config.schema.backbones import BackboneConfig, DCNPluginConfig, PluginConfig, ResNetConfig
 from dettool.config.schema.common import Invalid, Range, Section
-from dettool.config.schema.data import DataConfig, SplitConfig, SynthConfig
+from dettool.config.schema.data import (DEFAULT_TRAIN_PIPELINE, TEST_PIPELINE, DataConfig, ExpandConfig,
+                                        MinIoURandomCropConfig, NormalizeConfig, PadConfig,
+                                        PhotoMetricDistortionConfig, RandomFlipConfig, ResizeConfig, SplitConfig,
+                                        SynthConfig, TransformConfig)
 from dettool.config.schema.dense_heads import (
     DenseHeadConfig,
     FCOSHeadConfig,
@@ -78,6 +81,8 @@ class Config(Section):
 
 
 __all__ = [
+    "DEFAULT_TRAIN_PIPELINE", "ExpandConfig", "MinIoURandomCropConfig", "NormalizeConfig", "PadConfig",
+    "PhotoMetricDistortionConfig", "RandomFlipConfig", "ResizeConfig", "TEST_PIPELINE", "TransformConfig",
     "AnchorConfig", "AssignerConfig", "BBoxHeadConfig", "BCELossConfig", "BackboneConfig", "BoxLossConfig",
     "CascadeRoIHeadConfig", "CascadeStageConfig", "ClsLossConfig", "CoderConfig", "Config", "ConvFCBBoxHeadConfig",
     "CrossEntropyLossConfig", "DCNPluginConfig", "DataConfig", "DeltaCoderConfig", "DenseHeadConfig",

@@ -4,8 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Literal, Optional, Union
 
-from dettool.config.schema.common import (Fraction, Invalid, NonNegFloat, NonNegInt, PosInt, Range, Section,
-                                          require)
+from dettool.config.schema.common import Fraction, Invalid, NonNegFloat, NonNegInt, PosInt, Range, Section, require
 from dettool.data.scale import ScaleSpec
 
 
@@ -117,7 +116,8 @@ TransformConfig = Union[ResizeConfig, RandomFlipConfig, PhotoMetricDistortionCon
 
 DEFAULT_TRAIN_PIPELINE: tuple[TransformConfig, ...] = (ResizeConfig(), RandomFlipConfig(), NormalizeConfig(),
                                                        PadConfig())
-TEST_PIPELINE: tuple[TransformConfig, ...] = (ResizeConfig(), NormalizeConfig(), PadConfig())  # fixed: the deploy contract
+# The test (val / eval) pipeline is fixed: the preprocessing deployed graphs expect (runtime.metadata.Preprocess).
+TEST_PIPELINE: tuple[TransformConfig, ...] = (ResizeConfig(), NormalizeConfig(), PadConfig())
 
 
 @dataclass(frozen=True)

@@ -99,7 +99,8 @@ class DeployConfig(Section):
 
     Sizes are ``(height, width)`` of the padded network input; ``None`` derives them from
     ``data.test_scale``: ``opt`` is a 4:3 landscape image at the test scale, ``max`` a square of
-    the long side (either orientation fits), ``min`` one ``size_divisor`` block.
+    the long side (either orientation fits), ``min`` one ``size_divisor`` block; with
+    ``data.keep_ratio: false`` all three are the exact padded ``WxH`` of the test scale.
     ``timing_cache``: TensorRT's kernel timing cache file, read before and written after a build
     ("" = ``timing.cache`` beside the engine).
     """
