@@ -57,9 +57,11 @@ def modulated_deform_conv_op(input: Tensor, offset: Tensor, mask: Tensor, weight
     """Reference kernel of ``torch.ops.dettool.modulated_deform_conv``; see :func:`modulated_deform_conv`."""
     _check_inputs(input, offset, mask, weight, bias, stride, padding, dilation, groups, deform_groups)
     dtype = _compute_dtype(input.dtype)
+    # A mask of ones (DCN v1) changes nothing; leaving it out spares torchvision a read per sample.
+    modulation = None if bool((mask == 1).all()) else mask.to(dtype)
     out = torchvision.ops.deform_conv2d(input.to(dtype), offset.to(dtype), weight.to(dtype), bias.to(dtype),
                                         stride=tuple(stride), padding=tuple(padding), dilation=tuple(dilation),
-                                        mask=mask.to(dtype))
+                                        mask=modulation)
     return out.to(input.dtype)
 
 

@@ -209,7 +209,8 @@ def test_rescaled_rois_pool_as_eager_to_the_bit(export, flavour: str) -> None:
     inputs = all_inputs(2, rois=rois)
     with torch.no_grad():
         expected = dict(zip(OUTPUT_NAMES, MODULE(*inputs.values())))
-    outputs = dict(zip(OUTPUT_NAMES, make_session(export(flavour)).run(None, {k: v.numpy() for k, v in inputs.items()})))
+    session = make_session(export(flavour))
+    outputs = dict(zip(OUTPUT_NAMES, session.run(None, {k: v.numpy() for k, v in inputs.items()})))
     for name in ROI_ALIGN_OUTPUTS:
         np.testing.assert_array_equal(outputs[name], expected[name].numpy(), err_msg=name)
 
