@@ -58,7 +58,8 @@ def main() -> None:
     cls = MaskRCNN if args.model == "mask" else FasterRCNN
     theirs = cls(body, num_classes=num_classes + 1, min_size=args.size, max_size=args.size,
                  image_mean=[0.0, 0.0, 0.0], image_std=[1.0, 1.0, 1.0]).train()
-    tv_targets = [{"boxes": t["boxes"], "labels": t["labels"] + 1, **({"masks": t["masks"]} if args.model == "mask" else {})}
+    tv_targets = [{"boxes": t["boxes"], "labels": t["labels"] + 1,
+                   **({"masks": t["masks"]} if args.model == "mask" else {})}
                   for t in targets]
     tv_images = list(images)
     step_theirs = sgd_step(theirs, lambda: theirs(tv_images, tv_targets))

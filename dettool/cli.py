@@ -47,7 +47,8 @@ def cli() -> None:
               help="Resume: alone, from the newest checkpoint in the work dir; or from CKPT.", metavar="[CKPT]")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key (repeatable).")
 @click.option("--device", default=None, help="cpu or cuda (default: cuda when available).")
-def train(config: str, work_dir: str | None, resume: str | None, overrides: tuple[str, ...], device: str | None) -> None:
+def train(config: str, work_dir: str | None, resume: str | None, overrides: tuple[str, ...],
+          device: str | None) -> None:
     """Train the detector described by CONFIG."""
     from dettool.config import load_config
     from dettool.trainer.train import train as run_train
@@ -79,7 +80,8 @@ def evaluate(config: str, checkpoint: str, out: str | None, show_dir: str | None
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Proposals file to write (.pt).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key (repeatable).")
 @click.option("--device", default=None, help="cpu or cuda (default: cuda when available).")
-def proposals(config: str, checkpoint: str, split: str, out: str, overrides: tuple[str, ...], device: str | None) -> None:
+def proposals(config: str, checkpoint: str, split: str, out: str, overrides: tuple[str, ...],
+              device: str | None) -> None:
     """Write a trained RPN's proposals for a split (input of Fast R-CNN's data.*.proposals_file)."""
     from dettool.config import load_config
     from dettool.trainer.proposals import write_proposals
@@ -121,7 +123,8 @@ def export(config: str, checkpoint: str, target: str, fp16: bool, portable: bool
 @click.option("--fp32-tol", default=0.001, show_default=True, type=float, help="Max |delta bbox AP|, FP32 engine.")
 @click.option("--fp16-tol", default=0.003, show_default=True, type=float, help="Max |delta bbox AP|, FP16 engine.")
 @click.option("--mask-tol", default=0.003, show_default=True, type=float, help="Max |delta segm AP|.")
-@click.option("--show-dir", type=click.Path(file_okay=False), help="Draw engine detections here (default: beside --out).")
+@click.option("--show-dir", type=click.Path(file_okay=False),
+              help="Draw engine detections here (default: beside --out).")
 @click.option("--num-show", default=8, show_default=True, type=click.IntRange(0), help="Images to draw (0: none).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key (repeatable).")
 def eval_engine(config: str, checkpoint: str, engine: str, backend: str, out: str | None, batch_size: int,

@@ -162,7 +162,8 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, profile: ShapeP
         atomic_write_bytes(bytes(config.get_timing_cache().serialize()), cache_path)
     header = EngineHeader(
         tensorrt_version=env.version, compute_capability=compute_capability, gpu_name=gpu_name,
-        plugin_library_sha256=env.plugin_sha256, precision="fp16" if (meta.precision == "fp16" or fp16_flag) else "fp32",
+        plugin_library_sha256=env.plugin_sha256,
+        precision="fp16" if (meta.precision == "fp16" or fp16_flag) else "fp32",
         strongly_typed=strongly_typed, profiles={k: {"min": list(v[0]), "opt": list(v[1]), "max": list(v[2])}
                                                  for k, v in shapes.items()},
         onnx_sha256=file_sha256(onnx_path), deploy=json.loads(meta.to_json()))

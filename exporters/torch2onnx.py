@@ -19,8 +19,8 @@ import dettool
 from dettool.config.schema import Config
 from dettool.data.transforms import ScaleSpec, rescale_size
 from dettool.errors import ExportError
-from dettool.io import atomic_write_bytes, file_sha256
 from dettool.exporters.deploy.detector import INPUT_NAMES, DeployDetector, build_deploy_model
+from dettool.io import atomic_write_bytes, file_sha256
 from dettool.runtime.metadata import METADATA_KEY, DeployMetadata, Postprocess, Preprocess, sidecar_path
 
 OPSET = 19

@@ -102,5 +102,6 @@ def check_compatible(header: EngineHeader, path: str | Path, tensorrt_version: s
         raise BackendError(f"{path}: built for GPU compute capability {header.compute_capability} "
                            f"({header.gpu_name}), this GPU is {compute_capability}{rebuild}")
     if header.plugin_library_sha256 and header.plugin_library_sha256 != plugin_sha256:
+        loaded = plugin_sha256[:12] or "none"
         raise BackendError(f"{path}: built with another dettool plugin library (sha256 "
-                           f"{header.plugin_library_sha256[:12]}..., loaded {plugin_sha256[:12] or 'none'}...){rebuild}")
+                           f"{header.plugin_library_sha256[:12]}..., loaded {loaded}...){rebuild}")

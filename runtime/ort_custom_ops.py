@@ -47,8 +47,14 @@ import torch
 from onnxruntime_extensions import PyCustomOpDef, get_library_path, onnx_op
 
 from dettool.exporters.onnx_schemas import register_dettool_schemas
-from dettool.ops import (ONNX_DOMAIN, ONNX_OP_NAMES, UnsupportedOpError, batched_nms, modulated_deform_conv,
-                         multi_level_roi_align)
+from dettool.ops import (
+    ONNX_DOMAIN,
+    ONNX_OP_NAMES,
+    UnsupportedOpError,
+    batched_nms,
+    modulated_deform_conv,
+    multi_level_roi_align,
+)
 
 CONTRIB_DOMAIN = "ai.onnx.contrib"
 MAX_FEATURE_LEVELS = 8  # DettoolMultiLevelRoIAlign_L1 ... _L8 are registered

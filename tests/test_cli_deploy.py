@@ -81,7 +81,8 @@ def test_eval_engine_onnx_that_is_not_dettool(tmp_path):
 def test_eval_engine_tensorrt_backend_without_tensorrt(tmp_path):
     engine = tmp_path / "model.engine"
     engine.write_bytes(b"DTTRTENG" + bytes(100))
-    assert_one_error_line(*eval_engine(engine, "--backend", "tensorrt"), "TensorRT is not installed: install it with `pip install tensorrt`")
+    assert_one_error_line(*eval_engine(engine, "--backend", "tensorrt"),
+                          "TensorRT is not installed: install it with `pip install tensorrt`")
 
 
 def test_eval_engine_error_in_a_real_process(tmp_path):
@@ -119,7 +120,8 @@ def test_export_missing_checkpoint_and_wrong_suffix(tmp_path):
 def test_export_to_tensorrt_without_tensorrt(tmp_path):
     code, stdout, stderr = run_cli(["export", FASTER, tmp_path / "x.pth", "--to", "tensorrt",
                                     "--out", tmp_path / "m.engine"])
-    assert_one_error_line(code, "", stderr, "TensorRT is not installed: install it with `pip install tensorrt`", "--to onnx")
+    assert_one_error_line(code, "", stderr, "TensorRT is not installed: install it with `pip install tensorrt`",
+                          "--to onnx")
     assert stdout == ""  # refused before the ONNX export started
 
 

@@ -32,8 +32,11 @@ def load_model_weights(model: torch.nn.Module, ckpt: dict, path: str | Path) -> 
     unexpected = [k for k in state if k not in own]
     wrong = [k for k in state if k in own and own[k].shape != state[k].shape]
     if missing or unexpected or wrong:
-        detail = (f"shape of {wrong[0]} is {tuple(state[wrong[0]].shape)}, the config builds {tuple(own[wrong[0]].shape)}"
-                  if wrong else f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}")
+        if wrong:
+            detail = (f"shape of {wrong[0]} is {tuple(state[wrong[0]].shape)}, the config builds "
+                      f"{tuple(own[wrong[0]].shape)}")
+        else:
+            detail = f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}"
         raise CheckpointError(f"{path}: checkpoint does not match the config's model ({detail})")
     model.load_state_dict(state)
 

@@ -42,7 +42,8 @@ def test_profile_derived_from_test_scale():
 
 
 def test_fixed_batch_graph_pins_the_profile_batch():
-    p = profile_from_config(DeployConfig(max_batch=8), "256x208", 32, replace(META, dynamic_batch=False, export_batch=1))
+    p = profile_from_config(DeployConfig(max_batch=8), "256x208", 32, replace(META, dynamic_batch=False,
+                                                                              export_batch=1))
     assert (p.min_batch, p.opt_batch, p.max_batch) == (1, 1, 1)
 
 
@@ -81,8 +82,10 @@ def test_engine_file_errors(tmp_path: Path):
         read_engine(truncated)
 
 
-@pytest.mark.parametrize("kw,match", [(dict(tensorrt_version="10.9.0"), "built with TensorRT 10.8.0, this is TensorRT 10.9.0"),
-                                      (dict(compute_capability="8.0"), "compute capability 9.0 \\(H100\\), this GPU is 8.0"),
+@pytest.mark.parametrize("kw,match", [(dict(tensorrt_version="10.9.0"),
+                                       "built with TensorRT 10.8.0, this is TensorRT 10.9.0"),
+                                      (dict(compute_capability="8.0"),
+                                       "compute capability 9.0 \\(H100\\), this GPU is 8.0"),
                                       (dict(plugin_sha256="ef" * 32), "another dettool plugin library")])
 def test_mismatched_engine_is_refused_saying_why(kw, match):
     current = dict(tensorrt_version="10.8.0", compute_capability="9.0", plugin_sha256="ab" * 32)

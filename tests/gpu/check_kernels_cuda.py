@@ -34,8 +34,12 @@ REPO = HERE.parents[1]
 PLUGINS = REPO / "plugins_trt"
 sys.path.insert(0, str(REPO / "tests" / "plugins"))
 
-from dettool_op_references import (reference_batched_nms, reference_modulated_deform_conv,  # noqa: E402
-                                   reference_multi_level_roi_align, torchvision_batched_nms)
+from dettool_op_references import (  # noqa: E402
+    reference_batched_nms,
+    reference_modulated_deform_conv,
+    reference_multi_level_roi_align,
+    torchvision_batched_nms,
+)
 
 FP32_ROI = dict(atol=1e-5, rtol=1e-5)
 FP32_DCN = dict(atol=1e-4, rtol=1e-4)
@@ -175,7 +179,8 @@ def nms_checks(ext, c: Checker) -> None:
         assert_same_detections(got, reference_batched_nms(boxes, scores, thr, iou, k))  # exact
         detail = f"num_dets {got[0].tolist()[:4]}"
         if also_torchvision_cuda:
-            detail += f", rows differing from torchvision CUDA: {close_to_torchvision_cuda(got, boxes, scores, thr, iou, k)}"
+            differing = close_to_torchvision_cuda(got, boxes, scores, thr, iou, k)
+            detail += f", rows differing from torchvision CUDA: {differing}"
         return detail
 
     g = torch.Generator().manual_seed(0)
@@ -200,7 +205,8 @@ def nms_checks(ext, c: Checker) -> None:
     c.run("nms IoU == threshold, score == threshold, zero-area", strict_thresholds)
 
     c.run("nms K > candidates", lambda: compare(random_boxes(g, 3, 6), torch.rand(3, 6, 2, generator=g), 0.0, 0.5, 64))
-    c.run("nms zero candidates", lambda: compare(random_boxes(g, 2, 50), torch.rand(2, 50, 4, generator=g), 1.0, 0.5, 10))
+    c.run("nms zero candidates", lambda: compare(random_boxes(g, 2, 50), torch.rand(2, 50, 4, generator=g), 1.0, 0.5,
+                                                 10))
     c.run("nms no boxes (N=0)", lambda: compare(random_boxes(g, 2, 0), torch.rand(2, 0, 4, generator=g), 0.1, 0.5, 10))
     c.run("nms no images (B=0)", lambda: compare(random_boxes(g, 0, 5), torch.rand(0, 5, 4, generator=g), 0.1, 0.5, 10))
 
@@ -243,7 +249,8 @@ def roi_align_checks(ext, c: Checker) -> None:
         c.run(f"roi_align {tag} vs torchvision CPU",
               lambda: compare(random_rois(g, 300, 2, image), pyramid(g, 2, 16, image), dtype, cpu=True))
         c.run(f"roi_align {tag} 5 levels, 5x3 output",
-              lambda: compare(random_rois(g, 300, 1, (256, 256), 900.0), pyramid(g, 1, 8, (256, 256), [4, 8, 16, 32, 64]),
+              lambda: compare(random_rois(g, 300, 1, (256, 256), 900.0), pyramid(g, 1, 8, (256, 256), [4, 8, 16, 32,
+                                                                                                       64]),
                               dtype, [4, 8, 16, 32, 64], (5, 3), finest=28))
 
         def edges():

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from dettool_op_references import reference_batched_nms, torchvision_batched_nms
 
 

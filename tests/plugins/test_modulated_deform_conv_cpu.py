@@ -9,7 +9,6 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-
 from dettool_op_references import reference_modulated_deform_conv
 
 FP32 = dict(atol=1e-5, rtol=1e-5)

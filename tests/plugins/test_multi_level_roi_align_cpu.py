@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from dettool_op_references import map_roi_levels, reference_multi_level_roi_align, rescale_rois
 
 from dettool.ops import multi_level_roi_align

@@ -67,7 +67,8 @@ def test_kernels_compile_for_sm80_and_sm90(tmp_path):
 
 
 @pytest.mark.skipif(tensorrt_include_dir() is None or cuda_include_dir() is None,
-                    reason="set DETTOOL_TRT_HEADERS to TensorRT headers (and have the CUDA toolkit) to compile the plugins")
+                    reason="set DETTOOL_TRT_HEADERS to TensorRT headers (and have the CUDA toolkit) to compile "
+                           "the plugins")
 def test_plugin_sources_compile_against_tensorrt_headers(tmp_path):
     (tmp_path / "build_info.h").write_text('#define DETTOOL_BUILD_CUDA_COMPILER_VERSION ""\n'
                                            '#define DETTOOL_BUILD_CUDA_ARCHITECTURES ""\n'

@@ -8,8 +8,13 @@ import pytest
 
 import dettool
 from dettool.exporters import trt_plugin_lib
-from dettool.exporters.trt_plugin_lib import (PLUGIN_LIBRARY_ENV, PLUGIN_LIBRARY_NAME, find_plugin_library,
-                                              plugin_library_candidates, plugin_library_hash)
+from dettool.exporters.trt_plugin_lib import (
+    PLUGIN_LIBRARY_ENV,
+    PLUGIN_LIBRARY_NAME,
+    find_plugin_library,
+    plugin_library_candidates,
+    plugin_library_hash,
+)
 
 
 @pytest.fixture

@@ -9,7 +9,8 @@ from dettool.structures.detections import Detections
 
 
 def dets(boxes, scores, labels, masks=None) -> Detections:
-    return Detections(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4), torch.tensor(scores, dtype=torch.float32),
+    return Detections(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4), torch.tensor(scores,
+                                                                                            dtype=torch.float32),
                       torch.tensor(labels, dtype=torch.int64), masks)
 
 

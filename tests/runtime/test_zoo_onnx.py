@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from detector_helpers import CONFIGS
+from detector_helpers import tiny_sets as dense_sets
 from runtime_helpers import random_detector, tiny_sets
 from test_backends import assert_same, val_batch
 
-from detector_helpers import CONFIGS
-from detector_helpers import tiny_sets as dense_sets
 from dettool.config import load_config
 from dettool.exporters.torch2onnx import export_onnx
 from dettool.runtime import load_backend

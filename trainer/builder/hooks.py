@@ -22,7 +22,8 @@ from dettool.trainer.hooks import (
 
 # Where each always-present built-in hook is configured, for the duplicate-hook message.
 _CONFIGURED_BY = {"lr_schedule": "train.lr", "optimizer": "train.optimizer",
-                  "checkpoint": "train.checkpoint_interval / checkpoint_iter_interval / keep_last", "logger": "train.log_interval",
+                  "checkpoint": "train.checkpoint_interval / checkpoint_iter_interval / keep_last",
+                  "logger": "train.log_interval",
                   "mixed_precision": "train.amp"}
 
 

@@ -15,7 +15,8 @@ def build_optimizer(cfg: S.OptimizerConfig, model: nn.Module) -> torch.optim.Opt
         if not p.requires_grad:
             continue
         (no_decay if p.ndim <= 1 and not cfg.decay_norm_and_bias else decay).append(p)
-    groups = [g for g in ({"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0})
+    groups = [g for g in ({"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay,
+                                                                                "weight_decay": 0.0})
               if g["params"]]
     return OPTIMIZERS[cfg.type](groups, cfg)
 

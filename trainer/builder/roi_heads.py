@@ -26,7 +26,8 @@ def build_roi_extractor(cfg: S.RoIExtractorConfig) -> MultiLevelRoIAlign:
 def _bbox_head_args(cfg, num_classes: int, key: str) -> dict:
     return dict(num_classes=num_classes, reg_class_agnostic=cfg.reg_class_agnostic,
                 bbox_coder=DeltaXYWHCoder(target_stds=cfg.target_stds),
-                loss_cls=build_loss(cfg.loss_cls, f"{key}.loss_cls"), loss_bbox=build_loss(cfg.loss_bbox, f"{key}.loss_bbox"))
+                loss_cls=build_loss(cfg.loss_cls, f"{key}.loss_cls"), loss_bbox=build_loss(cfg.loss_bbox,
+                                                                                           f"{key}.loss_bbox"))
 
 
 def _conv_fc(cfg: S.ConvFCBBoxHeadConfig, num_classes: int, in_channels: int, roi_feat_size: int,
@@ -68,7 +69,8 @@ def _standard_args(cfg, num_classes: int, in_channels: int, test: S.TestConfig, 
                 assigner=ASSIGNERS.build(cfg.assigner, key=f"{key}.assigner"),
                 sampler=SAMPLERS.build(cfg.sampler, key=f"{key}.sampler"),
                 add_gt_as_proposals=cfg.sampler.add_gt_as_proposals,
-                mask_branch=build_mask_branch(cfg.mask_head, num_classes, in_channels, test), test_cfg=nms_settings(test))
+                mask_branch=build_mask_branch(cfg.mask_head, num_classes, in_channels,
+                                              test), test_cfg=nms_settings(test))
 
 
 def _standard(cfg: S.StandardRoIHeadConfig, num_classes: int, in_channels: int, test: S.TestConfig,

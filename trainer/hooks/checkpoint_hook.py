@@ -65,5 +65,6 @@ class CheckpointHook(Hook):
             self._save(runner, f"epoch_{done}.pth")
 
     def after_run(self, runner) -> None:
-        if not runner.epoch_completed and runner.last_checkpoint != str(Path(runner.work_dir) / f"iter_{runner.iter}.pth"):
-            self._save(runner, f"iter_{runner.iter}.pth")  # stopped mid-epoch by max_iters: keep that state too
+        name = f"iter_{runner.iter}.pth"
+        if not runner.epoch_completed and runner.last_checkpoint != str(Path(runner.work_dir) / name):
+            self._save(runner, name)  # stopped mid-epoch by max_iters: keep that state too

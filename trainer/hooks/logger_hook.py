@@ -53,7 +53,8 @@ class LoggerHook(Hook):
         self.count += 1
         self.bar.update(1)
         if self.count % max(1, min(self.interval, 5)) == 0 or runner.iter + 1 == runner.total_iters:
-            post = {k.replace("loss_", ""): f"{v / self.count:.3f}" for k, v in self.sums.items() if k.startswith("loss_")}
+            post = {k.replace("loss_", ""): f"{v / self.count:.3f}" for k,
+                    v in self.sums.items() if k.startswith("loss_")}
             post["lr"] = f"{runner.optimizer.param_groups[0]['lr']:.2e}"
             post["ep"] = f"{runner.epoch + 1}/{runner.max_epochs}"
             self.bar.set_postfix(post, refresh=False)
@@ -79,7 +80,8 @@ class LoggerHook(Hook):
             return
         self._write({"mode": "val", "epoch": runner.epoch + 1, "iter": runner.iter,
                      "elapsed_s": round(time.perf_counter() - self.t_start, 1), **runner.val_metrics})
-        summary = " ".join(f"{k}={v:.3f}" for k, v in runner.val_metrics.items() if k in ("bbox_AP", "bbox_AP50", "segm_AP", "AR@1000"))
+        summary = " ".join(f"{k}={v:.3f}" for k, v in runner.val_metrics.items() if k in ("bbox_AP", "bbox_AP50",
+                                                                                          "segm_AP", "AR@1000"))
         tqdm.write(f"epoch {runner.epoch + 1}: {summary}", file=sys.stderr)
 
     def after_run(self, runner) -> None:

@@ -14,10 +14,21 @@ from dataclasses import dataclass, field
 
 from dettool.config.schema.backbones import BackboneConfig, DCNPluginConfig, PluginConfig, ResNetConfig
 from dettool.config.schema.common import Invalid, Range, Section
-from dettool.config.schema.data import (DEFAULT_TRAIN_PIPELINE, TEST_PIPELINE, DataConfig, ExpandConfig,
-                                        MinIoURandomCropConfig, NormalizeConfig, PadConfig,
-                                        PhotoMetricDistortionConfig, RandomFlipConfig, ResizeConfig, SplitConfig,
-                                        SynthConfig, TransformConfig)
+from dettool.config.schema.data import (
+    DEFAULT_TRAIN_PIPELINE,
+    TEST_PIPELINE,
+    DataConfig,
+    ExpandConfig,
+    MinIoURandomCropConfig,
+    NormalizeConfig,
+    PadConfig,
+    PhotoMetricDistortionConfig,
+    RandomFlipConfig,
+    ResizeConfig,
+    SplitConfig,
+    SynthConfig,
+    TransformConfig,
+)
 from dettool.config.schema.dense_heads import (
     DenseHeadConfig,
     FCOSHeadConfig,

@@ -116,5 +116,6 @@ def test_enlarged_roi_features_equal_mmdetection():
     ours = build_roi_extractor(C.RoIExtractorConfig(sampling_ratio=2))
     feats, rois = _feats(), _rois()
     with torch.no_grad():
-        torch.testing.assert_close(ours(feats, rois, roi_scale_factor=1.3), ref(tuple(feats), rois, roi_scale_factor=1.3))
+        torch.testing.assert_close(ours(feats, rois, roi_scale_factor=1.3), ref(tuple(feats), rois,
+                                                                                roi_scale_factor=1.3))
         torch.testing.assert_close(ours(feats, rois), ref(tuple(feats), rois))

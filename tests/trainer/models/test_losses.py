@@ -59,7 +59,8 @@ def test_focal_loss_weights_avg_factor_and_loss_weight():
     # avg_factor: sum / avg_factor
     assert_close(FocalLoss(gamma=g, alpha=a, weight=1.0)(logits, labels, avg_factor=2.5), sum(per_sample) / 2.5)
     # per-sample weights [N] scale every class of that sample
-    assert_close(FocalLoss(gamma=g, alpha=a, weight=1.0)(logits, labels, torch.tensor([2.0, 0.0]), avg_factor=1.0), 2 * per_sample[0])
+    assert_close(FocalLoss(gamma=g, alpha=a, weight=1.0)(logits, labels, torch.tensor([2.0, 0.0]), avg_factor=1.0),
+                 2 * per_sample[0])
     # loss weight multiplies the result
     assert_close(FocalLoss(gamma=g, alpha=a, weight=3.0)(logits, labels, avg_factor=1.0), 3 * sum(per_sample))
 
@@ -116,7 +117,8 @@ def test_iou_loss_linear_mode():
 def test_iou_loss_weights_and_disjoint_boxes():
     w = torch.tensor([0.5, 4.0])
     assert_close(IoULoss(mode="linear", weight=1.0)(PRED, TARGET, w, avg_factor=2.0), 0.5 * (2 / 3) / 2)
-    disjoint = IoULoss(mode="log", weight=1.0, eps=1e-6)(torch.tensor([[0.0, 0.0, 1.0, 1.0]]), torch.tensor([[5.0, 5.0, 6.0, 6.0]]))
+    disjoint = IoULoss(mode="log", weight=1.0, eps=1e-6)(torch.tensor([[0.0, 0.0, 1.0, 1.0]]),
+                                                           torch.tensor([[5.0, 5.0, 6.0, 6.0]]))
     assert torch.isfinite(disjoint)
     assert_close(disjoint, -math.log(1e-6), tol=1e-4)  # IoU clamped to eps, not log(0)
 
@@ -128,7 +130,8 @@ def test_iou_loss_rejects_unknown_mode():
 
 def test_giou_loss_non_overlapping_pair_is_above_one():
     # IoU 0, union 2, enclosing box [0, 0, 3, 1] has area 3: GIoU = 0 - (3 - 2) / 3 = -1/3
-    loss = GIoULoss(weight=1.0)(torch.tensor([[0.0, 0.0, 1.0, 1.0]]), torch.tensor([[2.0, 0.0, 3.0, 1.0]]), avg_factor=1.0)
+    loss = GIoULoss(weight=1.0)(torch.tensor([[0.0, 0.0, 1.0, 1.0]]), torch.tensor([[2.0, 0.0, 3.0, 1.0]]),
+                                avg_factor=1.0)
     assert_close(loss, 4.0 / 3.0)
     assert loss.item() > 1.0
 
@@ -166,7 +169,9 @@ def test_weight_reduce_semantics():
 
 def test_empty_inputs_give_zero_not_nan():
     empty = torch.zeros((0, 4))
-    for loss in (L1Loss(weight=1.0)(empty, empty), SmoothL1Loss(beta=1.0, weight=1.0)(empty, empty), IoULoss(mode="log", weight=1.0)(empty, empty),
+    for loss in (L1Loss(weight=1.0)(empty, empty), SmoothL1Loss(beta=1.0, weight=1.0)(empty, empty),
+                 IoULoss(mode="log", weight=1.0)(empty, empty),
                  GIoULoss(weight=1.0)(empty, empty), L1Loss(weight=1.0)(empty, empty, avg_factor=1.0)):
         assert loss.item() == 0.0
-    assert FocalLoss(gamma=2.0, alpha=0.25, weight=1.0)(torch.zeros((0, 3)), torch.zeros((0,), dtype=torch.long)).item() == 0.0
+    focal = FocalLoss(gamma=2.0, alpha=0.25, weight=1.0)
+    assert focal(torch.zeros((0, 3)), torch.zeros((0,), dtype=torch.long)).item() == 0.0

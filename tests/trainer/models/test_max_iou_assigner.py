@@ -71,7 +71,8 @@ def test_gt_overlapping_nothing_takes_no_candidates():
 
 
 def test_empty_gt_gives_all_negative():
-    res = assigner(pos_iou_thr=0.5, neg_iou_thr=0.4).assign(CANDIDATES, torch.zeros((0, 4)), torch.zeros((0,), dtype=torch.long))
+    no_gt = torch.zeros((0, 4)), torch.zeros((0,), dtype=torch.long)
+    res = assigner(pos_iou_thr=0.5, neg_iou_thr=0.4).assign(CANDIDATES, *no_gt)
     assert res.gt_inds.tolist() == [0] * len(CANDIDATES)
     assert res.labels.tolist() == [-1] * len(CANDIDATES)
     assert torch.equal(res.max_overlaps, torch.zeros(len(CANDIDATES)))

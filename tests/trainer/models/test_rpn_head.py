@@ -91,13 +91,16 @@ def test_one_gt_both_losses_positive():
 
 
 def test_box_loss_uses_smooth_l1_beta_one_ninth():
-    head = _rpn(sampler=RandomSampler(num=256, pos_fraction=0.5, neg_pos_ub=-1.0, generator=torch.Generator().manual_seed(0)))
+    head = _rpn(sampler=RandomSampler(num=256, pos_fraction=0.5, neg_pos_ub=-1.0,
+                                      generator=torch.Generator().manual_seed(0)))
     raw = head(_feats())
     loss = head.loss(raw, _one_gt_targets(), [META, META])["loss_rpn_bbox"]
     # the same loss with beta 1/9 swapped in explicitly, same sampling draws
-    ref = _rpn(sampler=RandomSampler(num=256, pos_fraction=0.5, neg_pos_ub=-1.0, generator=torch.Generator().manual_seed(0)),
+    ref = _rpn(sampler=RandomSampler(num=256, pos_fraction=0.5, neg_pos_ub=-1.0,
+                                     generator=torch.Generator().manual_seed(0)),
                loss_bbox=SmoothL1Loss(beta=1 / 9, weight=1.0))
-    other = _rpn(sampler=RandomSampler(num=256, pos_fraction=0.5, neg_pos_ub=-1.0, generator=torch.Generator().manual_seed(0)),
+    other = _rpn(sampler=RandomSampler(num=256, pos_fraction=0.5, neg_pos_ub=-1.0,
+                                       generator=torch.Generator().manual_seed(0)),
                  loss_bbox=SmoothL1Loss(beta=1.0, weight=1.0))
     assert loss.item() == pytest.approx(ref.loss(raw, _one_gt_targets(), [META, META])["loss_rpn_bbox"].item())
     assert loss.item() != pytest.approx(other.loss(raw, _one_gt_targets(), [META, META])["loss_rpn_bbox"].item())

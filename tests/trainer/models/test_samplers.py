@@ -25,7 +25,8 @@ def _check_partition(assign: AssignResult, res) -> None:
 
 def test_random_sampler_respects_num_and_pos_fraction():
     assign = _assign(num_pos=20, num_neg=100)
-    res = RandomSampler(num=32, pos_fraction=0.25, neg_pos_ub=-1.0, generator=torch.Generator().manual_seed(0)).sample(assign)
+    res = RandomSampler(num=32, pos_fraction=0.25, neg_pos_ub=-1.0,
+                        generator=torch.Generator().manual_seed(0)).sample(assign)
     assert res.pos_inds.numel() == 8  # int(32 * 0.25)
     assert res.neg_inds.numel() == 24  # the remainder
     _check_partition(assign, res)
@@ -69,9 +70,12 @@ def test_neg_pos_ub_does_not_raise_the_count_above_the_budget():
 
 def test_random_sampler_is_reproducible_with_a_generator_and_random_without_fixing():
     assign = _assign(num_pos=50, num_neg=200)
-    a = RandomSampler(num=16, pos_fraction=0.5, neg_pos_ub=-1.0, generator=torch.Generator().manual_seed(7)).sample(assign)
-    b = RandomSampler(num=16, pos_fraction=0.5, neg_pos_ub=-1.0, generator=torch.Generator().manual_seed(7)).sample(assign)
-    c = RandomSampler(num=16, pos_fraction=0.5, neg_pos_ub=-1.0, generator=torch.Generator().manual_seed(8)).sample(assign)
+    a = RandomSampler(num=16, pos_fraction=0.5, neg_pos_ub=-1.0,
+                      generator=torch.Generator().manual_seed(7)).sample(assign)
+    b = RandomSampler(num=16, pos_fraction=0.5, neg_pos_ub=-1.0,
+                      generator=torch.Generator().manual_seed(7)).sample(assign)
+    c = RandomSampler(num=16, pos_fraction=0.5, neg_pos_ub=-1.0,
+                      generator=torch.Generator().manual_seed(8)).sample(assign)
     assert torch.equal(a.pos_inds, b.pos_inds) and torch.equal(a.neg_inds, b.neg_inds)
     assert not (torch.equal(a.pos_inds, c.pos_inds) and torch.equal(a.neg_inds, c.neg_inds))
 

@@ -82,7 +82,8 @@ class AnchorHead(BaseDenseHead):
 
     # ------------------------------------------------------------------------------- loss
 
-    def loss(self, raw: tuple[list[torch.Tensor], list[torch.Tensor]], targets: list[dict], metas: list[dict]) -> dict[str, torch.Tensor]:
+    def loss(self, raw: tuple[list[torch.Tensor], list[torch.Tensor]], targets: list[dict],
+             metas: list[dict]) -> dict[str, torch.Tensor]:
         """Focal (or other) classification and box regression losses over all levels and images."""
         cls_scores, bbox_preds = raw
         sizes = [tuple(c.shape[-2:]) for c in cls_scores]
@@ -115,7 +116,8 @@ class AnchorHead(BaseDenseHead):
             pred = self.bbox_coder.decode(flat_anchors[pos], reg[pos])
             loss_bbox = self.loss_bbox(pred, box_targets[pos], avg_factor=avg) if pos.any() else reg.sum() * 0
         else:
-            loss_bbox = self.loss_bbox(reg[pos], box_targets[pos], box_weights[pos], avg_factor=avg) if pos.any() else reg.sum() * 0
+            loss_bbox = self.loss_bbox(reg[pos], box_targets[pos], box_weights[pos],
+                                       avg_factor=avg) if pos.any() else reg.sum() * 0
         return {"loss_cls": loss_cls, "loss_bbox": loss_bbox}
 
     # ------------------------------------------------------------------------------- decode

@@ -63,7 +63,8 @@ class FCOSHead(BaseDenseHead):
         super().__init__(num_classes, in_channels)
         self.test_cfg = test_cfg
         if len(strides) != len(regress_ranges):
-            raise ValueError(f"FCOS needs one regress range per stride ({len(strides)} strides, {len(regress_ranges)} ranges)")
+            raise ValueError(f"FCOS needs one regress range per stride ({len(strides)} strides, "
+                             f"{len(regress_ranges)} ranges)")
         self.strides = tuple(strides)
         self.regress_ranges = tuple(tuple(r) for r in regress_ranges)
         self.center_sampling = center_sampling
@@ -128,7 +129,8 @@ class FCOSHead(BaseDenseHead):
 
     # ------------------------------------------------------------------------------- loss
 
-    def loss(self, raw: tuple[list[torch.Tensor], ...], targets: list[dict], metas: list[dict]) -> dict[str, torch.Tensor]:
+    def loss(self, raw: tuple[list[torch.Tensor], ...], targets: list[dict], metas: list[dict]) -> dict[str,
+                                                                                                        torch.Tensor]:
         """Focal loss over all points, IoU loss weighted by centerness and BCE centerness on positives."""
         cls_scores, bbox_preds, centernesses = raw
         device = cls_scores[0].device

@@ -31,7 +31,8 @@ class ExtraLevels(ExtraFPNBlock):
                 nn.init.zeros_(conv.bias)
                 self.convs.append(conv)
 
-    def forward(self, results: list[torch.Tensor], x: list[torch.Tensor], names: list[str]) -> tuple[list[torch.Tensor], list[str]]:
+    def forward(self, results: list[torch.Tensor], x: list[torch.Tensor],
+                names: list[str]) -> tuple[list[torch.Tensor], list[str]]:
         for i in range(self.num_extra):
             names.append(f"p_extra{i}")
             if self.mode == "none":

@@ -30,7 +30,8 @@ class AnchorDecoder(Float32Block):
     def __init__(self, anchor_generator: AnchorGenerator, bbox_coder: DeltaXYWHCoder, num_classes: int,
                  nms: NMSSettings) -> None:
         super().__init__()
-        self.anchor_generator, self.bbox_coder, self.num_classes, self.nms = anchor_generator, bbox_coder, num_classes, nms
+        self.anchor_generator, self.bbox_coder = anchor_generator, bbox_coder
+        self.num_classes, self.nms = num_classes, nms
 
     def forward(self, cls_scores: list[torch.Tensor], bbox_preds: list[torch.Tensor],
                 image_shapes: torch.Tensor) -> DetOutputs:

@@ -77,7 +77,8 @@ class CascadeRoIHead(nn.Module):
                     feats, [x.boxes[: x.num_pos] for x in sampled], [x.pos_gt_inds for x in sampled],
                     [x.pos_labels for x in sampled], targets)
             if s + 1 < self.num_stages:
-                boxes_per_image = self._refine(head, sampled, rois, labels, cls_score.detach(), bbox_pred.detach(), metas)
+                boxes_per_image = self._refine(head, sampled, rois, labels, cls_score.detach(), bbox_pred.detach(),
+                                               metas)
         return losses
 
     def _refine(self, head, sampled, rois, labels, cls_score, bbox_pred, metas) -> list[torch.Tensor]:

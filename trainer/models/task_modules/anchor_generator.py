@@ -44,7 +44,8 @@ class AnchorGenerator:
         c = self.center_offset * stride
         return torch.stack([c - 0.5 * ws, c - 0.5 * hs, c + 0.5 * ws, c + 0.5 * hs], dim=-1)
 
-    def grid_anchors(self, featmap_sizes: list[tuple[int, int]], device: torch.device | str = "cpu") -> list[torch.Tensor]:
+    def grid_anchors(self, featmap_sizes: list[tuple[int, int]],
+                     device: torch.device | str = "cpu") -> list[torch.Tensor]:
         """Anchors for each level: ``Tensor[H_l * W_l * A, 4]`` xyxy, ordered (y, x, anchor)."""
         out = []
         for (h, w), stride, base in zip(featmap_sizes, self.strides, self.base_anchors):
