@@ -49,3 +49,13 @@ def run_cli(args: list) -> tuple[int, str, str]:
     finally:
         sys.argv = argv
     return code, out.getvalue(), err.getvalue()
+
+
+def empty_and_one_gt_losses(model: torch.nn.Module) -> tuple[dict, dict]:
+    """A detector's losses on two 64 x 96 random images without ground truth, then with one box
+    each (the mmdetection head-test pattern): ``(losses_empty, losses_one_gt)``."""
+    images = torch.randn(2, 3, 64, 96)
+    metas = [{"img_shape": (64, 96), "pad_shape": (64, 96)}] * 2
+    empty = [{"boxes": torch.zeros((0, 4)), "labels": torch.zeros((0,), dtype=torch.long)}] * 2
+    one = [{"boxes": torch.tensor([[10.0, 12.0, 50.0, 40.0]]), "labels": torch.tensor([1])}] * 2
+    return model.loss(images, empty, metas), model.loss(images, one, metas)

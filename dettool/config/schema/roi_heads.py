@@ -100,17 +100,13 @@ class StandardRoIHeadConfig(Section):
 
 
 @dataclass(frozen=True)
-class DoubleHeadRoIHeadConfig(Section):
+class DoubleHeadRoIHeadConfig(StandardRoIHeadConfig):
     """Double-Head R-CNN: the standard RoI head with a double box head whose regression branch
     pools RoIs enlarged ``reg_roi_scale_factor`` times around their centres (MMDetection: 1.3)."""
 
     type: Literal["double_head"] = "double_head"
-    reg_roi_scale_factor: PosFloat = 1.3
-    roi_extractor: RoIExtractorConfig = field(default_factory=RoIExtractorConfig)
     bbox_head: DoubleConvFCBBoxHeadConfig = field(default_factory=DoubleConvFCBBoxHeadConfig)
-    assigner: AssignerConfig = field(default_factory=_rcnn_assigner)
-    sampler: RoISamplerConfig = field(default_factory=_rcnn_sampler)
-    mask_head: Optional[MaskHeadConfig] = None
+    reg_roi_scale_factor: PosFloat = 1.3
 
 
 @dataclass(frozen=True)

@@ -228,6 +228,17 @@ def test_prefixed_checkpoint_formats_load(tv18, loaded18, tmp_path):
         _assert_same_tensors(loaded18, state)
 
 
+def test_backbone_of_a_detector_checkpoint_loads(tv18, loaded18, tmp_path):
+    """A dettool (or MMDetection) detector checkpoint: its ``backbone.*`` entries, the rest ignored."""
+    state = tv18[0].state_dict()
+    detector = {**{f"backbone.{k}": v for k, v in state.items() if not k.startswith("fc.")},
+                "neck.fpn.inner_blocks.0.0.weight": torch.zeros(8, 128, 1, 1), "bbox_head.conv.weight": torch.zeros(3)}
+    path = tmp_path / "epoch_10.pth"
+    torch.save({"model": detector, "epoch": 10}, path)
+    model = resnet(depth=18, weights=str(path))
+    _assert_same_tensors(model, state)
+
+
 def test_wrong_depth_file_raises_checkpoint_error(tv18, r50):
     with pytest.raises(CheckpointError, match="shape mismatch"):
         r50.load_weights(str(tv18[1]))  # bottleneck 1x1 conv vs basic-block 3x3 conv

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 import torchvision
-from detector_helpers import CONFIGS
+from detector_helpers import CONFIGS, empty_and_one_gt_losses
 from mmdet_reference import import_mmdet
 
 from dettool.config import load_config
@@ -75,13 +75,8 @@ def test_double_head_roi_head_losses_empty_and_one_gt():
     model = builder.build_model(cfg)
     assert isinstance(model.roi_head, DoubleHeadRoIHead) and model.roi_head.reg_roi_scale_factor == 1.3
     assert model.roi_head.bbox_head.loss_cls.weight == 2.0
-    images = torch.randn(2, 3, 64, 96)
-    metas = [{"img_shape": (64, 96), "pad_shape": (64, 96)}] * 2
-    empty = [{"boxes": torch.zeros((0, 4)), "labels": torch.zeros((0,), dtype=torch.long)}] * 2
-    losses = model.loss(images, empty, metas)
-    assert losses["loss_cls"].item() > 0 and losses["loss_bbox"].item() == 0
-    one = [{"boxes": torch.tensor([[10.0, 12.0, 50.0, 40.0]]), "labels": torch.tensor([1])}] * 2
-    losses = model.loss(images, one, metas)
+    empty, losses = empty_and_one_gt_losses(model)
+    assert empty["loss_cls"].item() > 0 and empty["loss_bbox"].item() == 0
     assert all(math.isfinite(v.item()) for v in losses.values())
     assert losses["loss_bbox"].item() > 0
     sum(v for k, v in losses.items() if k.startswith("loss_")).backward()

@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from detector_helpers import CONFIGS
+from detector_helpers import CONFIGS, empty_and_one_gt_losses
 from torch.nn import functional as F
 
 from dettool.config import load_config
@@ -69,19 +69,14 @@ def test_ghmr_zero_weight_entries_do_not_count():
 
 
 def test_ghm_retinanet_losses_empty_and_one_gt(tiny_synth):
-    cfg = load_config(CONFIGS / "ghm_retinanet_r18_fpn_synth.yaml")
+    cfg = load_config(CONFIGS / "ghm_retinanet_r18_fpn_synth.yaml", ["model.backbone.weights=null"])
     model = builder.build_model(cfg)
     head = model.bbox_head
     assert isinstance(head.loss_cls, GHMCLoss) and isinstance(head.loss_bbox, GHMRLoss)
     assert (head.loss_cls.density.bins, head.loss_cls.density.momentum, head.loss_bbox.weight) == (30, 0.75, 10.0)
     assert not head.reg_decoded_bbox  # GHM-R regresses deltas
-    images = torch.randn(2, 3, 64, 96)
-    metas = [{"img_shape": (64, 96), "pad_shape": (64, 96)}] * 2
-    empty = [{"boxes": torch.zeros((0, 4)), "labels": torch.zeros((0,), dtype=torch.long)}] * 2
-    losses = model.loss(images, empty, metas)
-    assert losses["loss_cls"].item() > 0 and losses["loss_bbox"].item() == 0
-    one = [{"boxes": torch.tensor([[10.0, 12.0, 50.0, 40.0]]), "labels": torch.tensor([1])}] * 2
-    losses = model.loss(images, one, metas)
+    empty, losses = empty_and_one_gt_losses(model)
+    assert empty["loss_cls"].item() > 0 and empty["loss_bbox"].item() == 0
     assert all(math.isfinite(v.item()) and v.item() > 0 for v in losses.values())
     sum(losses.values()).backward()
 

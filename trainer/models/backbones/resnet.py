@@ -70,7 +70,9 @@ class ResNet(nn.Module):
         return [self.layer1, self.layer2, self.layer3, self.layer4]
 
     def load_weights(self, path: str) -> None:
-        """Load a local torchvision-format state dict (``fc.*`` ignored); names what doesn't fit."""
+        """Load a local torchvision-format state dict (``fc.*`` ignored), or the backbone of a
+        detector checkpoint (dettool's or MMDetection's: the ``backbone.*`` entries of its
+        ``model`` / ``state_dict``); names what doesn't fit."""
         p = Path(path)
         if not p.is_file():
             raise CheckpointError(f"{p}: backbone weights file not found")
@@ -82,7 +84,8 @@ class ResNet(nn.Module):
             state = state["state_dict"]
         if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
             state = state["model"]
-        state = {k.removeprefix("backbone."): v for k, v in state.items()}
+        if any(k.startswith("backbone.") for k in state):  # a whole detector: its backbone only
+            state = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
         own = self.state_dict()
         bad = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
