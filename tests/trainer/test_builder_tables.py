@@ -85,3 +85,12 @@ def test_every_head_the_builder_makes_has_a_deploy_adapter():
     assert {c.__name__ for c in ROI_HEAD_ADAPTERS} >= {b if isinstance(b, str) else b.__name__ for b in built}
     built = {fn.__annotations__.get("return") for fn in DETECTORS.entries.values()}
     assert {c.__name__ for c in DETECTOR_ADAPTERS} >= {b if isinstance(b, str) else b.__name__ for b in built}
+
+
+def test_cascade_stages_take_their_own_sampler_settings():
+    cfg = S.CascadeRoIHeadConfig(stages=tuple(
+        S.CascadeStageConfig(sampler=S.RandomSamplerConfig(num=n, pos_fraction=0.25, add_gt_as_proposals=add_gt))
+        for n, add_gt in ((64, True), (32, False), (16, True))))
+    head = ROI_HEADS.build(cfg, 3, 8, S.TestConfig(), "model.roi_head", key="model.roi_head")
+    assert head.add_gt_as_proposals == [True, False, True]
+    assert [s.num for s in head.samplers] == [64, 32, 16]
