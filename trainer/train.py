@@ -19,6 +19,7 @@ from dettool.evaluation.coco_eval import detection_metrics, format_table, infere
 from dettool.trainer import builder
 from dettool.trainer.checkpoint import load_checkpoint
 from dettool.trainer.distributed import DistInfo, barrier, cleanup, init_distributed
+from dettool.trainer.hooks.checkpoint_hook import checkpoint_files
 from dettool.trainer.runner import LossWrapper, Runner
 
 
@@ -94,6 +95,11 @@ def _train(cfg: Config, info: DistInfo, resume: str | None) -> dict:
     if info.is_main:
         prepare_work_dir(work_dir)
     ckpt_path = resolve_resume(work_dir, resume)
+    earlier = sorted(p.name for p in checkpoint_files(work_dir))
+    if ckpt_path is None and earlier:
+        raise ConfigError(f"work_dir: {work_dir} holds checkpoints of an earlier run ({', '.join(earlier[:3])}"
+                          f"{', ...' if len(earlier) > 3 else ''}); continue it with --resume, or train into "
+                          "another --work-dir (a fresh run would overwrite them)")
     ckpt = load_checkpoint(ckpt_path) if ckpt_path else None
     if info.is_main:
         builder.ensure_synthetic(cfg.data)

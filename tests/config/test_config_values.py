@@ -216,6 +216,21 @@ def test_work_dir_that_cannot_be_written_is_one_error(tmp_path, monkeypatch):
         prepare_work_dir(tmp_path / "out")
 
 
+def test_fresh_run_into_a_work_dir_with_checkpoints_is_refused(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    for name in ("epoch_1.pth", "epoch_2.pth", "iter_300.pth", "iter_40.pth"):
+        (work / name).write_bytes(b"earlier run")
+    path = write_config(tmp_path, MODELS["single_stage"])
+    code, _, err = run_cli(["train", path, "--work-dir", work])
+    assert code == 1
+    assert err.strip().splitlines() == [
+        f"dettool: error: work_dir: {work} holds checkpoints of an earlier run (epoch_1.pth, epoch_2.pth, "
+        "iter_300.pth, ...); continue it with --resume, or train into another --work-dir (a fresh run would "
+        "overwrite them)"]
+    assert sorted(p.read_bytes() for p in work.iterdir()) == [b"earlier run"] * 4
+
+
 @pytest.mark.parametrize("name", ["optimizer", "checkpoint", "logger", "lr_schedule"])
 def test_builtin_hook_named_again_is_refused(tmp_path, name):
     from dettool.trainer.builder import build_hooks

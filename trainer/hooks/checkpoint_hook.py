@@ -11,6 +11,13 @@ from dettool.trainer.hooks.base import Hook
 _NAME = re.compile(r"^(epoch|iter)_(\d+)\.pth$")
 
 
+def checkpoint_files(work_dir: Path) -> list[Path]:
+    """The ``epoch_N.pth`` / ``iter_N.pth`` files in ``work_dir`` (any order; empty if it does not exist)."""
+    if not work_dir.is_dir():
+        return []
+    return [p for p in work_dir.iterdir() if _NAME.match(p.name)]
+
+
 class CheckpointHook(Hook):
     """Save ``epoch_N.pth`` every ``interval`` epochs (and at the end), ``iter_N.pth`` every
     ``iter_interval`` iterations inside an epoch (and when ``max_iters`` stops a run mid-epoch);
@@ -46,11 +53,9 @@ class CheckpointHook(Hook):
     def _saved(work_dir: Path, iters_per_epoch: int) -> list[Path]:
         """The work dir's checkpoints, oldest first (by the training progress in their names)."""
         found = []
-        for p in work_dir.iterdir():
-            m = _NAME.match(p.name)
-            if m:
-                n = int(m.group(2))
-                found.append((n * iters_per_epoch if m.group(1) == "epoch" else n, m.group(1) == "epoch", p))
+        for p in checkpoint_files(work_dir):
+            kind, number = _NAME.match(p.name).groups()
+            found.append((int(number) * iters_per_epoch if kind == "epoch" else int(number), kind == "epoch", p))
         return [p for _, _, p in sorted(found)]
 
     def after_train_iter(self, runner) -> None:
