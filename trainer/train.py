@@ -95,8 +95,8 @@ def _train(cfg: Config, info: DistInfo, resume: str | None) -> dict:
     if info.is_main:
         prepare_work_dir(work_dir)
     ckpt_path = resolve_resume(work_dir, resume)
-    earlier = sorted(p.name for p in checkpoint_files(work_dir))
-    if ckpt_path is None and earlier:
+    earlier = [] if ckpt_path else sorted(p.name for p in checkpoint_files(work_dir))
+    if earlier:
         raise ConfigError(f"work_dir: {work_dir} holds checkpoints of an earlier run ({', '.join(earlier[:3])}"
                           f"{', ...' if len(earlier) > 3 else ''}); continue it with --resume, or train into "
                           "another --work-dir (a fresh run would overwrite them)")

@@ -186,8 +186,10 @@ def test_cli_bad_batch_size_exits_1_with_one_line(tmp_path):
 
 
 def test_every_shipped_config_passes_the_checks():
-    for path in sorted(CONFIGS.glob("*.yaml")):
-        load_config(path)
+    paths = sorted(CONFIGS.glob("*.yaml"))
+    assert len(paths) >= 22
+    for path in paths:
+        assert load_config(path).source == str(path)
 
 
 # ----------------------------------------------------------------------------------- work dir and hooks

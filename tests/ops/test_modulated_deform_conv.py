@@ -134,9 +134,10 @@ def test_opcheck() -> None:
     """torch.library's checks of the registration: schema, fake kernel, autograd (the CPU backward
     is eager-only, so AOT tracing is not tested)."""
     tensors = [t.requires_grad_(True) for t in make_inputs(2, 2, (2, 1), (1, 1), (1, 2), seed=5)]
-    torch.library.opcheck(torch.ops.dettool.modulated_deform_conv.default,
-                          (*tensors, [2, 1], [1, 1], [1, 2], 2, 2),
-                          test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
+    checks = ("test_schema", "test_autograd_registration", "test_faketensor")
+    result = torch.library.opcheck(torch.ops.dettool.modulated_deform_conv.default,
+                                   (*tensors, [2, 1], [1, 1], [1, 2], 2, 2), test_utils=checks)
+    assert result == dict.fromkeys(checks, "SUCCESS")
 
 
 # --------------------------------------------------------------------------------------------

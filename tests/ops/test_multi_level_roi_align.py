@@ -283,8 +283,9 @@ def test_opcheck() -> None:
     feats = [f.requires_grad_(True) for f in make_feats(seed=11)]
     for args in ((make_rois(20, seed=11), feats, 7, 7, STRIDES, 2, 56, True, 1.3),
                  (make_rois(20, seed=11), feats, 7, 7, STRIDES, 0, 56, False)):
-        torch.library.opcheck(torch.ops.dettool.multi_level_roi_align.default, args,
-                              test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
+        checks = ("test_schema", "test_autograd_registration", "test_faketensor")
+        result = torch.library.opcheck(torch.ops.dettool.multi_level_roi_align.default, args, test_utils=checks)
+        assert result == dict.fromkeys(checks, "SUCCESS")
 
 
 # --------------------------------------------------------------------------------------------
