@@ -9,8 +9,9 @@ The conversion is onnxruntime's maintained ``convert_float_to_float16`` with:
 - ``DettoolBatchedNMS`` (scores and boxes in float32, as its spec says) and the standard ops that
   ONNX Runtime has no FP16 kernel for (onnxruntime's default block list: ``NonMaxSuppression``,
   ``RoiAlign``, ``TopK`` ...) plus ``DeformConv`` kept float32;
-- the ``rois`` input of ``DettoolMultiLevelRoIAlign`` rewired to its float32 source (its features
-  run in FP16, its coordinates must not: fp16 cannot hold pixel coordinates past 2048 exactly).
+- values passed between float32 nodes kept float32 (the converter rounds each to fp16 and back),
+  and the ``rois`` input of ``DettoolMultiLevelRoIAlign`` fed its float32 source (its features run
+  in FP16, its coordinates must not: fp16 cannot hold pixel coordinates past 2048 exactly).
 """
 from __future__ import annotations
 
@@ -42,17 +43,59 @@ def fp32_node_names(model: onnx.ModelProto) -> list[str]:
     return [n.name for n in model.graph.node if _in_fp32_region(n, regions)]
 
 
-def _keep_rois_fp32(model: onnx.ModelProto) -> None:
-    """Feed ``DettoolMultiLevelRoIAlign`` its float32 RoIs instead of the fp16 cast of them."""
-    casts = {n.output[0]: n for n in model.graph.node if n.op_type == "Cast"
-             and any(a.name == "to" and a.i == TensorProto.FLOAT16 for a in n.attribute)}
+def _fp32_sources(model: onnx.ModelProto) -> dict[str, str]:
+    """``{fp16 tensor: its float32 source}`` for every ``Cast`` to float16 of a float32 tensor."""
+    types = {v.name: v.type.tensor_type.elem_type
+             for v in [*model.graph.input, *model.graph.value_info, *model.graph.output]}
+    types.update({t.name: t.data_type for t in model.graph.initializer})
+    return {n.output[0]: n.input[0] for n in model.graph.node
+            if _casts_to(n, TensorProto.FLOAT16) and types.get(n.input[0]) == TensorProto.FLOAT}
+
+
+def _casts_to(node: onnx.NodeProto, elem_type: int) -> bool:
+    return node.op_type == "Cast" and any(a.name == "to" and a.i == elem_type for a in node.attribute)
+
+
+def _keep_fp32_values_fp32(model: onnx.ModelProto) -> None:
+    """Undo the converter's float16 detours of float32 values.
+
+    The converter casts every value leaving a float32 node to float16, and back to float32 for the
+    next float32 node: box coordinates, scores and the detections themselves were rounded to fp16
+    between the decode, clip, NMS and the graph outputs (0.25 px at 256-512 px, 0.5 px past 512).
+    Each ``Cast`` to float32 of such a detour reads the float32 source instead (one feeding a graph
+    output becomes an ``Identity``, the output keeps its name), and so does the ``rois`` input of
+    ``DettoolMultiLevelRoIAlign`` (its features run in FP16, its coordinates must not: fp16 cannot
+    hold pixel coordinates past 2048 exactly). Casts left unread are removed.
+    """
+    sources = _fp32_sources(model)
+    graph_outputs = {o.name for o in model.graph.output}
+    renamed: dict[str, str] = {}
     for node in model.graph.node:
-        if node.op_type == "DettoolMultiLevelRoIAlign" and node.input[0] in casts:
-            node.input[0] = casts[node.input[0]].input[0]
-    used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
-    dead = [n for n in model.graph.node if n.op_type == "Cast" and n.output[0] not in used]
-    for n in dead:
-        model.graph.node.remove(n)
+        if _casts_to(node, TensorProto.FLOAT) and node.input[0] in sources:
+            if node.output[0] in graph_outputs:
+                node.op_type = "Identity"
+                del node.attribute[:]
+                node.input[0] = sources[node.input[0]]
+            else:
+                renamed[node.output[0]] = sources[node.input[0]]
+        elif node.op_type == "DettoolMultiLevelRoIAlign" and node.input[0] in sources:
+            node.input[0] = sources[node.input[0]]
+    for node in model.graph.node:
+        for i, name in enumerate(node.input):
+            while name in renamed:
+                name = renamed[name]
+            node.input[i] = name
+    while True:
+        used = {i for n in model.graph.node for i in n.input} | graph_outputs
+        dead = [n for n in model.graph.node if n.op_type == "Cast" and n.output[0] not in used]
+        if not dead:
+            break
+        for n in dead:
+            model.graph.node.remove(n)
+    produced = {o for n in model.graph.node for o in n.output}
+    stale = [v for v in model.graph.value_info if v.name not in produced]
+    for v in stale:
+        model.graph.value_info.remove(v)
 
 
 def _sort_topologically(graph: onnx.GraphProto) -> None:
@@ -81,7 +124,7 @@ def convert_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     model = convert_float_to_float16(model, keep_io_types=True,
                                      op_block_list=sorted(set(DEFAULT_OP_BLOCK_LIST) | set(FP32_OPS)),
                                      node_block_list=fp32_node_names(model))
-    _keep_rois_fp32(model)
+    _keep_fp32_values_fp32(model)
     _sort_topologically(model.graph)
     # The converter declares fp16 value_info for float32 initializers read by blocked nodes; the
     # declarations are optional (checkers infer them), so drop those that contradict the data.

@@ -1,0 +1,46 @@
+"""The FP16 conversion keeps float32 regions float32 end to end, values between them included."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from dettool.exporters.fp16 import CLASS_KEY, convert_to_fp16
+from dettool.runtime.ort_custom_ops import make_session
+from dettool.trainer import builder  # noqa: F401  (defines the detectors' Float32Block modules)
+from dettool.trainer.models.postprocess.batched import float32_block_classes
+
+
+def _node(op: str, inputs: list[str], output: str, fp32_block: bool) -> onnx.NodeProto:
+    node = helper.make_node(op, inputs, [output], name=f"node_{output}")
+    if fp32_block:
+        entry = node.metadata_props.add()
+        entry.key, entry.value = CLASS_KEY, repr([sorted(float32_block_classes())[0]])
+    return node
+
+
+def _model() -> onnx.ModelProto:
+    """``boxes = (x * 1.5 + 0.25) * 1`` in three float32-block nodes (values past 512, where fp16
+    steps are 0.5), ``feat = relu(x)`` in FP16; both outputs float32."""
+    consts = [helper.make_tensor(n, TensorProto.FLOAT, [1], [v]) for n, v in (("s", 1.5), ("o", 0.25), ("u", 1.0))]
+    nodes = [_node("Mul", ["x", "s"], "a", True), _node("Add", ["a", "o"], "b", True),
+             _node("Mul", ["b", "u"], "boxes", True), _node("Relu", ["x"], "feat", False)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [6])],
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, [6]) for n in ("boxes", "feat")],
+                              consts)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)], ir_version=10)
+
+
+def test_values_between_float32_nodes_are_not_rounded_to_fp16() -> None:
+    model = convert_to_fp16(_model())
+    onnx.checker.check_model(model, full_check=True)
+    producer = {o: n for n in model.graph.node for o in n.output}
+    for node in model.graph.node:  # no float32 -> float16 -> float32 detour is left
+        if node.op_type == "Cast" and node.input[0] in producer:
+            assert producer[node.input[0]].op_type != "Cast", node.name
+    x = np.array([500.3, 700.1, 1021.7, 3.3, -2.0, 1500.9], dtype=np.float32)
+    boxes, _ = make_session(model).run(None, {"x": x})
+    np.testing.assert_array_equal(boxes, x * np.float32(1.5) + np.float32(0.25))
+    types = {v.name: v.type.tensor_type.elem_type for v in model.graph.value_info}
+    relu = next(n for n in model.graph.node if n.op_type == "Relu")
+    assert types[relu.input[0]] == TensorProto.FLOAT16  # the unblocked node does run in FP16
