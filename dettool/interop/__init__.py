@@ -1,0 +1,1 @@
+"""Bringing other tools' detectors into dettool: MMDetection configs and checkpoints."""

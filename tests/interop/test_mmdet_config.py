@@ -1,0 +1,82 @@
+"""MMDetection configs read as literals equal what mmengine's executing reader gives."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from dettool.errors import ConfigError
+from dettool.interop.mmdet_config import read_mmdet_config
+
+FAMILIES = ("retinanet", "fcos", "rpn", "fast_rcnn", "faster_rcnn", "mask_rcnn", "cascade_rcnn", "dcn", "dcnv2",
+            "ghm", "double_heads")
+
+
+def shipped_configs() -> list[Path]:
+    spec = importlib.util.find_spec("mmdet")
+    if spec is None:
+        return []
+    root = Path(spec.origin).parent / ".mim" / "configs"
+    return sorted(p for family in FAMILIES for p in (root / family).glob("*.py"))
+
+
+CONFIGS = shipped_configs()
+
+
+@pytest.mark.skipif(not CONFIGS, reason="MMDetection is not installed")
+def test_every_shipped_config_of_the_implemented_families_reads_as_mmengine_does() -> None:
+    from mmengine.config import Config
+
+    assert len(CONFIGS) > 150
+    for path in CONFIGS:
+        assert read_mmdet_config(path) == Config.fromfile(str(path)).to_dict(), path.name
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_bases_merge_with_delete_and_references(tmp_path: Path) -> None:
+    write(tmp_path, "base.py", "lr = 0.02\nmodel = dict(type='A', head=dict(n=1, m=2), ratios=[0.5, 1.0])\n")
+    cfg = write(tmp_path, "child.py", "_base_ = './base.py'\nscales = [(1333, 800)]\n"
+                "model = dict(head=dict(n=3), neck=dict(_delete_=True, k=1), ratios=[2.0])\n"
+                "lr = {{_base_.lr}} / 2\nhead_n = _base_.model.head.n\n"
+                "pipeline = [dict(scale=s) for s in scales] + [dict(t='flip')]\nw = [1.0] * 2\n")
+    assert read_mmdet_config(cfg) == {
+        "lr": 0.01, "scales": [(1333, 800)], "head_n": 1, "w": [1.0, 1.0],
+        "pipeline": [{"scale": (1333, 800)}, {"t": "flip"}],
+        "model": {"type": "A", "head": {"n": 3, "m": 2}, "ratios": [2.0], "neck": {"_delete_": True, "k": 1}}}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("import os\nx = 1\n", "config.py:1: imports"),
+    ("x = open('/etc/passwd')\n", "config.py:1: uses call 'open'"),
+    ("x = __import__('os')\n", "config.py:1: uses call '__import__'"),
+    ("x = y\n", "name 'y' is not assigned earlier"),
+    ("x = 1 if True else 2\n", "IfExp expressions"),
+    ("x = [0] * 1000000000\n", "a repetition longer than 100000"),
+    ("x = 2 ** 1000\n", "operation '2 ** 1000'"),
+    ("x = {{$HOME:/tmp}}\n", "reads an environment variable"),
+    ("_base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'\n", "inside an installed package"),
+    ("_base_ = './missing.py'\n", "_base_ file './missing.py' not found"),
+    ("x = dict(\n", "not valid Python"),
+    ("for i in []:\n    pass\n", "a For statement"),
+])
+def test_anything_beyond_literals_is_refused_naming_file_and_line(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=None) as err:
+        read_mmdet_config(write(tmp_path, "config.py", text))
+    assert message in str(err.value) and "config.py" in str(err.value)
+
+
+def test_base_cycle_and_duplicate_keys_are_refused(tmp_path: Path) -> None:
+    write(tmp_path, "a.py", "_base_ = './b.py'\n")
+    write(tmp_path, "b.py", "_base_ = './a.py'\n")
+    with pytest.raises(ConfigError, match="nest deeper"):
+        read_mmdet_config(tmp_path / "a.py")
+    write(tmp_path, "c.py", "x = 1\n")
+    write(tmp_path, "d.py", "x = 2\n")
+    with pytest.raises(ConfigError, match=r"define the same keys \['x'\]"):
+        read_mmdet_config(write(tmp_path, "e.py", "_base_ = ['./c.py', './d.py']\n"))
