@@ -1,0 +1,380 @@
+"""MMDetection config + checkpoint -> dettool config + checkpoint.
+
+The MMDetection config (a plain dict from :func:`read_mmdet_config`) is translated section by
+section through tables keyed by MMDetection's ``type`` names (``DETECTORS``, ``BACKBONES``,
+``NECKS``, ``DENSE_HEADS``); every key of a model or test section must be understood, so an
+option dettool does not implement is refused naming it (never silently dropped). Training-only
+settings that have no dettool equivalent are listed in the written config's header instead.
+The weights are renamed by the rules each translated part contributes, and must then match the
+dettool model's parameters exactly (names and shapes), else the checkpoint is refused.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from dettool.errors import CheckpointError, ConfigError
+
+_MISSING = object()
+
+
+@dataclass
+class Translation:
+    """The dettool config being built, the weight renaming rules and the training settings left out."""
+
+    source: str
+    config: dict = field(default_factory=dict)
+    rules: list[tuple[str, str]] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+
+    def fail(self, where: str, what: str) -> ConfigError:
+        return ConfigError(f"{self.source}: {where}: {what}")
+
+
+class Section:
+    """One MMDetection config dict whose keys are read at most once; ``done`` refuses the rest."""
+
+    def __init__(self, t: Translation, value: Any, where: str):
+        if not isinstance(value, dict):
+            raise t.fail(where, f"expected a dict, got {type(value).__name__}")
+        self.t, self.d, self.where, self.used = t, value, where, {"type", "init_cfg", "_scope_"}
+
+    @property
+    def type(self) -> str:
+        return str(self.d.get("type", ""))
+
+    def get(self, key: str, default: Any = _MISSING) -> Any:
+        self.used.add(key)
+        if key in self.d:
+            return self.d[key]
+        if default is _MISSING:
+            raise self.t.fail(f"{self.where}.{key}", "missing")
+        return default
+
+    def expect(self, key: str, allowed: tuple, default: Any = _MISSING) -> Any:
+        """The value of ``key``, which must be one of ``allowed`` (what dettool implements)."""
+        value = self.get(key, default)
+        if value not in allowed:
+            raise self.t.fail(f"{self.where}.{key}", f"{value!r} is not implemented by dettool "
+                                                     f"(supported: {', '.join(map(repr, allowed))})")
+        return value
+
+    def sub(self, key: str, default: Any = _MISSING) -> Section:
+        return Section(self.t, self.get(key, default), f"{self.where}.{key}")
+
+    def done(self, ignore: tuple[str, ...] = ()) -> None:
+        for key in self.d:
+            if key not in self.used and key not in ignore:
+                raise self.t.fail(f"{self.where}.{key}", f"option {key}={self.d[key]!r} is not implemented by dettool")
+
+
+def _table(t: Translation, table: dict[str, Callable], s: Section, what: str) -> Callable:
+    if s.type not in table:
+        raise t.fail(f"{s.where}.type", f"{what} {s.type!r} is not implemented by dettool convert "
+                                        f"(supported: {', '.join(sorted(table))})")
+    return table[s.type]
+
+
+# ---------------------------------------------------------------------------------------- backbones
+
+def _norm(t: Translation, s: Section) -> str:
+    norm = s.sub("norm_cfg", {"type": "BN", "requires_grad": True})
+    kind = norm.expect("type", ("BN", "SyncBN", "GN"))
+    trainable = norm.get("requires_grad", True)
+    groups = norm.get("num_groups", None)
+    norm.done()
+    if kind == "GN":
+        t.config["model"]["backbone"]["gn_groups"] = groups
+        return "gn"
+    if not trainable:
+        return "frozen_bn"
+    return "syncbn" if kind == "SyncBN" else "bn"
+
+
+def _resnet(t: Translation, s: Section) -> tuple[int, ...]:
+    """ResNet / ResNeXt (pytorch style): dettool's torchvision blocks have the same names."""
+    b = t.config["model"].setdefault("backbone", {})
+    b["depth"] = s.expect("depth", (18, 34, 50, 101))
+    s.expect("num_stages", (4,), 4)
+    s.expect("style", ("pytorch",), "pytorch")
+    s.expect("strides", ((1, 2, 2, 2), [1, 2, 2, 2]), (1, 2, 2, 2))
+    s.expect("dilations", ((1, 1, 1, 1), [1, 1, 1, 1]), (1, 1, 1, 1))
+    s.expect("deep_stem", (False,), False)
+    s.expect("avg_down", (False,), False)
+    s.expect("with_cp", (False,), False)
+    s.expect("zero_init_residual", (True, False), True)  # initialisation only
+    s.expect("plugins", (None,), None)
+    s.expect("dcn", (None,), None)
+    s.expect("stage_with_dcn", ((False, False, False, False), [False] * 4), (False,) * 4)
+    if s.type == "ResNeXt":
+        b["groups"] = s.get("groups")
+        b["width_per_group"] = s.get("base_width")
+    b["norm"] = _norm(t, s)
+    b["norm_eval"] = bool(s.get("norm_eval", True))
+    b["frozen_stages"] = s.get("frozen_stages", -1)
+    b["weights"] = None
+    out = tuple(s.get("out_indices", (0, 1, 2, 3)))
+    s.done()
+    return out
+
+
+BACKBONES: dict[str, Callable[[Translation, Section], tuple[int, ...]]] = {"ResNet": _resnet, "ResNeXt": _resnet}
+
+
+# -------------------------------------------------------------------------------------------- necks
+
+def _fpn(t: Translation, s: Section, backbone_out: tuple[int, ...]) -> int:
+    """MMDetection's FPN; returns the number of pyramid levels it outputs."""
+    n = t.config["model"].setdefault("neck", {})
+    in_channels = list(s.get("in_channels"))
+    start = s.get("start_level", 0)
+    s.expect("end_level", (-1,), -1)
+    if len(in_channels) != len(backbone_out):
+        raise t.fail(f"{s.where}.in_channels", f"{len(in_channels)} inputs for {len(backbone_out)} backbone outputs")
+    t.config["model"]["backbone"]["out_indices"] = list(backbone_out[start:])
+    n["out_channels"] = s.get("out_channels")
+    n["num_outs"] = s.get("num_outs")
+    extra = s.expect("add_extra_convs", (False, True, "on_input", "on_output"), False)
+    n["add_extra_convs"] = {False: "none", True: "on_input"}.get(extra, extra)
+    n["relu_before_extra_convs"] = bool(s.get("relu_before_extra_convs", False))
+    s.expect("no_norm_on_lateral", (False,), False)
+    s.expect("norm_cfg", (None,), None)
+    s.expect("act_cfg", (None,), None)
+    s.expect("upsample_cfg", ({"mode": "nearest"},), {"mode": "nearest"})
+    s.done()
+    levels = len(in_channels) - start
+    t.rules += [(r"^neck\.lateral_convs\.(\d+)\.conv\.", r"neck.fpn.inner_blocks.\1.0."),
+                *[(rf"^neck\.fpn_convs\.{i}\.conv\.", f"neck.fpn.layer_blocks.{i}.0.") for i in range(levels)],
+                *[(rf"^neck\.fpn_convs\.{levels + j}\.conv\.", f"neck.fpn.extra_blocks.convs.{j}.")
+                  for j in range(n["num_outs"] - levels)]]
+    return n["num_outs"]
+
+
+NECKS: dict[str, Callable[[Translation, Section, tuple[int, ...]], int]] = {"FPN": _fpn}
+
+
+# -------------------------------------------------------------------------------------- task modules
+
+def _anchor(t: Translation, s: Section) -> dict:
+    s.expect("type", ("AnchorGenerator",))
+    out = {"strides": list(s.get("strides")), "ratios": list(s.get("ratios")),
+           "octave_base_scale": s.get("octave_base_scale"), "scales_per_octave": s.get("scales_per_octave"),
+           "center_offset": s.get("center_offset", 0.0)}
+    s.expect("scales", (None,), None)
+    s.expect("base_sizes", (None,), None)
+    s.expect("scale_major", (True,), True)
+    s.done()
+    return out
+
+
+def _delta_coder(t: Translation, s: Section) -> dict:
+    s.expect("type", ("DeltaXYWHBBoxCoder",))
+    out = {"target_means": list(s.get("target_means", (0.0, 0.0, 0.0, 0.0))),
+           "target_stds": list(s.get("target_stds", (1.0, 1.0, 1.0, 1.0)))}
+    s.expect("clip_border", (True,), True)
+    s.expect("add_ctr_clamp", (False,), False)
+    s.done()
+    return out
+
+
+def _loss(t: Translation, s: Section) -> dict:
+    """A loss as dettool names it; a loss dettool lacks is a training setting left out."""
+    kinds = {"FocalLoss": "focal", "L1Loss": "l1", "SmoothL1Loss": "smooth_l1", "GIoULoss": "giou",
+             "IoULoss": "iou", "CrossEntropyLoss": "ce", "GHMC": "ghmc", "GHMR": "ghmr"}
+    kind = kinds.get(s.type)
+    out = {"type": kind, "weight": s.get("loss_weight", 1.0)}
+    if kind == "focal":
+        out.update(gamma=s.get("gamma", 2.0), alpha=s.get("alpha", 0.25))
+        s.expect("use_sigmoid", (True,), True)
+    elif kind == "smooth_l1":
+        out["beta"] = s.get("beta", 1.0)
+    elif kind in ("ghmc", "ghmr"):
+        out.update(bins=s.get("bins", 10), momentum=s.get("momentum", 0.0))
+        if kind == "ghmr":
+            out["mu"] = s.get("mu", 0.02)
+        else:
+            s.expect("use_sigmoid", (True,), True)
+    elif kind == "iou":
+        out["mode"] = s.get("mode", "log")
+    if kind is None:
+        t.dropped.append(f"{s.where} ({s.type})")
+        return {}
+    s.done(ignore=("reduction", "eps", "use_sigmoid", "activated"))
+    return out
+
+
+def _assigner(t: Translation, s: Section) -> dict:
+    s.expect("type", ("MaxIoUAssigner",))
+    out = {"pos_iou_thr": s.get("pos_iou_thr"), "neg_iou_thr": s.get("neg_iou_thr"),
+           "min_pos_iou": s.get("min_pos_iou", 0.0), "ignore_iof_thr": s.get("ignore_iof_thr", -1.0),
+           "gt_max_assign_all": s.get("gt_max_assign_all", True)}
+    s.done(ignore=("match_low_quality", "ignore_wrt_candidates", "gpu_assign_thr", "iou_calculator"))
+    return out
+
+
+# -------------------------------------------------------------------------------------- dense heads
+
+def _retina_head(t: Translation, s: Section, train: Section | None) -> None:
+    h = t.config["model"]["bbox_head"] = {"type": "retina"}
+    t.config["model"]["num_classes"] = s.get("num_classes")
+    s.get("in_channels")
+    h["feat_channels"] = s.get("feat_channels", 256)
+    h["stacked_convs"] = s.get("stacked_convs", 4)
+    s.expect("conv_cfg", (None,), None)
+    s.expect("norm_cfg", (None,), None)
+    s.expect("reg_decoded_bbox", (False,), False)
+    h["anchor"] = _anchor(t, s.sub("anchor_generator"))
+    h["bbox_coder"] = _delta_coder(t, s.sub("bbox_coder", {"type": "DeltaXYWHBBoxCoder"}))
+    for key in ("loss_cls", "loss_bbox"):
+        if loss := _loss(t, s.sub(key)):
+            h[key] = loss
+    s.done()
+    t.rules += [(r"^bbox_head\.(cls|reg)_convs\.(\d+)\.conv\.", lambda m: f"bbox_head.{m[1]}_convs.{2 * int(m[2])}.")]
+    if train is not None:
+        h["assigner"] = _assigner(t, train.sub("assigner"))
+        sampler = train.sub("sampler")
+        sampler.expect("type", ("PseudoSampler",))
+        h["sampler"] = {"type": "pseudo"}
+        h["allowed_border"] = train.get("allowed_border", -1)
+        train.expect("pos_weight", (-1,), -1)
+        train.done(ignore=("debug",))
+
+
+DENSE_HEADS: dict[str, Callable[[Translation, Section, Section | None], None]] = {"RetinaHead": _retina_head}
+
+
+def _dense_test(t: Translation, s: Section) -> None:
+    nms = s.sub("nms")
+    nms.expect("type", ("nms",))
+    t.config["test"] = {"score_thr": s.get("score_thr"), "nms_pre": s.get("nms_pre", -1),
+                        "nms_iou_thr": nms.get("iou_threshold"), "max_per_img": s.get("max_per_img")}
+    s.expect("min_bbox_size", (0, 0.0), 0)
+    nms.done()
+    s.done()
+
+
+# ---------------------------------------------------------------------------------------- detectors
+
+def _single_stage(t: Translation, m: Section) -> None:
+    t.config["model"] = {"type": "single_stage"}
+    out = _table(t, BACKBONES, m.sub("backbone"), "backbone")(t, m.sub("backbone"))
+    _table(t, NECKS, m.sub("neck"), "neck")(t, m.sub("neck"), out)
+    head = m.sub("bbox_head")
+    train = m.sub("train_cfg") if m.get("train_cfg", None) is not None else None
+    _table(t, DENSE_HEADS, head, "dense head")(t, head, train)
+    _dense_test(t, m.sub("test_cfg"))
+
+
+DETECTORS: dict[str, Callable[[Translation, Section], None]] = {"RetinaNet": _single_stage}
+
+
+# ---------------------------------------------------------------------------------------- data, train
+
+def _preprocessor(t: Translation, s: Section) -> None:
+    s.expect("type", ("DetDataPreprocessor",))
+    if not s.get("bgr_to_rgb", False):
+        raise t.fail(f"{s.where}.bgr_to_rgb", "False (BGR input, caffe style) is not implemented by dettool")
+    s.expect("pad_mask", (True, False), False)
+    s.expect("pad_value", (0,), 0)
+    s.expect("boxtype2tensor", (True,), True)
+    d = t.config.setdefault("data", {})
+    d["mean"], d["std"] = list(s.get("mean")), list(s.get("std"))
+    d["size_divisor"] = s.get("pad_size_divisor", 1)
+    s.done()
+
+
+def _scale(t: Translation, s: Section) -> str:
+    scale = s.get("scale")
+    s.expect("keep_ratio", (True,), False)
+    if not (isinstance(scale, (list, tuple)) and len(scale) == 2):
+        raise t.fail(f"{s.where}.scale", f"{scale!r} is not one (width, height) scale")
+    return f"{max(scale)}x{min(scale)}"
+
+
+def _pipelines(t: Translation, cfg: dict) -> None:
+    d = t.config.setdefault("data", {})
+    test = cfg.get("test_dataloader", {}).get("dataset", {}).get("pipeline") or cfg.get("test_pipeline") or []
+    for i, step in enumerate(test):
+        s = Section(t, step, f"test_pipeline[{i}]")
+        if s.type == "Resize":
+            d["test_scale"] = _scale(t, s)
+            s.done()
+        elif s.type not in ("LoadImageFromFile", "LoadAnnotations", "PackDetInputs"):
+            raise t.fail(f"{s.where}.type", f"test transform {s.type!r} is not implemented by dettool")
+    for i, step in enumerate(cfg.get("train_dataloader", {}).get("dataset", {}).get("pipeline") or []):
+        s = Section(t, step, f"train_pipeline[{i}]")
+        if s.type == "Resize":
+            d["train_scale"] = _scale(t, s)
+        elif s.type == "RandomFlip":
+            d["flip_prob"] = s.get("prob")
+        elif s.type not in ("LoadImageFromFile", "LoadAnnotations", "PackDetInputs"):
+            t.dropped.append(f"{s.where} ({s.type})")
+    for split, key in (("train", "train_dataloader"), ("val", "val_dataloader")):
+        ds = cfg.get(key, {}).get("dataset", {})
+        root = ds.get("data_root", "")
+        if "ann_file" in ds:
+            d[split] = {"ann_file": root + ds["ann_file"], "img_dir": root + ds.get("data_prefix", {}).get("img", "")}
+
+
+def _training(t: Translation, cfg: dict) -> None:
+    tr = t.config.setdefault("train", {})
+    loop = cfg.get("train_cfg") or {}
+    if loop.get("type") == "EpochBasedTrainLoop":
+        tr["max_epochs"] = loop.get("max_epochs")
+    if bs := cfg.get("train_dataloader", {}).get("batch_size"):
+        tr["batch_size"] = bs
+    opt = (cfg.get("optim_wrapper") or {}).get("optimizer") or {}
+    if opt.get("type") == "SGD":
+        tr["optimizer"] = {"type": "sgd", "lr": opt.get("lr"), "momentum": opt.get("momentum", 0.0),
+                           "weight_decay": opt.get("weight_decay", 0.0), "decay_norm_and_bias": True}
+    elif opt:
+        t.dropped.append(f"optim_wrapper.optimizer ({opt.get('type')})")
+    lr: dict = {}
+    for i, sch in enumerate(cfg.get("param_scheduler") or []):
+        if sch.get("type") == "LinearLR" and not sch.get("by_epoch", True):
+            lr.update(warmup="linear", warmup_iters=sch.get("end"), warmup_ratio=sch.get("start_factor"))
+        elif sch.get("type") == "MultiStepLR" and sch.get("by_epoch", True):
+            lr.update(policy="step", steps=list(sch.get("milestones")), gamma=sch.get("gamma", 0.1))
+        else:
+            t.dropped.append(f"param_scheduler[{i}] ({sch.get('type')})")
+    if lr:
+        tr["lr"] = lr
+
+
+def translate_config(cfg: dict, source: str) -> Translation:
+    """The dettool config (a raw dict, as YAML holds it) and weight rules for an MMDetection config."""
+    t = Translation(source)
+    model = Section(t, cfg.get("model"), "model")
+    _table(t, DETECTORS, model, "model type")(t, model)
+    if model.get("data_preprocessor", None) is not None:
+        _preprocessor(t, model.sub("data_preprocessor"))
+    model.done()
+    _pipelines(t, cfg)
+    _training(t, cfg)
+    return t
+
+
+# ------------------------------------------------------------------------------------------- weights
+
+def convert_state_dict(state: dict, t: Translation, expected: dict, source: str) -> dict:
+    """``state`` renamed by ``t.rules``; it must hold exactly ``expected``'s names and shapes."""
+    out = {_rename(t.rules, name): value for name, value in state.items() if not name.startswith("data_preprocessor.")}
+    missing = [k for k in expected if k not in out]
+    extra = [k for k in out if k not in expected]
+    if missing or extra:
+        what = f"lacks {missing[0]!r}" if missing else f"has {extra[0]!r}, which the model does not"
+        raise CheckpointError(f"{source}: does not match the config's architecture: it {what} "
+                              f"({len(missing)} missing, {len(extra)} unexpected; a checkpoint of another model?)")
+    for k, v in out.items():
+        if tuple(v.shape) != tuple(expected[k].shape):
+            raise CheckpointError(f"{source}: {k} has shape {tuple(v.shape)}, the config's model "
+                                  f"{tuple(expected[k].shape)} (a checkpoint of another model?)")
+    return out
+
+
+def _rename(rules: list, name: str) -> str:
+    for pattern, repl in rules:
+        name = re.sub(pattern, repl, name)
+    return name
+
