@@ -176,3 +176,25 @@ def synth(out: str, num_train: int, num_val: int, seed: int) -> None:
     paths = generate(out, num_train, num_val, seed)
     click.echo(f"dettool: wrote {num_train} train and {num_val} val images; annotations: "
                f"{paths['train']} and {paths['val']}")
+
+
+@cli.group()
+def convert() -> None:
+    """Bring a detector trained elsewhere into dettool (config + checkpoint)."""
+
+
+@convert.command(name="mmdet")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for <name>.yaml and <name>.pth.")
+@click.option("--trust-config", is_flag=True,
+              help="Read CONFIG with mmengine, which EXECUTES it as Python (default: read as literals, never run).")
+def convert_mmdet(config: str, checkpoint: str, out: str, trust_config: bool) -> None:
+    """An MMDetection (2.x / 3.x) CONFIG and CHECKPOINT as a dettool config and checkpoint.
+
+    The checkpoint is read with weights_only; an architecture or option dettool does not
+    implement is refused naming it.
+    """
+    from dettool.interop.convert import convert_mmdet as run
+
+    run(config, checkpoint, out, trust_config=trust_config, log=click.echo)

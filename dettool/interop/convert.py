@@ -50,7 +50,7 @@ def convert_mmdet(config: str | Path, checkpoint: str | Path, out: str | Path, t
               f"# on {datetime.date.today().isoformat()}.",
               "# Training settings not carried over (no dettool equivalent): "
               + (", ".join(t.dropped) if t.dropped else "none")]
-    text = "\n".join(header) + "\n" + yaml.safe_dump(t.config, sort_keys=False)
+    text = "\n".join(header) + "\n" + yaml.safe_dump(t.config, sort_keys=False, default_flow_style=None, width=110)
     atomic_write_bytes(text.encode(), yaml_path)
     cfg = load_config(yaml_path)  # the translation passes dettool's own validation
     model = builder.build_model(cfg)
