@@ -208,8 +208,13 @@ def _assigner(t: Translation, s: Section) -> dict:
     s.expect("type", ("MaxIoUAssigner",))
     out = {"pos_iou_thr": s.get("pos_iou_thr"), "neg_iou_thr": s.get("neg_iou_thr"),
            "min_pos_iou": s.get("min_pos_iou", 0.0), "ignore_iof_thr": s.get("ignore_iof_thr", -1.0),
-           "gt_max_assign_all": s.get("gt_max_assign_all", True)}
-    s.done(ignore=("match_low_quality", "ignore_wrt_candidates", "gpu_assign_thr", "iou_calculator"))
+           "gt_max_assign_all": s.get("gt_max_assign_all", True),
+           "match_low_quality": s.get("match_low_quality", True)}
+    s.expect("ignore_wrt_candidates", (True,), True)
+    iou = s.sub("iou_calculator", {"type": "BboxOverlaps2D"})
+    iou.expect("type", ("BboxOverlaps2D",))
+    iou.done()
+    s.done(ignore=("gpu_assign_thr",))  # where the assignment runs, not what it computes
     return out
 
 

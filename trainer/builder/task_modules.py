@@ -16,7 +16,7 @@ CODERS = Table("box coder", {
 ASSIGNERS = Table("assigner", {
     S.MaxIoUAssignerConfig: lambda c: MaxIoUAssigner(
         pos_iou_thr=c.pos_iou_thr, neg_iou_thr=c.neg_iou_thr, min_pos_iou=c.min_pos_iou,
-        gt_max_assign_all=c.gt_max_assign_all, ignore_iof_thr=c.ignore_iof_thr),
+        gt_max_assign_all=c.gt_max_assign_all, ignore_iof_thr=c.ignore_iof_thr, match_low_quality=c.match_low_quality),
 })
 
 SAMPLERS = Table("sampler", {

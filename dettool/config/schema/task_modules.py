@@ -32,7 +32,9 @@ CoderConfig = Union[DeltaCoderConfig]  # TBLR (FSAF) joins here
 
 @dataclass(frozen=True)
 class MaxIoUAssignerConfig(Section):
-    """Max-IoU assignment of anchors to ground truth; ``ignore_iof_thr`` -1 disables crowd ignoring."""
+    """Max-IoU assignment of anchors to ground truth; ``ignore_iof_thr`` -1 disables crowd ignoring;
+    ``match_low_quality``: each gt also takes its best candidate when that IoU >= ``min_pos_iou``
+    (MMDetection's option of the same name; its R-CNN stages set it false)."""
 
     type: Literal["max_iou"] = "max_iou"
     pos_iou_thr: Fraction = 0.5
@@ -40,6 +42,7 @@ class MaxIoUAssignerConfig(Section):
     min_pos_iou: Fraction = 0.0
     gt_max_assign_all: bool = True
     ignore_iof_thr: Annotated[float, Range(-1, 1)] = -1.0
+    match_low_quality: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()

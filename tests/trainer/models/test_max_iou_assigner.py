@@ -20,7 +20,8 @@ CANDIDATES = torch.tensor([
 
 def assigner(**kwargs) -> MaxIoUAssigner:
     """A ``MaxIoUAssigner`` with the rule-neutral settings (no crowd ignoring, all ties assigned)."""
-    return MaxIoUAssigner(**{"min_pos_iou": 0.0, "gt_max_assign_all": True, "ignore_iof_thr": -1.0, **kwargs})
+    return MaxIoUAssigner(**{"min_pos_iou": 0.0, "gt_max_assign_all": True, "ignore_iof_thr": -1.0,
+                             "match_low_quality": True, **kwargs})
 
 
 def test_thresholds_and_best_candidate_rule():
@@ -29,6 +30,15 @@ def test_thresholds_and_best_candidate_rule():
     assert res.labels.tolist() == [3, 3, -1, -1, -1, 7]
     torch.testing.assert_close(res.max_overlaps, torch.tensor([1.0, 0.5, 0.4, 0.25, 0.0, 1 / 3]))
     assert res.num_gts == 2
+
+
+def test_without_low_quality_matching_only_the_thresholds_assign():
+    # The setup above with match_low_quality off: gt 1's best candidate (IoU 1/3, below
+    # neg_iou_thr 0.4) stays negative instead of being promoted.
+    res = assigner(pos_iou_thr=0.5, neg_iou_thr=0.4, min_pos_iou=0.3, match_low_quality=False).assign(
+        CANDIDATES, GT, GT_LABELS)
+    assert res.gt_inds.tolist() == [1, 1, -1, 0, 0, 0]
+    assert res.labels.tolist() == [3, 3, -1, -1, -1, -1]
 
 
 def test_min_pos_iou_blocks_weak_best_candidates():

@@ -32,8 +32,8 @@ class MaxIoUAssigner:
     1. every candidate starts ignored (-1);
     2. candidates whose max IoU is in ``[0, neg_iou_thr)`` become negative (0);
     3. candidates whose max IoU >= ``pos_iou_thr`` take that gt;
-    4. each gt takes its best candidate(s) if that IoU >= ``min_pos_iou`` (all ties when
-       ``gt_max_assign_all``), so every gt gets at least one positive where possible.
+    4. with ``match_low_quality``, each gt takes its best candidate(s) if that IoU >= ``min_pos_iou``
+       (all ties when ``gt_max_assign_all``), so every gt gets at least one positive where possible.
     Candidates covered by crowd boxes with IoF > ``ignore_iof_thr`` (if > 0) are ignored.
 
     Args:
@@ -42,15 +42,17 @@ class MaxIoUAssigner:
         min_pos_iou: lowest IoU for the per-gt best-candidate rule.
         gt_max_assign_all: assign every candidate tying for a gt's best IoU.
         ignore_iof_thr: IoF threshold against crowd boxes; <= 0 disables.
+        match_low_quality: apply rule 4 (MMDetection's ``match_low_quality``).
     """
 
     def __init__(self, *, pos_iou_thr: float, neg_iou_thr: float, min_pos_iou: float, gt_max_assign_all: bool,
-                 ignore_iof_thr: float) -> None:
+                 ignore_iof_thr: float, match_low_quality: bool) -> None:
         self.pos_iou_thr = pos_iou_thr
         self.neg_iou_thr = neg_iou_thr
         self.min_pos_iou = min_pos_iou
         self.gt_max_assign_all = gt_max_assign_all
         self.ignore_iof_thr = ignore_iof_thr
+        self.match_low_quality = match_low_quality
 
     def assign(self, boxes: torch.Tensor, gt_boxes: torch.Tensor, gt_labels: torch.Tensor,
                ignore_boxes: torch.Tensor | None = None) -> AssignResult:
@@ -70,7 +72,7 @@ class MaxIoUAssigner:
         pos = max_overlaps >= self.pos_iou_thr
         gt_inds[pos] = argmax[pos] + 1
         gt_max, gt_argmax = overlaps.max(dim=1)
-        for i in range(g):
+        for i in range(g if self.match_low_quality else 0):
             if gt_max[i] >= self.min_pos_iou and gt_max[i] > 0:
                 if self.gt_max_assign_all:
                     gt_inds[overlaps[i] == gt_max[i]] = i + 1
