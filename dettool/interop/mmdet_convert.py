@@ -159,9 +159,15 @@ NECKS: dict[str, Callable[[Translation, Section, tuple[int, ...]], int]] = {"FPN
 def _anchor(t: Translation, s: Section) -> dict:
     s.expect("type", ("AnchorGenerator",))
     out = {"strides": list(s.get("strides")), "ratios": list(s.get("ratios")),
-           "octave_base_scale": s.get("octave_base_scale"), "scales_per_octave": s.get("scales_per_octave"),
            "center_offset": s.get("center_offset", 0.0)}
-    s.expect("scales", (None,), None)
+    scales = s.get("scales", None)
+    if scales is None:
+        out.update(octave_base_scale=s.get("octave_base_scale"), scales_per_octave=s.get("scales_per_octave"))
+    elif len(scales) == 1:  # scales=[8]: one scale, the octave form with one step
+        out.update(octave_base_scale=scales[0], scales_per_octave=1)
+    else:
+        raise t.fail(f"{s.where}.scales", f"{list(scales)} (several explicit scales) is not implemented by dettool; "
+                                          "use octave_base_scale / scales_per_octave")
     s.expect("base_sizes", (None,), None)
     s.expect("scale_major", (True,), True)
     s.done()
@@ -183,6 +189,9 @@ def _loss(t: Translation, s: Section) -> dict:
     kinds = {"FocalLoss": "focal", "L1Loss": "l1", "SmoothL1Loss": "smooth_l1", "GIoULoss": "giou",
              "IoULoss": "iou", "CrossEntropyLoss": "ce", "GHMC": "ghmc", "GHMR": "ghmr"}
     kind = kinds.get(s.type)
+    if kind == "ce" and s.get("use_sigmoid", False):
+        kind = "bce"
+    s.expect("use_mask", (False,), False)
     out = {"type": kind, "weight": s.get("loss_weight", 1.0)}
     if kind == "focal":
         out.update(gamma=s.get("gamma", 2.0), alpha=s.get("alpha", 0.25))
@@ -218,6 +227,28 @@ def _assigner(t: Translation, s: Section) -> dict:
     return out
 
 
+def _sampler(t: Translation, s: Section) -> dict:
+    kind = s.expect("type", ("PseudoSampler", "RandomSampler", "OHEMSampler"))
+    if kind == "PseudoSampler":
+        s.done()
+        return {"type": "pseudo"}
+    out = {"type": "random" if kind == "RandomSampler" else "ohem", "num": s.get("num"),
+           "pos_fraction": s.get("pos_fraction"), "neg_pos_ub": s.get("neg_pos_ub", -1),
+           "add_gt_as_proposals": s.get("add_gt_as_proposals", True)}
+    s.done(ignore=("context", "loss_key"))
+    return out
+
+
+def _proposals(t: Translation, s: Section) -> dict:
+    nms = s.sub("nms")
+    nms.expect("type", ("nms",))
+    out = {"nms_pre": s.get("nms_pre", -1), "nms_iou_thr": nms.get("iou_threshold"),
+           "max_per_img": s.get("max_per_img"), "min_bbox_size": s.get("min_bbox_size", 0)}
+    nms.done()
+    s.done()
+    return out
+
+
 # -------------------------------------------------------------------------------------- dense heads
 
 def _retina_head(t: Translation, s: Section, train: Section | None) -> None:
@@ -249,6 +280,139 @@ def _retina_head(t: Translation, s: Section, train: Section | None) -> None:
 DENSE_HEADS: dict[str, Callable[[Translation, Section, Section | None], None]] = {"RetinaHead": _retina_head}
 
 
+def _rpn_head(t: Translation, s: Section, train: Section | None, train_proposals: Section | None,
+              test_proposals: Section) -> None:
+    h = t.config["model"]["rpn_head"] = {}
+    s.expect("type", ("RPNHead",))
+    s.get("in_channels")
+    h["feat_channels"] = s.get("feat_channels", 256)
+    s.expect("num_convs", (1,), 1)
+    s.expect("num_classes", (1,), 1)
+    s.expect("reg_decoded_bbox", (False,), False)
+    h["anchor"] = _anchor(t, s.sub("anchor_generator"))
+    h["bbox_coder"] = _delta_coder(t, s.sub("bbox_coder", {"type": "DeltaXYWHBBoxCoder"}))
+    for key in ("loss_cls", "loss_bbox"):
+        if loss := _loss(t, s.sub(key)):
+            h[key] = loss
+    s.done()
+    if train is not None:
+        h["assigner"] = _assigner(t, train.sub("assigner"))
+        h["sampler"] = _sampler(t, train.sub("sampler"))
+        h["allowed_border"] = train.get("allowed_border", -1)
+        train.expect("pos_weight", (-1,), -1)
+        train.done(ignore=("debug",))
+    if train_proposals is not None:
+        h["train_proposals"] = _proposals(t, train_proposals)
+    h["test_proposals"] = _proposals(t, test_proposals)
+
+
+def _roi_extractor(t: Translation, s: Section) -> dict:
+    s.expect("type", ("SingleRoIExtractor",))
+    layer = s.sub("roi_layer")
+    layer.expect("type", ("RoIAlign",))
+    out = {"output_size": layer.get("output_size"), "sampling_ratio": layer.get("sampling_ratio", 0),
+           "strides": list(s.get("featmap_strides")), "finest_scale": s.get("finest_scale", 56)}
+    layer.expect("aligned", (True,), True)
+    layer.expect("pool_mode", ("avg",), "avg")
+    layer.expect("use_torchvision", (False,), False)
+    layer.done()
+    s.get("out_channels")
+    s.expect("gc_context", (False,), False)
+    s.done()
+    return out
+
+
+# MMDetection's named ConvFC box heads: (shared convs, shared fcs)
+_CONV_FC = {"Shared2FCBBoxHead": (0, 2), "Shared4Conv1FCBBoxHead": (4, 1), "ConvFCBBoxHead": None}
+
+
+def _bbox_head(t: Translation, s: Section, prefix: str) -> dict:
+    shape = _table(t, {k: (lambda v=v: v) for k, v in _CONV_FC.items()}, s, "RoI box head")()
+    convs, fcs = shape if shape else (s.get("num_shared_convs", 0), s.get("num_shared_fcs", 0))
+    for key in ("num_cls_convs", "num_cls_fcs", "num_reg_convs", "num_reg_fcs"):
+        s.expect(key, (0,), 0)
+    norm = s.sub("norm_cfg", {"type": None})
+    kind = norm.expect("type", (None, "GN"))
+    norm.get("num_groups", 32)
+    norm.get("requires_grad", True)
+    norm.done()
+    h = {"num_shared_convs": convs, "num_shared_fcs": fcs, "conv_out_channels": s.get("conv_out_channels", 256),
+         "fc_out_channels": s.get("fc_out_channels", 1024), "norm": "gn" if kind == "GN" else "none",
+         "reg_class_agnostic": s.get("reg_class_agnostic", False)}
+    t.config["model"]["num_classes"] = s.get("num_classes")
+    s.get("in_channels")
+    s.get("roi_feat_size", 7)
+    s.expect("with_avg_pool", (False,), False)
+    s.expect("reg_decoded_bbox", (False,), False)
+    s.expect("predict_box_type", ("hbox",), "hbox")
+    coder = _delta_coder(t, s.sub("bbox_coder", {"type": "DeltaXYWHBBoxCoder"}))
+    if any(m != 0.0 for m in coder["target_means"]):
+        raise t.fail(f"{s.where}.bbox_coder.target_means", "non-zero means are not implemented by dettool")
+    h["target_stds"] = coder["target_stds"]
+    for key in ("loss_cls", "loss_bbox"):
+        if loss := _loss(t, s.sub(key)):
+            h[key] = loss
+    s.done()
+    step = 3 if kind == "GN" else 2
+    t.rules += [(rf"^{prefix}\.shared_fcs\.(\d+)\.", lambda m: f"{prefix}.shared_fcs.{2 * int(m[1])}."),
+                (rf"^{prefix}\.shared_convs\.(\d+)\.conv\.", lambda m: f"{prefix}.shared_convs.{step * int(m[1])}."),
+                (rf"^{prefix}\.shared_convs\.(\d+)\.gn\.", lambda m: f"{prefix}.shared_convs.{step * int(m[1]) + 1}.")]
+    return h
+
+
+def _mask_head(t: Translation, s: Section, extractor: Section, prefix: str) -> dict:
+    s.expect("type", ("FCNMaskHead",))
+    h = {"num_convs": s.get("num_convs", 4), "conv_out_channels": s.get("conv_out_channels", 256),
+         "class_agnostic": s.get("class_agnostic", False), "roi_extractor": _roi_extractor(t, extractor)}
+    s.get("in_channels")
+    s.get("num_classes")
+    s.expect("roi_feat_size", (14,), 14)
+    s.expect("conv_kernel_size", (3,), 3)
+    s.expect("upsample_cfg", ({"type": "deconv", "scale_factor": 2},), {"type": "deconv", "scale_factor": 2})
+    s.expect("conv_cfg", (None,), None)
+    s.expect("norm_cfg", (None,), None)
+    s.expect("predictor_cfg", ({"type": "Conv"},), {"type": "Conv"})
+    loss = s.sub("loss_mask", {"type": "CrossEntropyLoss", "use_mask": True, "loss_weight": 1.0})
+    loss.expect("type", ("CrossEntropyLoss",))
+    loss.expect("use_mask", (True,), True)
+    h["loss_weight"] = loss.get("loss_weight", 1.0)
+    loss.done()
+    s.done()
+    t.rules += [(rf"^{prefix}\.mask_head\.convs\.(\d+)\.conv\.",
+                 lambda m: f"{prefix}.mask_branch.mask_head.convs.{2 * int(m[1])}."),
+                (rf"^{prefix}\.mask_head\.(upsample|conv_logits)\.", rf"{prefix}.mask_branch.mask_head.\1.")]
+    return h
+
+
+def _standard_roi_head(t: Translation, s: Section, train: Section | None) -> None:
+    r = t.config["model"]["roi_head"] = {"type": "standard"}
+    r["roi_extractor"] = _roi_extractor(t, s.sub("bbox_roi_extractor"))
+    r["bbox_head"] = _bbox_head(t, s.sub("bbox_head"), "roi_head.bbox_head")
+    if s.get("mask_head", None) is not None:
+        r["mask_head"] = _mask_head(t, s.sub("mask_head"), s.sub("mask_roi_extractor"), "roi_head")
+    s.expect("shared_head", (None,), None)
+    s.done()
+    if train is not None:
+        r["assigner"] = _assigner(t, train.sub("assigner"))
+        r["sampler"] = _sampler(t, train.sub("sampler"))
+        train.expect("pos_weight", (-1,), -1)
+        train.get("mask_size", 28)
+        train.done(ignore=("debug",))
+
+
+ROI_HEADS: dict[str, Callable[[Translation, Section, Section | None], None]] = {
+    "StandardRoIHead": _standard_roi_head}
+
+
+def _rcnn_test(t: Translation, s: Section) -> None:
+    nms = s.sub("nms")
+    nms.expect("type", ("nms",))
+    t.config["test"] = {"score_thr": s.get("score_thr"), "nms_iou_thr": nms.get("iou_threshold"),
+                        "max_per_img": s.get("max_per_img"), "mask_thr": s.get("mask_thr_binary", 0.5)}
+    nms.done()
+    s.done()
+
+
 def _dense_test(t: Translation, s: Section) -> None:
     nms = s.sub("nms")
     nms.expect("type", ("nms",))
@@ -271,7 +435,23 @@ def _single_stage(t: Translation, m: Section) -> None:
     _dense_test(t, m.sub("test_cfg"))
 
 
-DETECTORS: dict[str, Callable[[Translation, Section], None]] = {"RetinaNet": _single_stage}
+def _two_stage(t: Translation, m: Section) -> None:
+    t.config["model"] = {"type": "two_stage"}
+    out = _table(t, BACKBONES, m.sub("backbone"), "backbone")(t, m.sub("backbone"))
+    _table(t, NECKS, m.sub("neck"), "neck")(t, m.sub("neck"), out)
+    train = m.sub("train_cfg") if m.get("train_cfg", None) is not None else None
+    test = m.sub("test_cfg")
+    _rpn_head(t, m.sub("rpn_head"), train and train.sub("rpn"), train and train.sub("rpn_proposal"), test.sub("rpn"))
+    roi = m.sub("roi_head")
+    _table(t, ROI_HEADS, roi, "RoI head")(t, roi, train and train.sub("rcnn"))
+    _rcnn_test(t, test.sub("rcnn"))
+    for section in (train, test):
+        if section is not None:
+            section.done()
+
+
+DETECTORS: dict[str, Callable[[Translation, Section], None]] = {
+    "RetinaNet": _single_stage, "FasterRCNN": _two_stage, "MaskRCNN": _two_stage}
 
 
 # ---------------------------------------------------------------------------------------- data, train

@@ -21,8 +21,12 @@ from dettool.trainer.checkpoint import load_checkpoint, load_model_weights
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("mmdet") is None, reason="MMDetection is not installed")
 
 # family: (shipped config, {final layer: the std its outputs are scaled to})
+RPN_LAYERS = {"rpn_head.rpn_cls": 2.0, "rpn_head.rpn_reg": 0.3}
+RCNN_LAYERS = {**RPN_LAYERS, "roi_head.bbox_head.fc_cls": 2.0, "roi_head.bbox_head.fc_reg": 0.3}
 FAMILIES = {
     "retinanet": ("retinanet/retinanet_r50_fpn_1x_coco.py", {"bbox_head.retina_cls": 2.0, "bbox_head.retina_reg": 0.3}),
+    "faster_rcnn": ("faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py", RCNN_LAYERS),
+    "mask_rcnn": ("mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py", {**RCNN_LAYERS, "roi_head.mask_head.conv_logits": 2.0}),
 }
 H, W = 256, 320
 
@@ -57,16 +61,30 @@ def mmdet_model(config: Path, final_layers: dict[str, float], seed: int = 0) -> 
     model.eval()
     layers = dict(model.named_modules())
     stds: dict[str, float] = {}
-    hooks = [layers[name].register_forward_hook(lambda m, i, o, name=name: stds.setdefault(name, float(o.std())))
-             for name in final_layers]
+
+    def record(name: str):
+        def hook(module, inputs, output) -> None:  # the first call's output std (returns None: output kept)
+            stds.setdefault(name, float(output.std()))
+        return hook
+
+    hooks = [layers[name].register_forward_hook(record(name)) for name in final_layers]
     with torch.no_grad():
-        model._forward(torch.randn(1, 3, H, W, generator=torch.Generator().manual_seed(seed)))
+        model._forward(torch.randn(1, 3, H, W, generator=torch.Generator().manual_seed(seed)), data_samples(1))
         for hook in hooks:
             hook.remove()
         for name, target in final_layers.items():
             layers[name].weight.mul_(target / stds[name])
             layers[name].bias.mul_(target / stds[name])
     return model
+
+
+def data_samples(n: int, h: int = H, w: int = W) -> list:
+    """MMDetection's per-image metadata for an unresized, unpadded ``h x w`` input."""
+    from mmdet.structures import DetDataSample
+
+    meta = {"img_shape": (h, w), "ori_shape": (h, w), "scale_factor": (1.0, 1.0), "pad_shape": (h, w),
+            "batch_input_shape": (h, w)}
+    return [DetDataSample(metainfo=meta) for _ in range(n)]
 
 
 def convert(family: str, tmp_path: Path):
@@ -85,39 +103,61 @@ def convert(family: str, tmp_path: Path):
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_raw_outputs_and_detections_equal_mmdetection(family: str, tmp_path: Path) -> None:
-    from mmdet.structures import DetDataSample
-
     reference, model, cfg = convert(family, tmp_path)
     h, w = H, W
     images = torch.randn(2, 3, h, w, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        ref_raw = reference._forward(images)
-        raw = model(images)
-    compared = 0
-    for ref_levels, levels in zip(ref_raw, raw):
-        assert len(ref_levels) == len(levels)
-        for r, d in zip(ref_levels, levels):
-            torch.testing.assert_close(d, r, atol=1e-4, rtol=0)
-            compared += r.numel()
-    assert compared > 0
+        pairs = raw_output_pairs(reference, model, images)
+    assert pairs
+    for name, r, d in pairs:
+        torch.testing.assert_close(d, r, atol=1e-4, rtol=0, msg=lambda m, name=name: f"{family} {name}: {m}")
     metas = [{"img_shape": (h, w), "ori_shape": (h, w), "scale_factor": (1.0, 1.0)} for _ in range(2)]
-    samples = [DetDataSample(metainfo={**m, "pad_shape": (h, w), "batch_input_shape": (h, w)}) for m in metas]
     with torch.no_grad():
-        ref_dets = [s.pred_instances for s in reference.predict(images, samples, rescale=True)]
+        ref_dets = [s.pred_instances for s in reference.predict(images, data_samples(2), rescale=True)]
     dets = model.predict(images, metas)
     assert sum(len(r) for r in ref_dets) > 10
     for r, d in zip(ref_dets, dets):
-        assert_same_detections(r.bboxes, r.scores, r.labels, d)
+        matched = assert_same_detections(r.bboxes, r.scores, r.labels, d)
+        if "masks" in r:
+            flips = [float((r.masks[j] != d.masks[i]).float().mean()) for i, j in matched]
+            assert max(flips) <= 1e-3, f"mask pixels differ: {max(flips):.4f}"
 
 
-def assert_same_detections(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, dets) -> None:
+def raw_output_pairs(reference, model, images) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    """(name, MMDetection's, dettool's) raw outputs: every head level, and for two-stage models
+    the RoI head's on the same RoIs (MMDetection's first 300 proposals of each image)."""
+    if not hasattr(reference, "rpn_head"):
+        ref, out = reference._forward(images), model(images)
+        return [(f"{k}[{lvl}]", r, d) for k, (rs, ds) in zip(("cls", "reg"), zip(ref, out))
+                for lvl, (r, d) in enumerate(zip(rs, ds))]
+    feats_ref = reference.extract_feat(images)
+    feats, rpn = model(images)
+    pairs = [(f"fpn[{i}]", r, d) for i, (r, d) in enumerate(zip(feats_ref, feats))]
+    pairs += [(f"rpn_{k}[{lvl}]", r, d) for k, (rs, ds) in zip(("cls", "reg"), zip(reference.rpn_head(feats_ref), rpn))
+              for lvl, (r, d) in enumerate(zip(rs, ds))]
+    from mmdet.structures import DetDataSample
+    from mmdet.structures.bbox import bbox2roi
+
+    h, w = images.shape[-2:]
+    samples = [DetDataSample(metainfo={"img_shape": (h, w), "batch_input_shape": (h, w)}) for _ in images]
+    proposals = reference.rpn_head.predict(feats_ref, samples, rescale=False)
+    rois = bbox2roi([p.bboxes[:300] for p in proposals])
+    ref_roi = reference.roi_head._bbox_forward(feats_ref, rois)
+    cls, reg = model.roi_head.bbox_forward(feats, rois)
+    return pairs + [("roi_cls", ref_roi["cls_score"], cls), ("roi_reg", ref_roi["bbox_pred"], reg)]
+
+
+def assert_same_detections(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
+                           dets) -> list[tuple[int, int]]:
     """One-to-one: each detection has a reference one of its label with the box within 1e-2 px and
     the score within 1e-5 (detections of tied scores may come in either order)."""
     assert len(dets) == len(boxes)
     torch.testing.assert_close(dets.scores, scores, atol=1e-5, rtol=0)  # both sorted by score
-    unused = set(range(len(boxes)))
-    for box, score, label in zip(dets.boxes, dets.scores, dets.labels):
+    unused, matched = set(range(len(boxes))), []
+    for i, (box, score, label) in enumerate(zip(dets.boxes, dets.scores, dets.labels)):
         match = [j for j in unused if labels[j] == label and abs(float(scores[j] - score)) <= 1e-5
                  and float((boxes[j] - box).abs().max()) <= 1e-2]
         assert match, f"no MMDetection detection matches {box.tolist()} {float(score):.5f} label {int(label)}"
         unused.remove(match[0])
+        matched.append((i, match[0]))
+    return matched
