@@ -3,7 +3,8 @@
 ``pip install mmdet==3.3.0 mmengine==0.10.7 mmcv-lite==2.1.0`` installs MMDetection's model code
 without mmcv's compiled ops (``mmcv._ext``). :func:`import_mmdet` puts a stand-in module there
 before the first import: ``nms`` and ``roi_align_forward`` computed by torchvision.ops (what
-inference needs); any other compiled op raises if called. Nothing here is part of dettool.
+inference needs) and the deformable convolutions' forwards (``deform_conv2d``); any other
+compiled op raises if called. Nothing here is part of dettool.
 """
 from __future__ import annotations
 
@@ -37,6 +38,20 @@ class _CompiledOpsStandIn(types.ModuleType):
             raise NotImplementedError("mmcv._ext stand-in: roi_align max pooling")
         output.copy_(torchvision.ops.roi_align(input, rois, (aligned_height, aligned_width), spatial_scale,
                                                sampling_ratio, aligned))
+
+    @staticmethod
+    def deform_conv_forward(input, weight, offset, output, columns, ones, kW, kH, dW, dH, padW, padH, dilationW,
+                            dilationH, group, deformable_group, im2col_step) -> None:
+        output.copy_(torchvision.ops.deform_conv2d(input, offset, weight, stride=(dH, dW), padding=(padH, padW),
+                                                   dilation=(dilationH, dilationW)))
+
+    @staticmethod
+    def modulated_deform_conv_forward(input, weight, bias, ones, offset, mask, output, columns, kernel_h, kernel_w,
+                                      stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, group,
+                                      deformable_group, with_bias) -> None:
+        output.copy_(torchvision.ops.deform_conv2d(input, offset, weight, bias if with_bias else None,
+                                                   stride=(stride_h, stride_w), padding=(pad_h, pad_w),
+                                                   dilation=(dilation_h, dilation_w), mask=mask))
 
     def __getattr__(self, name: str):
         if name.startswith("__"):

@@ -105,8 +105,16 @@ def _resnet(t: Translation, s: Section) -> tuple[int, ...]:
     s.expect("with_cp", (False,), False)
     s.expect("zero_init_residual", (True, False), True)  # initialisation only
     s.expect("plugins", (None,), None)
-    s.expect("dcn", (None,), None)
-    s.expect("stage_with_dcn", ((False, False, False, False), [False] * 4), (False,) * 4)
+    stages = [bool(x) for x in s.get("stage_with_dcn", (False,) * 4)]
+    if s.get("dcn", None) is not None:
+        dcn = s.sub("dcn")
+        kind = dcn.expect("type", ("DCN", "DCNv2"))
+        dcn.expect("fallback_on_stride", (False,), False)
+        b["plugins"] = [{"type": "dcn", "stages": stages, "modulated": kind == "DCNv2",
+                         "deform_groups": dcn.get("deform_groups", 1)}]
+        dcn.done()
+    elif any(stages):
+        raise t.fail(f"{s.where}.stage_with_dcn", "set without a dcn section")
     if s.type == "ResNeXt":
         b["groups"] = s.get("groups")
         b["width_per_group"] = s.get("base_width")
@@ -184,8 +192,10 @@ def _delta_coder(t: Translation, s: Section) -> dict:
     return out
 
 
-def _loss(t: Translation, s: Section) -> dict:
-    """A loss as dettool names it; a loss dettool lacks is a training setting left out."""
+def _loss(t: Translation, s: Section, prefix: str) -> dict:
+    """A loss as dettool names it; a loss dettool lacks is a training setting left out. GHM's
+    running bin counts (under ``prefix``, MMDetection's module name) are carried; its bin edges
+    are rebuilt from ``bins``."""
     kinds = {"FocalLoss": "focal", "L1Loss": "l1", "SmoothL1Loss": "smooth_l1", "GIoULoss": "giou",
              "IoULoss": "iou", "CrossEntropyLoss": "ce", "GHMC": "ghmc", "GHMR": "ghmr"}
     kind = kinds.get(s.type)
@@ -200,6 +210,8 @@ def _loss(t: Translation, s: Section) -> dict:
         out["beta"] = s.get("beta", 1.0)
     elif kind in ("ghmc", "ghmr"):
         out.update(bins=s.get("bins", 10), momentum=s.get("momentum", 0.0))
+        p = re.escape(prefix)
+        t.rules += [(rf"^{p}\.acc_sum$", f"{prefix}.density.acc_sum"), (rf"^{p}\.edges$", None)]
         if kind == "ghmr":
             out["mu"] = s.get("mu", 0.02)
         else:
@@ -263,7 +275,7 @@ def _retina_head(t: Translation, s: Section, train: Section | None) -> None:
     h["anchor"] = _anchor(t, s.sub("anchor_generator"))
     h["bbox_coder"] = _delta_coder(t, s.sub("bbox_coder", {"type": "DeltaXYWHBBoxCoder"}))
     for key in ("loss_cls", "loss_bbox"):
-        if loss := _loss(t, s.sub(key)):
+        if loss := _loss(t, s.sub(key), f"{s.where.removeprefix('model.')}.{key}"):
             h[key] = loss
     s.done()
     t.rules += [(r"^bbox_head\.(cls|reg)_convs\.(\d+)\.conv\.", lambda m: f"bbox_head.{m[1]}_convs.{2 * int(m[2])}.")]
@@ -292,7 +304,7 @@ def _rpn_head(t: Translation, s: Section, train: Section | None, train_proposals
     h["anchor"] = _anchor(t, s.sub("anchor_generator"))
     h["bbox_coder"] = _delta_coder(t, s.sub("bbox_coder", {"type": "DeltaXYWHBBoxCoder"}))
     for key in ("loss_cls", "loss_bbox"):
-        if loss := _loss(t, s.sub(key)):
+        if loss := _loss(t, s.sub(key), f"{s.where.removeprefix('model.')}.{key}"):
             h[key] = loss
     s.done()
     if train is not None:
@@ -326,7 +338,8 @@ def _roi_extractor(t: Translation, s: Section) -> dict:
 _CONV_FC = {"Shared2FCBBoxHead": (0, 2), "Shared4Conv1FCBBoxHead": (4, 1), "ConvFCBBoxHead": None}
 
 
-def _bbox_head(t: Translation, s: Section, prefix: str) -> dict:
+def _bbox_head(t: Translation, s: Section, prefix: str, prefix_to: str) -> dict:
+    """A ConvFC box head; its weights under ``prefix`` (MMDetection) go to ``prefix_to`` (dettool)."""
     shape = _table(t, {k: (lambda v=v: v) for k, v in _CONV_FC.items()}, s, "RoI box head")()
     convs, fcs = shape if shape else (s.get("num_shared_convs", 0), s.get("num_shared_fcs", 0))
     for key in ("num_cls_convs", "num_cls_fcs", "num_reg_convs", "num_reg_fcs"):
@@ -350,17 +363,20 @@ def _bbox_head(t: Translation, s: Section, prefix: str) -> dict:
         raise t.fail(f"{s.where}.bbox_coder.target_means", "non-zero means are not implemented by dettool")
     h["target_stds"] = coder["target_stds"]
     for key in ("loss_cls", "loss_bbox"):
-        if loss := _loss(t, s.sub(key)):
+        if loss := _loss(t, s.sub(key), f"{s.where.removeprefix('model.')}.{key}"):
             h[key] = loss
     s.done()
     step = 3 if kind == "GN" else 2
-    t.rules += [(rf"^{prefix}\.shared_fcs\.(\d+)\.", lambda m: f"{prefix}.shared_fcs.{2 * int(m[1])}."),
-                (rf"^{prefix}\.shared_convs\.(\d+)\.conv\.", lambda m: f"{prefix}.shared_convs.{step * int(m[1])}."),
-                (rf"^{prefix}\.shared_convs\.(\d+)\.gn\.", lambda m: f"{prefix}.shared_convs.{step * int(m[1]) + 1}.")]
+    p = re.escape(prefix)
+    t.rules += [(rf"^{p}\.shared_fcs\.(\d+)\.", lambda m: f"{prefix_to}.shared_fcs.{2 * int(m[1])}."),
+                (rf"^{p}\.shared_convs\.(\d+)\.conv\.", lambda m: f"{prefix_to}.shared_convs.{step * int(m[1])}."),
+                (rf"^{p}\.shared_convs\.(\d+)\.gn\.", lambda m: f"{prefix_to}.shared_convs.{step * int(m[1]) + 1}."),
+                (rf"^{p}\.(fc_cls|fc_reg)\.", rf"{prefix_to}.\1.")]
     return h
 
 
-def _mask_head(t: Translation, s: Section, extractor: Section, prefix: str) -> dict:
+def _mask_head(t: Translation, s: Section, extractor: Section, prefix: str, prefix_to: str) -> dict:
+    """An FCN mask head; its weights under ``prefix`` (MMDetection) go to ``prefix_to`` (dettool)."""
     s.expect("type", ("FCNMaskHead",))
     h = {"num_convs": s.get("num_convs", 4), "conv_out_channels": s.get("conv_out_channels", 256),
          "class_agnostic": s.get("class_agnostic", False), "roi_extractor": _roi_extractor(t, extractor)}
@@ -378,21 +394,24 @@ def _mask_head(t: Translation, s: Section, extractor: Section, prefix: str) -> d
     h["loss_weight"] = loss.get("loss_weight", 1.0)
     loss.done()
     s.done()
-    t.rules += [(rf"^{prefix}\.mask_head\.convs\.(\d+)\.conv\.",
-                 lambda m: f"{prefix}.mask_branch.mask_head.convs.{2 * int(m[1])}."),
-                (rf"^{prefix}\.mask_head\.(upsample|conv_logits)\.", rf"{prefix}.mask_branch.mask_head.\1.")]
+    p = re.escape(prefix)
+    t.rules += [(rf"^{p}\.convs\.(\d+)\.conv\.", lambda m: f"{prefix_to}.convs.{2 * int(m[1])}."),
+                (rf"^{p}\.(upsample|conv_logits)\.", rf"{prefix_to}.\1.")]
     return h
 
 
 def _standard_roi_head(t: Translation, s: Section, train: Section | None) -> None:
+    """StandardRoIHead (Fast / Faster / Mask R-CNN); ``train``: the model's train_cfg."""
     r = t.config["model"]["roi_head"] = {"type": "standard"}
     r["roi_extractor"] = _roi_extractor(t, s.sub("bbox_roi_extractor"))
-    r["bbox_head"] = _bbox_head(t, s.sub("bbox_head"), "roi_head.bbox_head")
+    r["bbox_head"] = _bbox_head(t, s.sub("bbox_head"), "roi_head.bbox_head", "roi_head.bbox_head")
     if s.get("mask_head", None) is not None:
-        r["mask_head"] = _mask_head(t, s.sub("mask_head"), s.sub("mask_roi_extractor"), "roi_head")
+        r["mask_head"] = _mask_head(t, s.sub("mask_head"), s.sub("mask_roi_extractor"), "roi_head.mask_head",
+                                    "roi_head.mask_branch.mask_head")
     s.expect("shared_head", (None,), None)
     s.done()
     if train is not None:
+        train = train.sub("rcnn")
         r["assigner"] = _assigner(t, train.sub("assigner"))
         r["sampler"] = _sampler(t, train.sub("sampler"))
         train.expect("pos_weight", (-1,), -1)
@@ -400,8 +419,76 @@ def _standard_roi_head(t: Translation, s: Section, train: Section | None) -> Non
         train.done(ignore=("debug",))
 
 
-ROI_HEADS: dict[str, Callable[[Translation, Section, Section | None], None]] = {
-    "StandardRoIHead": _standard_roi_head}
+def _double_head(t: Translation, s: Section, train: Section | None) -> None:
+    """DoubleHeadRoIHead with a DoubleConvFCBBoxHead: the standard head's settings plus the scale."""
+    head = s.sub("bbox_head")
+    head.expect("type", ("DoubleConvFCBBoxHead",))
+    norm = head.sub("norm_cfg", {"type": "BN"})
+    kind = norm.expect("type", ("BN", "GN"))
+    norm.done(ignore=("requires_grad", "num_groups"))
+    h = {"type": "double_conv_fc", "num_convs": head.get("num_convs"), "num_fcs": head.get("num_fcs"),
+         "conv_out_channels": head.get("conv_out_channels", 1024), "fc_out_channels": head.get("fc_out_channels", 1024),
+         "norm": kind.lower(), "reg_class_agnostic": head.get("reg_class_agnostic", False)}
+    t.config["model"]["num_classes"] = head.get("num_classes")
+    head.get("in_channels")
+    head.get("roi_feat_size", 7)
+    head.expect("conv_cfg", (None,), None)
+    coder = _delta_coder(t, head.sub("bbox_coder", {"type": "DeltaXYWHBBoxCoder"}))
+    h["target_stds"] = coder["target_stds"]
+    for key in ("loss_cls", "loss_bbox"):
+        if loss := _loss(t, head.sub(key), f"{head.where.removeprefix('model.')}.{key}"):
+            h[key] = loss
+    head.done()
+    r = t.config["model"]["roi_head"] = {"type": "double_head", "reg_roi_scale_factor": s.get("reg_roi_scale_factor"),
+                                         "roi_extractor": _roi_extractor(t, s.sub("bbox_roi_extractor")),
+                                         "bbox_head": h}
+    s.expect("mask_head", (None,), None)
+    s.done()
+    if train is not None:
+        train = train.sub("rcnn")
+        r["assigner"] = _assigner(t, train.sub("assigner"))
+        r["sampler"] = _sampler(t, train.sub("sampler"))
+        train.expect("pos_weight", (-1,), -1)
+        train.done(ignore=("debug",))
+
+
+def _cascade(t: Translation, s: Section, train: Any) -> None:
+    """CascadeRoIHead: one box head (and mask head) per stage, each stage's training settings."""
+    n = s.get("num_stages")
+    weights = list(s.get("stage_loss_weights"))
+    heads, trains = s.get("bbox_head"), train.get("rcnn") if train is not None else None
+    if not isinstance(heads, list) or len(heads) != n or (trains is not None and len(trains) != n):
+        raise t.fail(f"{s.where}.bbox_head", f"needs one box head (and one rcnn train setting) per stage ({n})")
+    stages = []
+    for i in range(n):
+        stage = {"bbox_head": _bbox_head(t, Section(t, heads[i], f"{s.where}.bbox_head[{i}]"),
+                                         f"roi_head.bbox_head.{i}", f"roi_head.bbox_heads.{i}"),
+                 "loss_weight": weights[i]}
+        if trains is not None:
+            st = Section(t, trains[i], f"model.train_cfg.rcnn[{i}]")
+            stage["assigner"] = _assigner(t, st.sub("assigner"))
+            stage["sampler"] = _sampler(t, st.sub("sampler"))
+            st.expect("pos_weight", (-1,), -1)
+            st.get("mask_size", 28)
+            st.done(ignore=("debug",))
+        stages.append(stage)
+    extractor = _roi_extractor(t, s.sub("bbox_roi_extractor"))
+    r = t.config["model"]["roi_head"] = {"type": "cascade", "roi_extractor": extractor, "stages": stages}
+    if s.get("mask_head", None) is not None:
+        masks = s.get("mask_head")
+        masks = masks if isinstance(masks, list) else [masks] * n
+        specs = [_mask_head(t, Section(t, m, f"{s.where}.mask_head[{i}]"), s.sub("mask_roi_extractor"),
+                            f"roi_head.mask_head.{i}", f"roi_head.mask_branches.{i}.mask_head")
+                 for i, m in enumerate(masks)]
+        if any(spec != specs[0] for spec in specs):
+            raise t.fail(f"{s.where}.mask_head", "differs between stages, which dettool does not implement")
+        r["mask_head"] = specs[0]
+    s.expect("shared_head", (None,), None)
+    s.done()
+
+
+ROI_HEADS: dict[str, Callable[[Translation, Section, Any], None]] = {
+    "StandardRoIHead": _standard_roi_head, "DoubleHeadRoIHead": _double_head, "CascadeRoIHead": _cascade}
 
 
 def _rcnn_test(t: Translation, s: Section) -> None:
@@ -443,7 +530,7 @@ def _two_stage(t: Translation, m: Section) -> None:
     test = m.sub("test_cfg")
     _rpn_head(t, m.sub("rpn_head"), train and train.sub("rpn"), train and train.sub("rpn_proposal"), test.sub("rpn"))
     roi = m.sub("roi_head")
-    _table(t, ROI_HEADS, roi, "RoI head")(t, roi, train and train.sub("rcnn"))
+    _table(t, ROI_HEADS, roi, "RoI head")(t, roi, train)
     _rcnn_test(t, test.sub("rcnn"))
     for section in (train, test):
         if section is not None:
@@ -451,7 +538,7 @@ def _two_stage(t: Translation, m: Section) -> None:
 
 
 DETECTORS: dict[str, Callable[[Translation, Section], None]] = {
-    "RetinaNet": _single_stage, "FasterRCNN": _two_stage, "MaskRCNN": _two_stage}
+    "RetinaNet": _single_stage, "FasterRCNN": _two_stage, "MaskRCNN": _two_stage, "CascadeRCNN": _two_stage}
 
 
 # ---------------------------------------------------------------------------------------- data, train
@@ -515,6 +602,11 @@ def _training(t: Translation, cfg: dict) -> None:
                            "weight_decay": opt.get("weight_decay", 0.0), "decay_norm_and_bias": True}
     elif opt:
         t.dropped.append(f"optim_wrapper.optimizer ({opt.get('type')})")
+    clip = (cfg.get("optim_wrapper") or {}).get("clip_grad") or {}
+    if clip and "optimizer" in tr and clip.get("norm_type", 2) == 2:
+        tr["optimizer"]["grad_clip"] = clip.get("max_norm")
+    elif clip:
+        t.dropped.append("optim_wrapper.clip_grad")
     lr: dict = {}
     for i, sch in enumerate(cfg.get("param_scheduler") or []):
         if sch.get("type") == "LinearLR" and not sch.get("by_epoch", True):
@@ -544,7 +636,8 @@ def translate_config(cfg: dict, source: str) -> Translation:
 
 def convert_state_dict(state: dict, t: Translation, expected: dict, source: str) -> dict:
     """``state`` renamed by ``t.rules``; it must hold exactly ``expected``'s names and shapes."""
-    out = {_rename(t.rules, name): value for name, value in state.items() if not name.startswith("data_preprocessor.")}
+    renamed = {name: _rename(t.rules + [(r"^data_preprocessor\.", None)], name) for name in state}
+    out = {new: state[name] for name, new in renamed.items() if new is not None}
     missing = [k for k in expected if k not in out]
     extra = [k for k in out if k not in expected]
     if missing or extra:
@@ -558,8 +651,13 @@ def convert_state_dict(state: dict, t: Translation, expected: dict, source: str)
     return out
 
 
-def _rename(rules: list, name: str) -> str:
+def _rename(rules: list, name: str) -> str | None:
+    """``name`` after every rule; None when a rule drops it (a constant dettool derives from the config)."""
     for pattern, repl in rules:
+        if repl is None:
+            if re.search(pattern, name):
+                return None
+            continue
         name = re.sub(pattern, repl, name)
     return name
 

@@ -27,6 +27,17 @@ FAMILIES = {
     "retinanet": ("retinanet/retinanet_r50_fpn_1x_coco.py", {"bbox_head.retina_cls": 2.0, "bbox_head.retina_reg": 0.3}),
     "faster_rcnn": ("faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py", RCNN_LAYERS),
     "mask_rcnn": ("mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py", {**RCNN_LAYERS, "roi_head.mask_head.conv_logits": 2.0}),
+    "ghm": ("ghm/retinanet_r50_fpn_ghm-1x_coco.py", {"bbox_head.retina_cls": 2.0, "bbox_head.retina_reg": 0.3}),
+    "double_heads": ("double_heads/dh-faster-rcnn_r50_fpn_1x_coco.py", RCNN_LAYERS),
+    "dcn": ("dcn/faster-rcnn_r50-dconv-c3-c5_fpn_1x_coco.py", RCNN_LAYERS),
+    "dcnv2": ("dcnv2/faster-rcnn_r50-mdconv-group4-c3-c5_fpn_1x_coco.py", RCNN_LAYERS),
+    "cascade_rcnn": ("cascade_rcnn/cascade-rcnn_r50_fpn_1x_coco.py",
+                     {**RPN_LAYERS, **{f"roi_head.bbox_head.{i}.fc_{k}": v for i in range(3)
+                                       for k, v in (("cls", 2.0), ("reg", 0.3))}}),
+    "cascade_mask_rcnn": ("cascade_rcnn/cascade-mask-rcnn_r50_fpn_1x_coco.py",
+                          {**RPN_LAYERS, **{f"roi_head.bbox_head.{i}.fc_{k}": v for i in range(3)
+                                            for k, v in (("cls", 2.0), ("reg", 0.3))},
+                           **{f"roi_head.mask_head.{i}.conv_logits": 2.0 for i in range(3)}}),
 }
 H, W = 256, 320
 
@@ -60,21 +71,19 @@ def mmdet_model(config: Path, final_layers: dict[str, float], seed: int = 0) -> 
                 module.bias.normal_(0.0, 0.1)
     model.eval()
     layers = dict(model.named_modules())
-    stds: dict[str, float] = {}
+    calibration = torch.randn(1, 3, H, W, generator=torch.Generator().manual_seed(seed))
+    for name in final_layers:  # in order: each one calibrated on the outputs of those before it
+        stds: list[float] = []
 
-    def record(name: str):
-        def hook(module, inputs, output) -> None:  # the first call's output std (returns None: output kept)
-            stds.setdefault(name, float(output.std()))
-        return hook
+        def record(module, inputs, output, stds=stds) -> None:  # returns None: the output is kept
+            stds.append(float(output.std()))
 
-    hooks = [layers[name].register_forward_hook(record(name)) for name in final_layers]
-    with torch.no_grad():
-        model._forward(torch.randn(1, 3, H, W, generator=torch.Generator().manual_seed(seed)), data_samples(1))
-        for hook in hooks:
+        hook = layers[name].register_forward_hook(record)
+        with torch.no_grad():
+            model._forward(calibration, data_samples(1))
             hook.remove()
-        for name, target in final_layers.items():
-            layers[name].weight.mul_(target / stds[name])
-            layers[name].bias.mul_(target / stds[name])
+            layers[name].weight.mul_(final_layers[name] / stds[0])
+            layers[name].bias.mul_(final_layers[name] / stds[0])
     return model
 
 
@@ -142,8 +151,12 @@ def raw_output_pairs(reference, model, images) -> list[tuple[str, torch.Tensor, 
     samples = [DetDataSample(metainfo={"img_shape": (h, w), "batch_input_shape": (h, w)}) for _ in images]
     proposals = reference.rpn_head.predict(feats_ref, samples, rescale=False)
     rois = bbox2roi([p.bboxes[:300] for p in proposals])
-    ref_roi = reference.roi_head._bbox_forward(feats_ref, rois)
-    cls, reg = model.roi_head.bbox_forward(feats, rois)
+    if hasattr(model.roi_head, "bbox_heads"):  # cascade: the first stage's head
+        ref_roi = reference.roi_head._bbox_forward(0, feats_ref, rois)
+        cls, reg = model.roi_head.bbox_heads[0](model.roi_head.roi_extractor(feats, rois))
+    else:
+        ref_roi = reference.roi_head._bbox_forward(feats_ref, rois)
+        cls, reg = model.roi_head.bbox_forward(feats, rois)
     return pairs + [("roi_cls", ref_roi["cls_score"], cls), ("roi_reg", ref_roi["bbox_pred"], reg)]
 
 

@@ -24,8 +24,8 @@ class CascadeRoIHead(nn.Module):
         add_gt_as_proposals: per stage, add the gt boxes to its RoIs in training (MMDetection: all).
         stage_loss_weights: loss weight per stage (1 / 0.5 / 0.25).
         mask_branches: optional ``MaskBranch`` per stage (Cascade Mask R-CNN).
-        test_cfg: test-time settings. At test time class scores are averaged over the stages and
-            boxes come from the last stage (as in MMDetection).
+        test_cfg: test-time settings. At test time the class logits are averaged over the stages
+            (then the softmax) and boxes come from the last stage, as in MMDetection.
 
     Loss keys: ``loss_cls_s{i}``, ``loss_bbox_s{i}`` (``loss_mask_s{i}``), already weighted.
     """
@@ -98,7 +98,7 @@ class CascadeRoIHead(nn.Module):
     def decode(self, feats: list[torch.Tensor], num_proposals: torch.Tensor, proposals: torch.Tensor,
                image_shapes: torch.Tensor) -> DetOutputs:
         """Fixed-size detections (and mask probabilities) from padded proposals ``[B, K, 4]``:
-        each stage refines the RoIs of the one before, scores are averaged over the stages, boxes
+        each stage refines the RoIs of the one before, logits are averaged over the stages, boxes
         come from the last stage, masks are averaged over the stages' mask branches."""
         rois = self.rois(proposals)
         cls_scores = []
