@@ -522,13 +522,32 @@ def _single_stage(t: Translation, m: Section) -> None:
     _dense_test(t, m.sub("test_cfg"))
 
 
-def _two_stage(t: Translation, m: Section) -> None:
-    t.config["model"] = {"type": "two_stage"}
+def _features(t: Translation, m: Section, kind: str) -> tuple[Section | None, Section]:
+    """Model type, backbone and neck; returns the train_cfg (or None) and test_cfg sections."""
+    t.config["model"] = {"type": kind}
     out = _table(t, BACKBONES, m.sub("backbone"), "backbone")(t, m.sub("backbone"))
     _table(t, NECKS, m.sub("neck"), "neck")(t, m.sub("neck"), out)
-    train = m.sub("train_cfg") if m.get("train_cfg", None) is not None else None
-    test = m.sub("test_cfg")
-    _rpn_head(t, m.sub("rpn_head"), train and train.sub("rpn"), train and train.sub("rpn_proposal"), test.sub("rpn"))
+    return (m.sub("train_cfg") if m.get("train_cfg", None) is not None else None), m.sub("test_cfg")
+
+
+def _rpn(t: Translation, m: Section) -> None:
+    """An RPN alone (evaluated by proposal recall); its class count is the dataset's (COCO: 80)."""
+    train, test = _features(t, m, "rpn")
+    _rpn_head(t, m.sub("rpn_head"), train and train.sub("rpn"), None, test.sub("rpn"))
+    t.config["model"]["num_classes"] = 80
+    for section in (train, test):
+        if section is not None:
+            section.done()
+
+
+def _two_stage(t: Translation, m: Section) -> None:
+    """Fast (no rpn_head: proposals from files), Faster, Mask and Cascade R-CNN."""
+    train, test = _features(t, m, "two_stage")
+    if m.type == "FastRCNN":
+        t.config["model"]["rpn_head"] = None
+    else:
+        _rpn_head(t, m.sub("rpn_head"), train and train.sub("rpn"), train and train.sub("rpn_proposal"),
+                  test.sub("rpn"))
     roi = m.sub("roi_head")
     _table(t, ROI_HEADS, roi, "RoI head")(t, roi, train)
     _rcnn_test(t, test.sub("rcnn"))
@@ -538,7 +557,8 @@ def _two_stage(t: Translation, m: Section) -> None:
 
 
 DETECTORS: dict[str, Callable[[Translation, Section], None]] = {
-    "RetinaNet": _single_stage, "FasterRCNN": _two_stage, "MaskRCNN": _two_stage, "CascadeRCNN": _two_stage}
+    "RetinaNet": _single_stage, "RPN": _rpn, "FastRCNN": _two_stage, "FasterRCNN": _two_stage,
+    "MaskRCNN": _two_stage, "CascadeRCNN": _two_stage}
 
 
 # ---------------------------------------------------------------------------------------- data, train
@@ -564,29 +584,47 @@ def _scale(t: Translation, s: Section) -> str:
     return f"{max(scale)}x{min(scale)}"
 
 
+_LOADING = ("LoadImageFromFile", "LoadAnnotations", "LoadProposals", "PackDetInputs")
+
+
+def _flat(pipeline: list) -> list:
+    """The steps of a pipeline with ``ProposalBroadcaster`` wrappers opened (they apply their
+    transforms to the image and its proposals alike, as dettool's transforms do)."""
+    out = []
+    for step in pipeline:
+        if isinstance(step, dict) and step.get("type") == "ProposalBroadcaster":
+            out += _flat(step.get("transforms", []))
+        else:
+            out.append(step)
+    return out
+
+
 def _pipelines(t: Translation, cfg: dict) -> None:
     d = t.config.setdefault("data", {})
     test = cfg.get("test_dataloader", {}).get("dataset", {}).get("pipeline") or cfg.get("test_pipeline") or []
-    for i, step in enumerate(test):
+    for i, step in enumerate(_flat(test)):
         s = Section(t, step, f"test_pipeline[{i}]")
         if s.type == "Resize":
             d["test_scale"] = _scale(t, s)
             s.done()
-        elif s.type not in ("LoadImageFromFile", "LoadAnnotations", "PackDetInputs"):
+        elif s.type not in _LOADING:
             raise t.fail(f"{s.where}.type", f"test transform {s.type!r} is not implemented by dettool")
-    for i, step in enumerate(cfg.get("train_dataloader", {}).get("dataset", {}).get("pipeline") or []):
+    for i, step in enumerate(_flat(cfg.get("train_dataloader", {}).get("dataset", {}).get("pipeline") or [])):
         s = Section(t, step, f"train_pipeline[{i}]")
         if s.type == "Resize":
             d["train_scale"] = _scale(t, s)
         elif s.type == "RandomFlip":
             d["flip_prob"] = s.get("prob")
-        elif s.type not in ("LoadImageFromFile", "LoadAnnotations", "PackDetInputs"):
+        elif s.type not in _LOADING:
             t.dropped.append(f"{s.where} ({s.type})")
     for split, key in (("train", "train_dataloader"), ("val", "val_dataloader")):
         ds = cfg.get(key, {}).get("dataset", {})
         root = ds.get("data_root", "")
         if "ann_file" in ds:
             d[split] = {"ann_file": root + ds["ann_file"], "img_dir": root + ds.get("data_prefix", {}).get("img", "")}
+        if ds.get("proposal_file"):  # MMDetection's pickled proposals: dettool reads its own .pt files
+            t.dropped.append(f"{key}.dataset.proposal_file ({ds['proposal_file']}: write dettool proposals "
+                             f"files with an RPN and set data.{split}.proposals_file)")
 
 
 def _training(t: Translation, cfg: dict) -> None:

@@ -31,6 +31,9 @@ FAMILIES = {
     "double_heads": ("double_heads/dh-faster-rcnn_r50_fpn_1x_coco.py", RCNN_LAYERS),
     "dcn": ("dcn/faster-rcnn_r50-dconv-c3-c5_fpn_1x_coco.py", RCNN_LAYERS),
     "dcnv2": ("dcnv2/faster-rcnn_r50-mdconv-group4-c3-c5_fpn_1x_coco.py", RCNN_LAYERS),
+    "rpn": ("rpn/rpn_r50_fpn_1x_coco.py", {"bbox_head.rpn_cls": 2.0, "bbox_head.rpn_reg": 0.3}),
+    "fast_rcnn": ("fast_rcnn/fast-rcnn_r50_fpn_1x_coco.py", {"roi_head.bbox_head.fc_cls": 2.0,
+                                                             "roi_head.bbox_head.fc_reg": 0.3}),
     "cascade_rcnn": ("cascade_rcnn/cascade-rcnn_r50_fpn_1x_coco.py",
                      {**RPN_LAYERS, **{f"roi_head.bbox_head.{i}.fc_{k}": v for i in range(3)
                                        for k, v in (("cls", 2.0), ("reg", 0.3))}}),
@@ -87,19 +90,45 @@ def mmdet_model(config: Path, final_layers: dict[str, float], seed: int = 0) -> 
     return model
 
 
+def proposals(n: int, k: int = 100, h: int = H, w: int = W) -> list[torch.Tensor]:
+    """Fixed random proposals (Fast R-CNN's input), ``k`` per image."""
+    g = torch.Generator().manual_seed(5)
+    out = []
+    for _ in range(n):
+        xy = torch.rand(k, 2, generator=g) * torch.tensor([w * 0.8, h * 0.8])
+        wh = 8 + torch.rand(k, 2, generator=g) * torch.tensor([w * 0.5, h * 0.5])
+        out.append(torch.cat([xy, (xy + wh).minimum(torch.tensor([w - 1.0, h - 1.0]))], dim=1))
+    return out
+
+
 def data_samples(n: int, h: int = H, w: int = W) -> list:
-    """MMDetection's per-image metadata for an unresized, unpadded ``h x w`` input."""
+    """MMDetection's per-image metadata (and Fast R-CNN's proposals) for an unresized, unpadded input."""
     from mmdet.structures import DetDataSample
+    from mmengine.structures import InstanceData
 
     meta = {"img_shape": (h, w), "ori_shape": (h, w), "scale_factor": (1.0, 1.0), "pad_shape": (h, w),
             "batch_input_shape": (h, w)}
-    return [DetDataSample(metainfo=meta) for _ in range(n)]
+    samples = [DetDataSample(metainfo=meta) for _ in range(n)]
+    for sample, boxes in zip(samples, proposals(n, h=h, w=w)):
+        sample.proposals = InstanceData(bboxes=boxes)
+    return samples
+
+
+def shipped_or_capped(family: str, tmp_path: Path) -> Path:
+    """The family's shipped config, or for models with an RPN a child of it (read through its
+    ``_base_``) that keeps 100 proposals per image instead of 1000, to keep the test fast."""
+    config = mmdet_configs() / FAMILIES[family][0]
+    if not any(k.startswith(("rpn_head", "bbox_head.rpn")) for k in FAMILIES[family][1]):
+        return config
+    child = tmp_path / f"{config.stem}_100_proposals.py"
+    child.write_text(f"_base_ = {str(config)!r}\n"
+                     "model = dict(test_cfg=dict(rpn=dict(nms_pre=300, max_per_img=100)))\n")
+    return child
 
 
 def convert(family: str, tmp_path: Path):
-    config, final_layers = FAMILIES[family]
-    config = mmdet_configs() / config
-    reference = mmdet_model(config, final_layers)
+    config = shipped_or_capped(family, tmp_path)
+    reference = mmdet_model(config, FAMILIES[family][1])
     ckpt = tmp_path / "mmdet.pth"
     torch.save({"meta": {"dataset_meta": {"classes": tuple(f"c{i}" for i in range(80))}},
                 "state_dict": reference.state_dict()}, ckpt)
@@ -120,7 +149,8 @@ def test_raw_outputs_and_detections_equal_mmdetection(family: str, tmp_path: Pat
     assert pairs
     for name, r, d in pairs:
         torch.testing.assert_close(d, r, atol=1e-4, rtol=0, msg=lambda m, name=name: f"{family} {name}: {m}")
-    metas = [{"img_shape": (h, w), "ori_shape": (h, w), "scale_factor": (1.0, 1.0)} for _ in range(2)]
+    metas = [{"img_shape": (h, w), "ori_shape": (h, w), "scale_factor": (1.0, 1.0), "proposals": p}
+             for p in proposals(2)]
     with torch.no_grad():
         ref_dets = [s.pred_instances for s in reference.predict(images, data_samples(2), rescale=True)]
     dets = model.predict(images, metas)
@@ -134,23 +164,25 @@ def test_raw_outputs_and_detections_equal_mmdetection(family: str, tmp_path: Pat
 
 def raw_output_pairs(reference, model, images) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
     """(name, MMDetection's, dettool's) raw outputs: every head level, and for two-stage models
-    the RoI head's on the same RoIs (MMDetection's first 300 proposals of each image)."""
-    if not hasattr(reference, "rpn_head"):
+    the FPN levels, the RPN's and the RoI head's on the same RoIs (MMDetection's proposals, or
+    Fast R-CNN's given ones)."""
+    if not hasattr(reference, "roi_head"):
         ref, out = reference._forward(images), model(images)
         return [(f"{k}[{lvl}]", r, d) for k, (rs, ds) in zip(("cls", "reg"), zip(ref, out))
                 for lvl, (r, d) in enumerate(zip(rs, ds))]
+    from mmdet.structures.bbox import bbox2roi
+
     feats_ref = reference.extract_feat(images)
     feats, rpn = model(images)
     pairs = [(f"fpn[{i}]", r, d) for i, (r, d) in enumerate(zip(feats_ref, feats))]
-    pairs += [(f"rpn_{k}[{lvl}]", r, d) for k, (rs, ds) in zip(("cls", "reg"), zip(reference.rpn_head(feats_ref), rpn))
-              for lvl, (r, d) in enumerate(zip(rs, ds))]
-    from mmdet.structures import DetDataSample
-    from mmdet.structures.bbox import bbox2roi
-
-    h, w = images.shape[-2:]
-    samples = [DetDataSample(metainfo={"img_shape": (h, w), "batch_input_shape": (h, w)}) for _ in images]
-    proposals = reference.rpn_head.predict(feats_ref, samples, rescale=False)
-    rois = bbox2roi([p.bboxes[:300] for p in proposals])
+    if reference.with_rpn:
+        ref_rpn = reference.rpn_head(feats_ref)
+        pairs += [(f"rpn_{k}[{lvl}]", r, d) for k, (rs, ds) in zip(("cls", "reg"), zip(ref_rpn, rpn))
+                  for lvl, (r, d) in enumerate(zip(rs, ds))]
+        boxes = [p.bboxes for p in reference.rpn_head.predict(feats_ref, data_samples(len(images)), rescale=False)]
+    else:
+        boxes = proposals(len(images))
+    rois = bbox2roi(boxes)
     if hasattr(model.roi_head, "bbox_heads"):  # cascade: the first stage's head
         ref_roi = reference.roi_head._bbox_forward(0, feats_ref, rois)
         cls, reg = model.roi_head.bbox_heads[0](model.roi_head.roi_extractor(feats, rois))
@@ -166,11 +198,13 @@ def assert_same_detections(boxes: torch.Tensor, scores: torch.Tensor, labels: to
     the score within 1e-5 (detections of tied scores may come in either order)."""
     assert len(dets) == len(boxes)
     torch.testing.assert_close(dets.scores, scores, atol=1e-5, rtol=0)  # both sorted by score
+    close = ((dets.labels[:, None] == labels[None, :]) & ((dets.scores[:, None] - scores[None, :]).abs() <= 1e-5)
+             & ((dets.boxes[:, None, :] - boxes[None, :, :]).abs().amax(dim=2) <= 1e-2))
     unused, matched = set(range(len(boxes))), []
-    for i, (box, score, label) in enumerate(zip(dets.boxes, dets.scores, dets.labels)):
-        match = [j for j in unused if labels[j] == label and abs(float(scores[j] - score)) <= 1e-5
-                 and float((boxes[j] - box).abs().max()) <= 1e-2]
-        assert match, f"no MMDetection detection matches {box.tolist()} {float(score):.5f} label {int(label)}"
+    for i, row in enumerate(close.tolist()):
+        match = [j for j, ok in enumerate(row) if ok and j in unused]
+        assert match, (f"no MMDetection detection matches {dets.boxes[i].tolist()} {float(dets.scores[i]):.5f} "
+                       f"label {int(dets.labels[i])}")
         unused.remove(match[0])
         matched.append((i, match[0]))
     return matched
