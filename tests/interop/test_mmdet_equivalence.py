@@ -26,6 +26,9 @@ RCNN_LAYERS = {**RPN_LAYERS, "roi_head.bbox_head.fc_cls": 2.0, "roi_head.bbox_he
 FAMILIES = {
     "retinanet": ("retinanet/retinanet_r50_fpn_1x_coco.py", {"bbox_head.retina_cls": 2.0, "bbox_head.retina_reg": 0.3}),
     "faster_rcnn": ("faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py", RCNN_LAYERS),
+    "faster_rcnn_x101": ("faster_rcnn/faster-rcnn_x101-32x4d_fpn_1x_coco.py", RCNN_LAYERS),
+    "retinanet_r101": ("retinanet/retinanet_r101_fpn_1x_coco.py",
+                       {"bbox_head.retina_cls": 2.0, "bbox_head.retina_reg": 0.3}),
     "mask_rcnn": ("mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py", {**RCNN_LAYERS, "roi_head.mask_head.conv_logits": 2.0}),
     "ghm": ("ghm/retinanet_r50_fpn_ghm-1x_coco.py", {"bbox_head.retina_cls": 2.0, "bbox_head.retina_reg": 0.3}),
     "double_heads": ("double_heads/dh-faster-rcnn_r50_fpn_1x_coco.py", RCNN_LAYERS),
@@ -50,8 +53,9 @@ def mmdet_configs() -> Path:
 
 
 def mmdet_model(config: Path, final_layers: dict[str, float], seed: int = 0) -> torch.nn.Module:
-    """MMDetection's model with random weights and non-trivial BN statistics; each final layer
-    rescaled so that its outputs have the given std (spread-out scores, boxes of sensible size)."""
+    """MMDetection's model with random weights, BN statistics measured on a calibration image
+    (activations of a trained network's scale) and each final layer rescaled so that its outputs
+    have the given std (spread-out scores, boxes of sensible size)."""
     from mmdet_reference import import_mmdet
 
     import_mmdet()
@@ -65,16 +69,20 @@ def mmdet_model(config: Path, final_layers: dict[str, float], seed: int = 0) -> 
     torch.manual_seed(seed)
     model = MODELS.build(cfg.model)
     model.init_weights()
+    model.eval()
+    fast_rcnn = is_fast_rcnn(model)
+    calibration = torch.randn(1, 3, H, W, generator=torch.Generator().manual_seed(seed))
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     with torch.no_grad():
-        for name, module in model.named_modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.normal_(0.0, 0.1)
-                module.running_var.uniform_(0.5, 1.5)
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.normal_(0.0, 0.1)
+        for bn in norms:  # random affine; statistics of the calibration image, as a trained net's
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.normal_(0.0, 0.1)
+            bn.reset_running_stats()
+            bn.momentum = None
+            bn.train()
+        model._forward(calibration, data_samples(1, with_proposals=fast_rcnn))
     model.eval()
     layers = dict(model.named_modules())
-    calibration = torch.randn(1, 3, H, W, generator=torch.Generator().manual_seed(seed))
     for name in final_layers:  # in order: each one calibrated on the outputs of those before it
         stds: list[float] = []
 
@@ -83,11 +91,16 @@ def mmdet_model(config: Path, final_layers: dict[str, float], seed: int = 0) -> 
 
         hook = layers[name].register_forward_hook(record)
         with torch.no_grad():
-            model._forward(calibration, data_samples(1))
+            model._forward(calibration, data_samples(1, with_proposals=fast_rcnn))
             hook.remove()
             layers[name].weight.mul_(final_layers[name] / stds[0])
-            layers[name].bias.mul_(final_layers[name] / stds[0])
+            layers[name].bias.zero_()
     return model
+
+
+def is_fast_rcnn(mmdet_model) -> bool:
+    """A two-stage MMDetection model without an RPN (it reads proposals from its data samples)."""
+    return getattr(mmdet_model, "with_rpn", True) is False
 
 
 def proposals(n: int, k: int = 100, h: int = H, w: int = W) -> list[torch.Tensor]:
@@ -101,15 +114,16 @@ def proposals(n: int, k: int = 100, h: int = H, w: int = W) -> list[torch.Tensor
     return out
 
 
-def data_samples(n: int, h: int = H, w: int = W) -> list:
-    """MMDetection's per-image metadata (and Fast R-CNN's proposals) for an unresized, unpadded input."""
+def data_samples(n: int, h: int = H, w: int = W, with_proposals: bool = False) -> list:
+    """MMDetection's per-image metadata for an unresized, unpadded input (with Fast R-CNN's
+    proposals: MMDetection's two-stage detectors use given proposals instead of their RPN's)."""
     from mmdet.structures import DetDataSample
     from mmengine.structures import InstanceData
 
     meta = {"img_shape": (h, w), "ori_shape": (h, w), "scale_factor": (1.0, 1.0), "pad_shape": (h, w),
             "batch_input_shape": (h, w)}
     samples = [DetDataSample(metainfo=meta) for _ in range(n)]
-    for sample, boxes in zip(samples, proposals(n, h=h, w=w)):
+    for sample, boxes in zip(samples, proposals(n, h=h, w=w) if with_proposals else []):
         sample.proposals = InstanceData(bboxes=boxes)
     return samples
 
@@ -152,7 +166,8 @@ def test_raw_outputs_and_detections_equal_mmdetection(family: str, tmp_path: Pat
     metas = [{"img_shape": (h, w), "ori_shape": (h, w), "scale_factor": (1.0, 1.0), "proposals": p}
              for p in proposals(2)]
     with torch.no_grad():
-        ref_dets = [s.pred_instances for s in reference.predict(images, data_samples(2), rescale=True)]
+        samples = data_samples(2, with_proposals=is_fast_rcnn(reference))
+        ref_dets = [s.pred_instances for s in reference.predict(images, samples, rescale=True)]
     dets = model.predict(images, metas)
     assert sum(len(r) for r in ref_dets) > 10
     for r, d in zip(ref_dets, dets):
