@@ -190,7 +190,7 @@ def convert() -> None:
 @click.option("--trust-config", is_flag=True,
               help="Read CONFIG with mmengine, which EXECUTES it as Python (default: read as literals, never run).")
 def convert_mmdet(config: str, checkpoint: str, out: str, trust_config: bool) -> None:
-    """An MMDetection (2.x / 3.x) CONFIG and CHECKPOINT as a dettool config and checkpoint.
+    """An MMDetection CONFIG and CHECKPOINT as a dettool config and checkpoint.
 
     The checkpoint is read with weights_only; an architecture or option dettool does not
     implement is refused naming it.
