@@ -84,6 +84,7 @@ def check_engine_matches_config(cfg: Config, meta: DeployMetadata, engine: Path)
     pairs = [("model.num_classes", len(meta.class_names), cfg.model.num_classes),
              ("data.test_scale", meta.preprocess.test_scale, d.test_scale),
              ("data.keep_ratio", meta.preprocess.keep_ratio, d.keep_ratio),
+             ("data.channel_order", meta.preprocess.channel_order, d.channel_order),
              ("data.mean", tuple(meta.preprocess.mean), tuple(d.mean)),
              ("data.std", tuple(meta.preprocess.std), tuple(d.std)),
              ("data.size_divisor", meta.preprocess.size_divisor, d.size_divisor),

@@ -23,9 +23,11 @@ class Preprocess:
 
     Resize of the RGB image (PIL bilinear): with ``keep_ratio`` to fit ``test_scale``
     (``1333x800``: long side <= 1333, short side <= 800, aspect ratio kept); without, to exactly
-    ``test_scale`` read as ``WxH`` (``300x300``). Then ``(pixel - mean) / std`` per RGB channel and
-    zero padding bottom-right to a multiple of ``size_divisor``. Metadata written before
-    ``keep_ratio`` existed reads as ``keep_ratio=True``, what those exports did.
+    ``test_scale`` read as ``WxH`` (``300x300``). Then the channels in ``channel_order`` (``bgr``:
+    reversed, caffe-style models), ``(pixel - mean) / std`` per channel (``mean``, ``std`` in that
+    order) and zero padding bottom-right to a multiple of ``size_divisor``. Metadata written
+    before ``keep_ratio`` / ``channel_order`` existed reads as ``keep_ratio=True`` /
+    ``channel_order='rgb'``, what those exports did.
     """
 
     test_scale: str
@@ -33,6 +35,7 @@ class Preprocess:
     std: tuple[float, float, float]
     size_divisor: int = 32
     keep_ratio: bool = True
+    channel_order: str = "rgb"
 
 
 @dataclass(frozen=True)

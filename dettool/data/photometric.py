@@ -108,17 +108,20 @@ class PhotoMetricDistortion:
 
 
 class Normalize:
-    """``(pixel - mean) / std`` per RGB channel, and the image becomes float32 ``Tensor[3, H, W]``
-    (MMDetection's ``Normalize`` with ``to_rgb``: dettool decodes RGB). Draws nothing.
+    """``(pixel - mean) / std`` per channel, and the image becomes float32 ``Tensor[3, H, W]`` in
+    ``channel_order`` (MMDetection's ``Normalize``: ``to_rgb`` for 'rgb'; caffe-style models take
+    'bgr'; dettool decodes RGB). Draws nothing.
 
     Args:
-        mean, std: per channel, RGB (``data.mean``, ``data.std``).
+        mean, std: per channel, in ``channel_order`` (``data.mean``, ``data.std``).
+        channel_order: 'rgb' or 'bgr' (``data.channel_order``).
     """
 
-    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+    def __init__(self, mean: Sequence[float], std: Sequence[float], channel_order: str = "rgb") -> None:
         self.mean = tuple(mean)
         self.std = tuple(std)
+        self.channel_order = channel_order
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
-        sample.img = to_normalized_tensor(sample.img, self.mean, self.std)
+        sample.img = to_normalized_tensor(sample.img, self.mean, self.std, self.channel_order)
         return sample

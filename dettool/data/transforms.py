@@ -61,10 +61,15 @@ def hflip_boxes(boxes: torch.Tensor, width: int) -> torch.Tensor:
 
 
 def to_normalized_tensor(img: Image.Image | np.ndarray, mean: tuple[float, ...],
-                         std: tuple[float, ...]) -> torch.Tensor:
-    """RGB image (PIL, or uint8 / float32 ``[H, W, 3]``) -> ``Tensor[3, H, W]`` float32,
-    ``(pixel - mean) / std`` per channel (RGB order)."""
+                         std: tuple[float, ...], channel_order: str = "rgb") -> torch.Tensor:
+    """RGB image (PIL, or uint8 / float32 ``[H, W, 3]``) -> ``Tensor[3, H, W]`` float32 in
+    ``channel_order`` ('rgb', or 'bgr' for caffe-style models), ``(pixel - mean) / std`` per
+    channel (``mean`` and ``std`` in that order)."""
     arr = np.array(img, order="C")  # a copy: a decoded image is read-only, a cropped one strided
+    if channel_order == "bgr":
+        arr = np.ascontiguousarray(arr[..., ::-1])
+    elif channel_order != "rgb":
+        raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
     t = torch.from_numpy(arr).permute(2, 0, 1).float()
     m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
     s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)

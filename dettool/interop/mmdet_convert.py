@@ -97,7 +97,7 @@ def _resnet(t: Translation, s: Section) -> tuple[int, ...]:
     b = t.config["model"].setdefault("backbone", {})
     b["depth"] = s.expect("depth", (18, 34, 50, 101))
     s.expect("num_stages", (4,), 4)
-    s.expect("style", ("pytorch",), "pytorch")
+    b["style"] = s.expect("style", ("pytorch", "caffe"), "pytorch")
     s.expect("strides", ((1, 2, 2, 2), [1, 2, 2, 2]), (1, 2, 2, 2))
     s.expect("dilations", ((1, 1, 1, 1), [1, 1, 1, 1]), (1, 1, 1, 1))
     s.expect("deep_stem", (False,), False)
@@ -119,6 +119,8 @@ def _resnet(t: Translation, s: Section) -> tuple[int, ...]:
         b["groups"] = s.get("groups")
         b["width_per_group"] = s.get("base_width")
     b["norm"] = _norm(t, s)
+    if b["norm"] == "frozen_bn":  # dettool's frozen BN (torchvision's) keeps no batch counter
+        t.rules.append((r"^backbone\..*\.num_batches_tracked$", None))
     b["norm_eval"] = bool(s.get("norm_eval", True))
     b["frozen_stages"] = s.get("frozen_stages", -1)
     b["weights"] = None
@@ -565,12 +567,11 @@ DETECTORS: dict[str, Callable[[Translation, Section], None]] = {
 
 def _preprocessor(t: Translation, s: Section) -> None:
     s.expect("type", ("DetDataPreprocessor",))
-    if not s.get("bgr_to_rgb", False):
-        raise t.fail(f"{s.where}.bgr_to_rgb", "False (BGR input, caffe style) is not implemented by dettool")
     s.expect("pad_mask", (True, False), False)
     s.expect("pad_value", (0,), 0)
     s.expect("boxtype2tensor", (True,), True)
     d = t.config.setdefault("data", {})
+    d["channel_order"] = "rgb" if s.get("bgr_to_rgb", False) else "bgr"  # MMDetection decodes BGR
     d["mean"], d["std"] = list(s.get("mean")), list(s.get("std"))
     d["size_divisor"] = s.get("pad_size_divisor", 1)
     s.done()

@@ -142,3 +142,16 @@ def test_without_masks_and_proposals_the_sample_has_neither(tiny_synth):
     new = ds[(2, 5)]
     assert "masks" not in new[1] and "proposals" not in new[2]
     assert_same_sample(new, old_getitem(ds, ScaleSpec.parse("320x256"), d.flip_prob, d.mean, d.std, (2, 5)))
+
+
+def test_bgr_order_reaches_normalize_and_the_expand_fill():
+    """Caffe-style data: mean / std given in BGR order; Normalize feeds BGR, Expand's canvas (an
+    RGB image) is filled with the mean in RGB order."""
+    from dettool.config.schema.data import ExpandConfig, NormalizeConfig, PadConfig, ResizeConfig
+
+    split = SplitConfig(ann_file="a.json", img_dir="img")
+    d = DataConfig(train=split, val=split, channel_order="bgr", mean=(103.53, 116.28, 123.675), std=(1.0, 1.0, 1.0),
+                   train_pipeline=(ExpandConfig(), ResizeConfig(), NormalizeConfig(), PadConfig()))
+    expand, _, normalize = build_pipeline(d, train=True).transforms
+    assert expand.mean == (123.675, 116.28, 103.53)
+    assert (normalize.channel_order, normalize.mean) == ("bgr", (103.53, 116.28, 123.675))

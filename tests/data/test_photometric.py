@@ -102,3 +102,11 @@ def test_normalize_makes_the_chw_tensor():
     pixels = torch.from_numpy(img.astype(np.float32)).permute(2, 0, 1)
     expected = (pixels - torch.tensor([10.0, 20, 30]).view(3, 1, 1)) / torch.tensor([2.0, 4, 8]).view(3, 1, 1)
     torch.testing.assert_close(s.img, expected)
+
+
+def test_normalize_in_bgr_order_reverses_the_channels_first():
+    img = random_image(4)
+    s = Normalize((30.0, 20.0, 10.0), (8.0, 4.0, 2.0), "bgr")(sample_of(img), np.random.default_rng(0))
+    pixels = torch.from_numpy(img[..., ::-1].astype(np.float32)).permute(2, 0, 1)  # B, G, R
+    expected = (pixels - torch.tensor([30.0, 20, 10]).view(3, 1, 1)) / torch.tensor([8.0, 4, 2]).view(3, 1, 1)
+    torch.testing.assert_close(s.img, expected)

@@ -2,8 +2,9 @@
 
 For each family: MMDetection's model from its shipped config with seeded random weights, saved as
 an MMDetection 3.x checkpoint, converted by ``dettool convert mmdet``; on the same pre-processed
-input the raw head outputs agree within 1e-4 and the final detections are the same (boxes within
-1e-2 px, same labels, scores within 1e-5).
+input the raw head outputs agree within 1e-4 (both models in float64) and the final detections
+(float32) are the same: same labels, boxes within 1e-2 px, scores within 5e-4 (float32 rounding,
+amplified by random weights through ResNet-50, moves scores by up to 1e-4).
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ RCNN_LAYERS = {**RPN_LAYERS, "roi_head.bbox_head.fc_cls": 2.0, "roi_head.bbox_he
 FAMILIES = {
     "retinanet": ("retinanet/retinanet_r50_fpn_1x_coco.py", {"bbox_head.retina_cls": 2.0, "bbox_head.retina_reg": 0.3}),
     "faster_rcnn": ("faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py", RCNN_LAYERS),
+    "faster_rcnn_caffe": ("faster_rcnn/faster-rcnn_r50-caffe_fpn_1x_coco.py", RCNN_LAYERS),
     "faster_rcnn_x101": ("faster_rcnn/faster-rcnn_x101-32x4d_fpn_1x_coco.py", RCNN_LAYERS),
     "retinanet_r101": ("retinanet/retinanet_r101_fpn_1x_coco.py",
                        {"bbox_head.retina_cls": 2.0, "bbox_head.retina_reg": 0.3}),
@@ -46,6 +48,7 @@ FAMILIES = {
                            **{f"roi_head.mask_head.{i}.conv_logits": 2.0 for i in range(3)}}),
 }
 H, W = 256, 320
+SCORE_TOL = 5e-4
 
 
 def mmdet_configs() -> Path:
@@ -158,8 +161,10 @@ def test_raw_outputs_and_detections_equal_mmdetection(family: str, tmp_path: Pat
     reference, model, cfg = convert(family, tmp_path)
     h, w = H, W
     images = torch.randn(2, 3, h, w, generator=torch.Generator().manual_seed(1))
+    # In float64: a difference is the implementations', not float32 rounding amplified by random weights.
     with torch.no_grad():
-        pairs = raw_output_pairs(reference, model, images)
+        pairs = raw_output_pairs(reference.double(), model.double(), images.double())
+    reference.float(), model.float()  # MMDetection's mask pasting runs in float32 only
     assert pairs
     for name, r, d in pairs:
         torch.testing.assert_close(d, r, atol=1e-4, rtol=0, msg=lambda m, name=name: f"{family} {name}: {m}")
@@ -210,10 +215,10 @@ def raw_output_pairs(reference, model, images) -> list[tuple[str, torch.Tensor, 
 def assert_same_detections(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
                            dets) -> list[tuple[int, int]]:
     """One-to-one: each detection has a reference one of its label with the box within 1e-2 px and
-    the score within 1e-5 (detections of tied scores may come in either order)."""
+    the score within ``SCORE_TOL`` (detections of tied scores may come in either order)."""
     assert len(dets) == len(boxes)
-    torch.testing.assert_close(dets.scores, scores, atol=1e-5, rtol=0)  # both sorted by score
-    close = ((dets.labels[:, None] == labels[None, :]) & ((dets.scores[:, None] - scores[None, :]).abs() <= 1e-5)
+    torch.testing.assert_close(dets.scores, scores, atol=SCORE_TOL, rtol=0)  # both sorted by score
+    close = ((dets.labels[:, None] == labels[None, :]) & ((dets.scores[:, None] - scores[None, :]).abs() <= SCORE_TOL)
              & ((dets.boxes[:, None, :] - boxes[None, :, :]).abs().amax(dim=2) <= 1e-2))
     unused, matched = set(range(len(boxes))), []
     for i, row in enumerate(close.tolist()):

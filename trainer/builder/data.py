@@ -58,7 +58,8 @@ def _photo_metric_distortion(cfg: D.PhotoMetricDistortionConfig, d: D.DataConfig
 
 
 def _expand(cfg: D.ExpandConfig, d: D.DataConfig, scale: ScaleSpec) -> Expand:
-    return Expand(mean=d.mean, ratio_range=cfg.ratio_range, prob=cfg.prob)
+    fill = d.mean if d.channel_order == "rgb" else d.mean[::-1]  # the canvas is an RGB image
+    return Expand(mean=fill, ratio_range=cfg.ratio_range, prob=cfg.prob)
 
 
 def _min_iou_random_crop(cfg: D.MinIoURandomCropConfig, d: D.DataConfig, scale: ScaleSpec) -> MinIoURandomCrop:
@@ -67,7 +68,7 @@ def _min_iou_random_crop(cfg: D.MinIoURandomCropConfig, d: D.DataConfig, scale: 
 
 
 def _normalize(cfg: D.NormalizeConfig, d: D.DataConfig, scale: ScaleSpec) -> Normalize:
-    return Normalize(d.mean, d.std)
+    return Normalize(d.mean, d.std, d.channel_order)
 
 
 # Per-sample steps. Pad is the batch step: build_dataloader's Collate pads to data.size_divisor.

@@ -32,6 +32,8 @@ PluginConfig = DCNPluginConfig  # a Union as more plugins arrive (context block,
 class ResNetConfig(Section):
     """ResNet / ResNeXt backbone (torchvision blocks).
 
+    ``style``: where a bottleneck strides, ``pytorch`` (3x3 conv, torchvision) or ``caffe`` (1x1
+    conv; MMDetection's caffe-style models, which also take BGR input: ``data.channel_order``);
     ``plugins``: blocks inserted into (or replacing convs of) the blocks of given stages, as
     MMDetection's ``plugins`` / ``dcn`` settings; ``weights``: a local torchvision-format state dict.
     """
@@ -40,6 +42,7 @@ class ResNetConfig(Section):
     depth: Literal[18, 34, 50, 101] = 50
     groups: PosInt = 1
     width_per_group: PosInt = 64
+    style: Literal["pytorch", "caffe"] = "pytorch"
     norm: Literal["frozen_bn", "bn", "syncbn", "gn"] = "frozen_bn"
     gn_groups: PosInt = 32
     norm_eval: bool = True

@@ -49,7 +49,8 @@ class RandomFlipConfig(Section):
 
 @dataclass(frozen=True)
 class NormalizeConfig(Section):
-    """``(pixel - data.mean) / data.std`` per RGB channel."""
+    """``(pixel - data.mean) / data.std`` per channel, channels in ``data.channel_order`` (``bgr``
+    for caffe-style models; ``data.mean`` / ``data.std`` are given in that order)."""
 
     type: Literal["Normalize"] = "Normalize"
 
@@ -144,6 +145,7 @@ class DataConfig(Section):
     keep_ratio: bool = True
     train_pipeline: tuple[TransformConfig, ...] = DEFAULT_TRAIN_PIPELINE
     flip_prob: Fraction = 0.5
+    channel_order: Literal["rgb", "bgr"] = "rgb"
     mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
     std: tuple[float, float, float] = (58.395, 57.12, 57.375)
     size_divisor: PosInt = 32

@@ -29,6 +29,8 @@ class ResNet(nn.Module):
     Args:
         depth: 18, 34, 50 or 101.
         groups, width_per_group: ResNeXt cardinality and width (32 and 4 for ResNeXt-101-32x4d).
+        style: 'pytorch' (a bottleneck strides in its 3x3 conv, torchvision's) or 'caffe' (in its
+            first 1x1 conv, MMDetection's caffe-style models); basic blocks have one place only.
         norm: 'frozen_bn' | 'bn' | 'syncbn' | 'gn'.
         gn_groups: groups for GroupNorm.
         norm_eval: keep BN layers in eval mode (frozen statistics) while training.
@@ -41,7 +43,7 @@ class ResNet(nn.Module):
     Shapes: ``[B, 3, H, W]`` -> list of ``[B, C_i, H / 2**(i+2), W / 2**(i+2)]`` for i in out_indices.
     """
 
-    def __init__(self, *, depth: int, groups: int, width_per_group: int, norm: str, gn_groups: int,
+    def __init__(self, *, depth: int, groups: int, width_per_group: int, style: str, norm: str, gn_groups: int,
                  norm_eval: bool, frozen_stages: int, out_indices: tuple[int, ...],
                  plugins: list[StagePlugin] = (), weights: str | None = None) -> None:
         super().__init__()
@@ -60,6 +62,12 @@ class ResNet(nn.Module):
         self.out_channels = tuple(self.stage_channels[i] for i in self.out_indices)
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
+        if style not in ("pytorch", "caffe"):
+            raise ValueError(f"ResNet style must be 'pytorch' or 'caffe', got {style!r}")
+        if style == "caffe" and block is PluginBottleneck:
+            for stage in self.stages:  # the first block of a stage strides: move it to its 1x1 conv
+                first = stage[0]
+                first.conv1.stride, first.conv2.stride = first.conv2.stride, (1, 1)
         apply_plugins(self.stages, list(plugins))
         if weights:
             self.load_weights(weights)
