@@ -506,8 +506,8 @@ def _dense_test(t: Translation, s: Section) -> None:
     nms = s.sub("nms")
     nms.expect("type", ("nms",))
     t.config["test"] = {"score_thr": s.get("score_thr"), "nms_pre": s.get("nms_pre", -1),
-                        "nms_iou_thr": nms.get("iou_threshold"), "max_per_img": s.get("max_per_img")}
-    s.expect("min_bbox_size", (0, 0.0), 0)
+                        "nms_iou_thr": nms.get("iou_threshold"), "max_per_img": s.get("max_per_img"),
+                        "min_bbox_size": s.get("min_bbox_size", -1)}
     nms.done()
     s.done()
 

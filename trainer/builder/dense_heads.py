@@ -18,7 +18,7 @@ def nms_settings(cfg: S.TestConfig) -> NMSSettings:
     """The model-side test-time settings of ``test``."""
     return NMSSettings(score_thr=cfg.score_thr, nms_pre=cfg.nms_pre, iou_thr=cfg.nms_iou_thr,
                        max_per_img=cfg.max_per_img, nms_type=cfg.nms_type, soft_nms_sigma=cfg.soft_nms_sigma,
-                       soft_nms_min_score=cfg.soft_nms_min_score)
+                       soft_nms_min_score=cfg.soft_nms_min_score, min_bbox_size=cfg.min_bbox_size)
 
 
 def proposal_settings(cfg: S.ProposalConfig) -> ProposalSettings:

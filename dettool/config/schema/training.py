@@ -9,11 +9,15 @@ from dettool.config.schema.common import Fraction, NonNegFloat, NonNegInt, PosFl
 
 @dataclass(frozen=True)
 class TestConfig(Section):
-    """Test-time decoding: score threshold, per-level top-k (<= 0 keeps all), batched NMS or
-    soft-NMS (linear or Gaussian, Bodla et al.), detections kept, mask binarisation threshold."""
+    """Test-time decoding: score threshold, per-level top-k (dense heads: the best ``nms_pre``
+    (anchor or point, class) pairs above ``score_thr``, as MMDetection 3.x; <= 0 keeps all), the
+    dense heads' minimum box size (boxes whose width or height is not larger are dropped; < 0
+    disables; MMDetection's RetinaNet and FCOS set 0), batched NMS or soft-NMS (linear or
+    Gaussian, Bodla et al.), detections kept, mask binarisation threshold."""
 
     score_thr: Fraction = 0.05
     nms_pre: int = 1000
+    min_bbox_size: Annotated[float, Range(min=-1)] = -1.0
     nms_type: Literal["nms", "soft_nms_linear", "soft_nms_gaussian"] = "nms"
     nms_iou_thr: Fraction = 0.5
     soft_nms_sigma: PosFloat = 0.5

@@ -17,9 +17,32 @@ from dettool.trainer.models.task_modules.distance_point_coder import distance_to
 from dettool.trainer.models.task_modules.point_generator import grid_points
 
 
+def top_pairs(scores: torch.Tensor, thr: float, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """MMDetection 3.x's ``filter_scores_and_topk`` in fixed shapes: of ``scores`` ``[B, n, C]``,
+    the ``k`` best (candidate, class) pairs above ``thr`` (``k <= 0``: all). Returns their scores
+    ``[B, k]`` (0 where fewer pairs pass ``thr``), candidate rows and classes ``[B, k]``."""
+    num_classes = scores.shape[2]
+    flat = scores.reshape(scores.shape[0], -1)
+    flat = torch.where(flat > thr, flat, torch.zeros_like(flat))
+    top = top_k_rows(flat, k)
+    return torch.gather(flat, 1, top), torch.div(top, num_classes, rounding_mode="floor"), top % num_classes
+
+
+def pair_scores(boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, num_classes: int,
+                min_bbox_size: float) -> torch.Tensor:
+    """``[B, k]`` pair scores as ``[B, k, C]`` (each row scores its own class only), boxes whose
+    width or height is not above ``min_bbox_size`` (when >= 0) scored 0."""
+    if min_bbox_size >= 0:
+        w, h = boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]
+        scores = torch.where((w > min_bbox_size) & (h > min_bbox_size), scores, torch.zeros_like(scores))
+    out = scores.new_zeros((*scores.shape, num_classes))
+    return out.scatter(2, classes.unsqueeze(-1), scores.unsqueeze(-1))
+
+
 class AnchorDecoder(Float32Block):
-    """Anchor heads with sigmoid scores (RetinaNet): per level the ``nms_pre`` anchors with the
-    best class score, delta decoding, clipping, then class-wise NMS.
+    """Anchor heads with sigmoid scores (RetinaNet): per level the ``nms_pre`` best (anchor,
+    class) pairs above ``score_thr`` (MMDetection 3.x), delta decoding, clipping, the minimum
+    box size, then class-wise NMS.
 
     Args:
         anchor_generator, bbox_coder: the head's.
@@ -40,17 +63,18 @@ class AnchorDecoder(Float32Block):
         boxes_l, scores_l = [], []
         for c, r, a in zip(cls_scores, bbox_preds, anchors):
             scores = levels_to_rows(c.float(), self.num_classes).sigmoid()  # [B, n, C]
-            top = top_k_rows(scores.max(dim=2).values, self.nms.nms_pre)
-            deltas = gather_rows(levels_to_rows(r.float(), 4), top)
-            boxes_l.append(clip_boxes(self.bbox_coder.decode(gather_rows(a, top), deltas), image_shapes))
-            scores_l.append(gather_rows(scores, top))
+            top_scores, rows, classes = top_pairs(scores, self.nms.score_thr, self.nms.nms_pre)
+            deltas = gather_rows(levels_to_rows(r.float(), 4), rows)
+            boxes = clip_boxes(self.bbox_coder.decode(gather_rows(a, rows), deltas), image_shapes)
+            boxes_l.append(boxes)
+            scores_l.append(pair_scores(boxes, top_scores, classes, self.num_classes, self.nms.min_bbox_size))
         return multiclass_nms(torch.cat(boxes_l, 1), torch.cat(scores_l, 1), self.nms)
 
 
 class PointDecoder(Float32Block):
-    """FCOS: per level the ``nms_pre`` points with the best score x centerness, ltrb decoding,
-    clipping, then class-wise NMS on ``score x centerness`` of the (point, class) pairs whose raw
-    score passes ``score_thr`` (MMDetection's rule).
+    """FCOS: per level the ``nms_pre`` best (point, class) pairs whose raw score passes
+    ``score_thr``, ltrb decoding, clipping, the minimum box size, then class-wise NMS on
+    ``score x centerness`` (MMDetection 3.x's rule).
 
     Args:
         strides: the head's level strides.
@@ -69,15 +93,16 @@ class PointDecoder(Float32Block):
         boxes_l, scores_l = [], []
         for lvl, (c, r, t, p) in enumerate(zip(cls_scores, bbox_preds, centernesses, points)):
             scores = levels_to_rows(c.float(), self.num_classes).sigmoid()  # [B, n, C]
-            ctr = levels_to_rows(t.float(), 1)[..., 0].sigmoid()  # [B, n]
-            top = top_k_rows((scores * ctr[..., None]).max(dim=2).values, self.nms.nms_pre)
-            scores, ctr = gather_rows(scores, top), gather_rows(ctr[..., None], top)
-            dist = gather_rows(levels_to_rows(r.float(), 4), top)
+            ctr = levels_to_rows(t.float(), 1).sigmoid()  # [B, n, 1]
+            top_scores, rows, classes = top_pairs(scores, self.nms.score_thr, self.nms.nms_pre)
+            dist = gather_rows(levels_to_rows(r.float(), 4), rows)
             if self.norm_on_bbox:
                 dist = dist * self.strides[lvl]
-            boxes_l.append(clip_boxes(distance_to_box(gather_rows(p, top), dist), image_shapes))
-            # Threshold the raw score, rank by score x centerness; NMS then keeps everything above 0.
-            scores_l.append(torch.where(scores > self.nms.score_thr, scores * ctr, torch.zeros_like(scores)))
+            boxes = clip_boxes(distance_to_box(gather_rows(p, rows), dist), image_shapes)
+            boxes_l.append(boxes)
+            # The raw score passed score_thr; NMS ranks score x centerness and keeps everything above 0.
+            ranked = top_scores * gather_rows(ctr, rows)[..., 0]
+            scores_l.append(pair_scores(boxes, ranked, classes, self.num_classes, self.nms.min_bbox_size))
         return multiclass_nms(torch.cat(boxes_l, 1), torch.cat(scores_l, 1), self.nms, score_thr=0.0)
 
 

@@ -23,12 +23,14 @@ class NMSSettings:
 
     Attributes:
         score_thr: drop (box, class) pairs scoring at or below this.
-        nms_pre: candidates kept per level before NMS (by best class score); <= 0 keeps all.
+        nms_pre: (box, class) pairs above ``score_thr`` kept per level before NMS, best first; <= 0
+            keeps all.
         iou_thr: IoU threshold of the class-wise NMS (Soft-NMS: of the linear decay).
         max_per_img: detections kept per image (K of the fixed-size outputs).
         nms_type: ``'nms'``, ``'soft_nms_linear'`` or ``'soft_nms_gaussian'`` (Bodla et al.).
         soft_nms_sigma: spread of the gaussian Soft-NMS decay.
         soft_nms_min_score: Soft-NMS drops boxes whose decayed score falls below this.
+        min_bbox_size: dense heads drop boxes whose width or height is not larger; < 0 disables.
     """
 
     score_thr: float
@@ -38,6 +40,7 @@ class NMSSettings:
     nms_type: str = "nms"
     soft_nms_sigma: float = 0.5
     soft_nms_min_score: float = 0.001
+    min_bbox_size: float = -1.0
 
     def __post_init__(self) -> None:
         if self.nms_type not in NMS_TYPES:
