@@ -280,7 +280,7 @@ def _retina_head(t: Translation, s: Section, train: Section | None) -> None:
         if loss := _loss(t, s.sub(key), f"{s.where.removeprefix('model.')}.{key}"):
             h[key] = loss
     s.done()
-    t.rules += [(r"^bbox_head\.(cls|reg)_convs\.(\d+)\.conv\.", lambda m: f"bbox_head.{m[1]}_convs.{2 * int(m[2])}.")]
+    t.rules += _tower_rules("bbox_head", with_norm=False)
     if train is not None:
         h["assigner"] = _assigner(t, train.sub("assigner"))
         sampler = train.sub("sampler")
@@ -291,7 +291,52 @@ def _retina_head(t: Translation, s: Section, train: Section | None) -> None:
         train.done(ignore=("debug",))
 
 
-DENSE_HEADS: dict[str, Callable[[Translation, Section, Section | None], None]] = {"RetinaHead": _retina_head}
+def _fcos_head(t: Translation, s: Section, train: Section | None) -> None:
+    h = t.config["model"]["bbox_head"] = {"type": "fcos"}
+    t.config["model"]["num_classes"] = s.get("num_classes")
+    s.get("in_channels")
+    h["feat_channels"] = s.get("feat_channels", 256)
+    h["stacked_convs"] = s.get("stacked_convs", 4)
+    h["strides"] = list(s.get("strides", (4, 8, 16, 32, 64)))
+    ranges = s.get("regress_ranges", ((-1, 64), (64, 128), (128, 256), (256, 512), (512, 1e8)))
+    h["regress_ranges"] = [[float(lo), float(hi)] for lo, hi in ranges]
+    for key, default in (("center_sampling", False), ("center_sample_radius", 1.5), ("norm_on_bbox", False),
+                         ("centerness_on_reg", False)):
+        h[key] = s.get(key, default)
+    s.expect("dcn_on_last_conv", (False,), False)
+    s.expect("conv_cfg", (None,), None)
+    bias = s.expect("conv_bias", ("auto", True, False), "auto")
+    h["conv_bias"] = None if bias == "auto" else bias
+    if s.get("norm_cfg", {"type": "GN"}) is None:
+        h["norm"] = "none"
+    else:
+        norm = s.sub("norm_cfg", {"type": "GN", "num_groups": 32})
+        h["norm"] = {"GN": "gn", "BN": "bn"}[norm.expect("type", ("GN", "BN"))]
+        if h["norm"] == "gn":
+            norm.expect("num_groups", (32,), 32)
+        norm.done(ignore=("requires_grad",))
+    for key in ("loss_cls", "loss_bbox", "loss_centerness"):
+        if loss := _loss(t, s.sub(key), f"bbox_head.{key}"):
+            h[key] = loss
+    s.done()
+    t.rules += _tower_rules("bbox_head", h["norm"] != "none")
+    if train is not None:
+        train.expect("assigner", (None,), None)
+        train.done(ignore=("allowed_border", "pos_weight", "debug"))
+
+
+def _tower_rules(prefix: str, with_norm: bool) -> list:
+    """MMDetection's ConvModule towers (``cls_convs.i.conv`` / ``.gn``) as dettool's flat
+    Sequential (conv, [norm,] ReLU per layer)."""
+    step = 3 if with_norm else 2
+    p = re.escape(prefix)
+    return [(rf"^{p}\.(cls|reg)_convs\.(\d+)\.conv\.", lambda m: f"{prefix}.{m[1]}_convs.{step * int(m[2])}."),
+            (rf"^{p}\.(cls|reg)_convs\.(\d+)\.(gn|bn)\.",
+             lambda m: f"{prefix}.{m[1]}_convs.{step * int(m[2]) + 1}.")]
+
+
+DENSE_HEADS: dict[str, Callable[[Translation, Section, Section | None], None]] = {
+    "RetinaHead": _retina_head, "FCOSHead": _fcos_head}
 
 
 def _rpn_head(t: Translation, s: Section, train: Section | None, train_proposals: Section | None,
@@ -559,7 +604,7 @@ def _two_stage(t: Translation, m: Section) -> None:
 
 
 DETECTORS: dict[str, Callable[[Translation, Section], None]] = {
-    "RetinaNet": _single_stage, "RPN": _rpn, "FastRCNN": _two_stage, "FasterRCNN": _two_stage,
+    "RetinaNet": _single_stage, "FCOS": _single_stage, "RPN": _rpn, "FastRCNN": _two_stage, "FasterRCNN": _two_stage,
     "MaskRCNN": _two_stage, "CascadeRCNN": _two_stage}
 
 

@@ -21,9 +21,15 @@ from dettool.trainer.checkpoint import load_checkpoint, load_model_weights
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("mmdet") is None, reason="MMDetection is not installed")
 
-# family: (shipped config, {final layer: the std its outputs are scaled to})
+# family: (shipped config, {final layer: the std its outputs are scaled to, or (std, bias)})
 RPN_LAYERS = {"rpn_head.rpn_cls": 2.0, "rpn_head.rpn_reg": 0.3}
 RCNN_LAYERS = {**RPN_LAYERS, "roi_head.bbox_head.fc_cls": 2.0, "roi_head.bbox_head.fc_reg": 0.3}
+
+
+def fcos_layers(reg_bias: float) -> dict:
+    return {"bbox_head.conv_cls": (1.0, -5.5), "bbox_head.conv_reg": (0.3, reg_bias), "bbox_head.conv_centerness": 1.0}
+
+
 FAMILIES = {
     "retinanet": ("retinanet/retinanet_r50_fpn_1x_coco.py", {"bbox_head.retina_cls": 2.0, "bbox_head.retina_reg": 0.3}),
     "faster_rcnn": ("faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py", RCNN_LAYERS),
@@ -36,6 +42,10 @@ FAMILIES = {
     "double_heads": ("double_heads/dh-faster-rcnn_r50_fpn_1x_coco.py", RCNN_LAYERS),
     "dcn": ("dcn/faster-rcnn_r50-dconv-c3-c5_fpn_1x_coco.py", RCNN_LAYERS),
     "dcnv2": ("dcnv2/faster-rcnn_r50-mdconv-group4-c3-c5_fpn_1x_coco.py", RCNN_LAYERS),
+    # FCOS regresses exp(x) pixels, or relu(x) strides with norm_on_bbox: biases give boxes of 20 px / 2 strides;
+    # class logits around -5.5 leave fewer pairs above score_thr than nms_pre (no tie at a top-k cut)
+    "fcos": ("fcos/fcos_r50-caffe_fpn_gn-head_1x_coco.py", fcos_layers(3.0)),
+    "fcos_improved": ("fcos/fcos_r50-caffe_fpn_gn-head-center-normbbox-centeronreg-giou_1x_coco.py", fcos_layers(2.0)),
     "rpn": ("rpn/rpn_r50_fpn_1x_coco.py", {"bbox_head.rpn_cls": 2.0, "bbox_head.rpn_reg": 0.3}),
     "fast_rcnn": ("fast_rcnn/fast-rcnn_r50_fpn_1x_coco.py", {"roi_head.bbox_head.fc_cls": 2.0,
                                                              "roi_head.bbox_head.fc_reg": 0.3}),
@@ -96,8 +106,9 @@ def mmdet_model(config: Path, final_layers: dict[str, float], seed: int = 0) -> 
         with torch.no_grad():
             model._forward(calibration, data_samples(1, with_proposals=fast_rcnn))
             hook.remove()
-            layers[name].weight.mul_(final_layers[name] / stds[0])
-            layers[name].bias.zero_()
+            std, bias = final_layers[name] if isinstance(final_layers[name], tuple) else (final_layers[name], 0.0)
+            layers[name].weight.mul_(std / stds[0])
+            layers[name].bias.fill_(bias)
     return model
 
 
@@ -188,7 +199,10 @@ def raw_output_pairs(reference, model, images) -> list[tuple[str, torch.Tensor, 
     Fast R-CNN's given ones)."""
     if not hasattr(reference, "roi_head"):
         ref, out = reference._forward(images), model(images)
-        return [(f"{k}[{lvl}]", r, d) for k, (rs, ds) in zip(("cls", "reg"), zip(ref, out))
+        head = model.bbox_head
+        if getattr(head, "norm_on_bbox", False):  # dettool's distances are in strides; MMDetection's (eval) pixels
+            out = (out[0], [r * s for r, s in zip(out[1], head.strides)], *out[2:])
+        return [(f"{k}[{lvl}]", r, d) for k, (rs, ds) in zip(("cls", "reg", "centerness"), zip(ref, out))
                 for lvl, (r, d) in enumerate(zip(rs, ds))]
     from mmdet.structures.bbox import bbox2roi
 

@@ -49,7 +49,8 @@ def _fcos(cfg: S.FCOSHeadConfig, num_classes: int, in_channels: int, num_levels:
     _check_levels(cfg.strides, num_levels, f"{key}.strides")
     return FCOSHead(
         num_classes=num_classes, in_channels=in_channels, feat_channels=cfg.feat_channels,
-        stacked_convs=cfg.stacked_convs, norm=cfg.norm, strides=cfg.strides, regress_ranges=cfg.regress_ranges,
+        stacked_convs=cfg.stacked_convs, norm=cfg.norm, conv_bias=cfg.conv_bias, strides=cfg.strides,
+        regress_ranges=cfg.regress_ranges,
         center_sampling=cfg.center_sampling, center_sample_radius=cfg.center_sample_radius,
         norm_on_bbox=cfg.norm_on_bbox, centerness_on_reg=cfg.centerness_on_reg,
         loss_cls=build_loss(cfg.loss_cls, f"{key}.loss_cls"), loss_bbox=build_loss(cfg.loss_bbox, f"{key}.loss_bbox"),

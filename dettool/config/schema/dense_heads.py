@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal, Optional, Union
 
 from dettool.config.schema.common import Fraction, NonNegFloat, NonNegInt, PosFloat, PosInt, Range, Section, require
 from dettool.config.schema.losses import (
@@ -48,12 +48,17 @@ class RetinaHeadConfig(Section):
 
 @dataclass(frozen=True)
 class FCOSHeadConfig(Section):
-    """FCOS head: per-point classification, (l, t, r, b) regression and centerness."""
+    """FCOS head: per-point classification, (l, t, r, b) regression and centerness.
+
+    ``conv_bias``: the tower convs have a bias (MMDetection's ``conv_bias``; null: only without a
+    norm, its 'auto'; its FCOS improvements configs set true).
+    """
 
     type: Literal["fcos"] = "fcos"
     feat_channels: PosInt = 256
     stacked_convs: NonNegInt = 4
     norm: Literal["none", "gn", "bn"] = "gn"
+    conv_bias: Optional[bool] = None
     strides: tuple[PosInt, ...] = (8, 16, 32, 64, 128)
     regress_ranges: tuple[tuple[float, float], ...] = (
         (-1.0, 64.0), (64.0, 128.0), (128.0, 256.0), (256.0, 512.0), (512.0, 1e8))

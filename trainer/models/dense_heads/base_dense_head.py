@@ -14,12 +14,15 @@ from torch import nn
 from dettool.structures.detections import Detections, DetOutputs, image_shapes_tensor, outputs_to_detections
 
 
-def conv_tower(in_channels: int, feat_channels: int, num_convs: int, norm: str) -> nn.Sequential:
-    """``num_convs`` x (3x3 conv, optional GN/BN, ReLU)."""
+def conv_tower(in_channels: int, feat_channels: int, num_convs: int, norm: str,
+               conv_bias: bool | None = None) -> nn.Sequential:
+    """``num_convs`` x (3x3 conv, optional GN/BN, ReLU); the convs have a bias when ``conv_bias``,
+    or (None, MMDetection's 'auto') when there is no norm."""
+    bias = norm == "none" if conv_bias is None else conv_bias
     layers: list[nn.Module] = []
     for i in range(num_convs):
         cin = in_channels if i == 0 else feat_channels
-        layers.append(nn.Conv2d(cin, feat_channels, 3, padding=1, bias=norm == "none"))
+        layers.append(nn.Conv2d(cin, feat_channels, 3, padding=1, bias=bias))
         if norm == "gn":
             layers.append(nn.GroupNorm(min(32, feat_channels), feat_channels))
         elif norm == "bn":

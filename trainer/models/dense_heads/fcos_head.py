@@ -43,6 +43,7 @@ class FCOSHead(BaseDenseHead):
         num_classes: foreground classes C.
         in_channels: channels of each input level.
         feat_channels, stacked_convs, norm: conv towers (GN by default, as in FCOS).
+        conv_bias: tower convs with a bias; None: only without a norm (MMDetection's 'auto').
         strides: stride of each level.
         regress_ranges: per level (lo, hi] range of the max regression distance it learns.
         center_sampling, center_sample_radius: positives only within ``radius * stride`` of gt centres.
@@ -56,7 +57,8 @@ class FCOSHead(BaseDenseHead):
     """
 
     def __init__(self, *, num_classes: int, in_channels: int, feat_channels: int, stacked_convs: int, norm: str,
-                 strides: tuple[int, ...], regress_ranges: tuple[tuple[float, float], ...], center_sampling: bool,
+                 conv_bias: bool | None, strides: tuple[int, ...], regress_ranges: tuple[tuple[float, float], ...],
+                 center_sampling: bool,
                  center_sample_radius: float, norm_on_bbox: bool, centerness_on_reg: bool, loss_cls: nn.Module,
                  loss_bbox: nn.Module, loss_centerness: nn.Module, test_cfg: NMSSettings,
                  prior_prob: float = 0.01) -> None:
@@ -72,8 +74,8 @@ class FCOSHead(BaseDenseHead):
         self.norm_on_bbox = norm_on_bbox
         self.centerness_on_reg = centerness_on_reg
         self.loss_cls, self.loss_bbox, self.loss_centerness = loss_cls, loss_bbox, loss_centerness
-        self.cls_convs = conv_tower(in_channels, feat_channels, stacked_convs, norm)
-        self.reg_convs = conv_tower(in_channels, feat_channels, stacked_convs, norm)
+        self.cls_convs = conv_tower(in_channels, feat_channels, stacked_convs, norm, conv_bias)
+        self.reg_convs = conv_tower(in_channels, feat_channels, stacked_convs, norm, conv_bias)
         self.conv_cls = nn.Conv2d(feat_channels, num_classes, 3, padding=1)
         self.conv_reg = nn.Conv2d(feat_channels, 4, 3, padding=1)
         self.conv_centerness = nn.Conv2d(feat_channels, 1, 3, padding=1)
