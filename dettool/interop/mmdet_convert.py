@@ -121,6 +121,8 @@ def _resnet(t: Translation, s: Section) -> tuple[int, ...]:
     b["norm"] = _norm(t, s)
     if b["norm"] == "frozen_bn":  # dettool's frozen BN (torchvision's) keeps no batch counter
         t.rules.append((r"^backbone\..*\.num_batches_tracked$", None))
+    if b["norm"] == "gn":  # MMDetection names a ResNet's norms after their type (gn1); torchvision bn1
+        t.rules.append((r"^(backbone\.(?:.*\.)?)gn(\d)\.", r"\1bn\2."))
     b["norm_eval"] = bool(s.get("norm_eval", True))
     b["frozen_stages"] = s.get("frozen_stages", -1)
     b["weights"] = None
@@ -149,12 +151,22 @@ def _fpn(t: Translation, s: Section, backbone_out: tuple[int, ...]) -> int:
     n["add_extra_convs"] = {False: "none", True: "on_input"}.get(extra, extra)
     n["relu_before_extra_convs"] = bool(s.get("relu_before_extra_convs", False))
     s.expect("no_norm_on_lateral", (False,), False)
-    s.expect("norm_cfg", (None,), None)
+    n["norm"] = "none"
+    if s.get("norm_cfg", None) is not None:
+        norm = s.sub("norm_cfg")
+        n["norm"] = {"GN": "gn", "BN": "bn"}[norm.expect("type", ("GN", "BN"))]
+        if n["norm"] == "gn":
+            norm.expect("num_groups", (32,), 32)
+        norm.done(ignore=("requires_grad",))
+        if n["num_outs"] > len(in_channels) - start and n["add_extra_convs"] != "none":
+            raise t.fail(f"{s.where}.norm_cfg", "a norm in the extra-level convs is not implemented by dettool")
     s.expect("act_cfg", (None,), None)
     s.expect("upsample_cfg", ({"mode": "nearest"},), {"mode": "nearest"})
     s.done()
     levels = len(in_channels) - start
     t.rules += [(r"^neck\.lateral_convs\.(\d+)\.conv\.", r"neck.fpn.inner_blocks.\1.0."),
+                (r"^neck\.lateral_convs\.(\d+)\.(gn|bn)\.", r"neck.fpn.inner_blocks.\1.1."),
+                (r"^neck\.fpn_convs\.(\d+)\.(gn|bn)\.", r"neck.fpn.layer_blocks.\1.1."),
                 *[(rf"^neck\.fpn_convs\.{i}\.conv\.", f"neck.fpn.layer_blocks.{i}.0.") for i in range(levels)],
                 *[(rf"^neck\.fpn_convs\.{levels + j}\.conv\.", f"neck.fpn.extra_blocks.convs.{j}.")
                   for j in range(n["num_outs"] - levels)]]
@@ -393,9 +405,9 @@ def _bbox_head(t: Translation, s: Section, prefix: str, prefix_to: str) -> dict:
         s.expect(key, (0,), 0)
     norm = s.sub("norm_cfg", {"type": None})
     kind = norm.expect("type", (None, "GN"))
-    norm.get("num_groups", 32)
-    norm.get("requires_grad", True)
-    norm.done()
+    if kind == "GN":
+        norm.expect("num_groups", (32,), 32)
+    norm.done(ignore=("requires_grad",))
     h = {"num_shared_convs": convs, "num_shared_fcs": fcs, "conv_out_channels": s.get("conv_out_channels", 256),
          "fc_out_channels": s.get("fc_out_channels", 1024), "norm": "gn" if kind == "GN" else "none",
          "reg_class_agnostic": s.get("reg_class_agnostic", False)}
@@ -433,7 +445,13 @@ def _mask_head(t: Translation, s: Section, extractor: Section, prefix: str, pref
     s.expect("conv_kernel_size", (3,), 3)
     s.expect("upsample_cfg", ({"type": "deconv", "scale_factor": 2},), {"type": "deconv", "scale_factor": 2})
     s.expect("conv_cfg", (None,), None)
-    s.expect("norm_cfg", (None,), None)
+    h["norm"] = "none"
+    if s.get("norm_cfg", None) is not None:
+        norm = s.sub("norm_cfg")
+        norm.expect("type", ("GN",))
+        norm.expect("num_groups", (32,), 32)
+        norm.done(ignore=("requires_grad",))
+        h["norm"] = "gn"
     s.expect("predictor_cfg", ({"type": "Conv"},), {"type": "Conv"})
     loss = s.sub("loss_mask", {"type": "CrossEntropyLoss", "use_mask": True, "loss_weight": 1.0})
     loss.expect("type", ("CrossEntropyLoss",))
@@ -441,8 +459,9 @@ def _mask_head(t: Translation, s: Section, extractor: Section, prefix: str, pref
     h["loss_weight"] = loss.get("loss_weight", 1.0)
     loss.done()
     s.done()
-    p = re.escape(prefix)
-    t.rules += [(rf"^{p}\.convs\.(\d+)\.conv\.", lambda m: f"{prefix_to}.convs.{2 * int(m[1])}."),
+    p, step = re.escape(prefix), 3 if h["norm"] == "gn" else 2
+    t.rules += [(rf"^{p}\.convs\.(\d+)\.conv\.", lambda m: f"{prefix_to}.convs.{step * int(m[1])}."),
+                (rf"^{p}\.convs\.(\d+)\.gn\.", lambda m: f"{prefix_to}.convs.{step * int(m[1]) + 1}."),
                 (rf"^{p}\.(upsample|conv_logits)\.", rf"{prefix_to}.\1.")]
     return h
 

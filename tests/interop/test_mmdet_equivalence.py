@@ -38,6 +38,7 @@ FAMILIES = {
     "retinanet_r101": ("retinanet/retinanet_r101_fpn_1x_coco.py",
                        {"bbox_head.retina_cls": 2.0, "bbox_head.retina_reg": 0.3}),
     "mask_rcnn": ("mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py", {**RCNN_LAYERS, "roi_head.mask_head.conv_logits": 2.0}),
+    "mask_rcnn_gn": ("gn/mask-rcnn_r50_fpn_gn-all_2x_coco.py", {**RCNN_LAYERS, "roi_head.mask_head.conv_logits": 2.0}),
     "ghm": ("ghm/retinanet_r50_fpn_ghm-1x_coco.py", {"bbox_head.retina_cls": 2.0, "bbox_head.retina_reg": 0.3}),
     "double_heads": ("double_heads/dh-faster-rcnn_r50_fpn_1x_coco.py", RCNN_LAYERS),
     "dcn": ("dcn/faster-rcnn_r50-dconv-c3-c5_fpn_1x_coco.py", RCNN_LAYERS),

@@ -57,7 +57,7 @@ def build_mask_branch(cfg: S.MaskHeadConfig | None, num_classes: int, in_channel
     if cfg is None:
         return None
     head = FCNMaskHead(num_classes=num_classes, in_channels=in_channels, conv_out_channels=cfg.conv_out_channels,
-                       num_convs=cfg.num_convs, roi_feat_size=cfg.roi_extractor.output_size,
+                       num_convs=cfg.num_convs, norm=cfg.norm, roi_feat_size=cfg.roi_extractor.output_size,
                        class_agnostic=cfg.class_agnostic, loss_weight=cfg.loss_weight)
     return MaskBranch(build_roi_extractor(cfg.roi_extractor), head, mask_thr=test.mask_thr)
 

@@ -70,10 +70,12 @@ BBoxHeadConfig = Union[ConvFCBBoxHeadConfig, DoubleConvFCBBoxHeadConfig]
 
 @dataclass(frozen=True)
 class MaskHeadConfig(Section):
-    """FCN mask head: ``num_convs`` 3x3 convs, a 2x deconv, per-class 28x28 masks."""
+    """FCN mask head: ``num_convs`` 3x3 convs (``norm: gn``: each followed by GroupNorm, 32
+    groups), a 2x deconv, per-class 28x28 masks."""
 
     num_convs: NonNegInt = 4
     conv_out_channels: PosInt = 256
+    norm: Literal["none", "gn"] = "none"
     class_agnostic: bool = False
     loss_weight: NonNegFloat = 1.0
     roi_extractor: RoIExtractorConfig = field(default_factory=lambda: RoIExtractorConfig(output_size=14))

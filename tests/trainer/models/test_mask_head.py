@@ -18,7 +18,7 @@ NUM_CLASSES = 3
 
 def _head(**kwargs) -> FCNMaskHead:
     torch.manual_seed(0)
-    args = {"num_convs": 4, "roi_feat_size": 14, "class_agnostic": False, "loss_weight": 1.0, **kwargs}
+    args = {"num_convs": 4, "norm": "none", "roi_feat_size": 14, "class_agnostic": False, "loss_weight": 1.0, **kwargs}
     return FCNMaskHead(num_classes=NUM_CLASSES, in_channels=8, conv_out_channels=8, **args)
 
 

@@ -28,13 +28,14 @@ def mask_targets(pos_rois: torch.Tensor, gt_masks: torch.Tensor, pos_gt_inds: to
 
 
 class FCNMaskHead(nn.Module):
-    """``num_convs`` x (3x3 conv + ReLU), 2x2 stride-2 deconv + ReLU, 1x1 conv to class logits.
+    """``num_convs`` x (3x3 conv [+ GN] + ReLU), 2x2 stride-2 deconv + ReLU, 1x1 conv to class logits.
 
     Args:
         num_classes: C foreground classes.
         in_channels: channels of the RoI features.
         conv_out_channels: channels of the convs and the deconv.
         num_convs: 3x3 convs before the upsampling.
+        norm: ``'none'`` or ``'gn'`` (GroupNorm, 32 groups, after each 3x3 conv, which then has no bias).
         roi_feat_size: S, side of the RoI features; masks are predicted at ``2 * S``.
         class_agnostic: predict one mask per RoI instead of one per class.
         loss_weight: factor on ``loss_mask``.
@@ -43,7 +44,7 @@ class FCNMaskHead(nn.Module):
     with ``C' = 1`` when class-agnostic, else ``C``.
     """
 
-    def __init__(self, *, num_classes: int, in_channels: int, conv_out_channels: int, num_convs: int,
+    def __init__(self, *, num_classes: int, in_channels: int, conv_out_channels: int, num_convs: int, norm: str,
                  roi_feat_size: int, class_agnostic: bool, loss_weight: float) -> None:
         super().__init__()
         self.num_classes = num_classes
@@ -51,10 +52,15 @@ class FCNMaskHead(nn.Module):
         self.mask_size = 2 * roi_feat_size
         self.class_agnostic = class_agnostic
         self.loss_weight = loss_weight
+        if norm not in ("none", "gn"):
+            raise ValueError(f"FCNMaskHead norm must be 'none' or 'gn', got {norm!r}")
         layers: list[nn.Module] = []
         for i in range(num_convs):
-            layers += [nn.Conv2d(in_channels if i == 0 else conv_out_channels, conv_out_channels, 3, padding=1),
-                       nn.ReLU(inplace=True)]
+            layers.append(nn.Conv2d(in_channels if i == 0 else conv_out_channels, conv_out_channels, 3, padding=1,
+                                    bias=norm == "none"))
+            if norm == "gn":
+                layers.append(nn.GroupNorm(32, conv_out_channels))
+            layers.append(nn.ReLU(inplace=True))
         self.convs = nn.Sequential(*layers)
         deconv_in = conv_out_channels if num_convs > 0 else in_channels
         self.upsample = nn.ConvTranspose2d(deconv_in, conv_out_channels, 2, stride=2)
@@ -63,7 +69,8 @@ class FCNMaskHead(nn.Module):
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
 
     def forward(self, roi_feats: torch.Tensor) -> torch.Tensor:
         """``[R, in_channels, S, S]`` RoI features -> ``[R, C', 2S, 2S]`` mask logits."""
