@@ -168,30 +168,39 @@ def convert(family: str, tmp_path: Path):
     return reference, model, cfg
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_raw_outputs_and_detections_equal_mmdetection(family: str, tmp_path: Path) -> None:
+def run_family(family: str, tmp_path: Path) -> dict:
+    """Convert the family's MMDetection model and run both on the same input: the raw output
+    pairs (float64) and each image's detections, MMDetection's and dettool's (float32)."""
     reference, model, cfg = convert(family, tmp_path)
-    h, w = H, W
-    images = torch.randn(2, 3, h, w, generator=torch.Generator().manual_seed(1))
+    images = torch.randn(2, 3, H, W, generator=torch.Generator().manual_seed(1))
     # In float64: a difference is the implementations', not float32 rounding amplified by random weights.
     with torch.no_grad():
         pairs = raw_output_pairs(reference.double(), model.double(), images.double())
     reference.float(), model.float()  # MMDetection's mask pasting runs in float32 only
-    assert pairs
-    for name, r, d in pairs:
-        torch.testing.assert_close(d, r, atol=1e-4, rtol=0, msg=lambda m, name=name: f"{family} {name}: {m}")
-    metas = [{"img_shape": (h, w), "ori_shape": (h, w), "scale_factor": (1.0, 1.0), "proposals": p}
+    metas = [{"img_shape": (H, W), "ori_shape": (H, W), "scale_factor": (1.0, 1.0), "proposals": p}
              for p in proposals(2)]
     with torch.no_grad():
         samples = data_samples(2, with_proposals=is_fast_rcnn(reference))
         ref_dets = [s.pred_instances for s in reference.predict(images, samples, rescale=True)]
-    dets = model.predict(images, metas)
-    assert sum(len(r) for r in ref_dets) > 10
-    for r, d in zip(ref_dets, dets):
+    return {"pairs": pairs, "ref_dets": ref_dets, "dets": model.predict(images, metas)}
+
+
+def assert_same_outputs(family: str, result: dict) -> None:
+    """Raw outputs within 1e-4; the same detections (and masks: at most 0.1 % of pixels differ)."""
+    assert result["pairs"]
+    for name, r, d in result["pairs"]:
+        torch.testing.assert_close(d, r, atol=1e-4, rtol=0, msg=lambda m, name=name: f"{family} {name}: {m}")
+    assert sum(len(r) for r in result["ref_dets"]) > 10
+    for r, d in zip(result["ref_dets"], result["dets"]):
         matched = assert_same_detections(r.bboxes, r.scores, r.labels, d)
         if "masks" in r:
             flips = [float((r.masks[j] != d.masks[i]).float().mean()) for i, j in matched]
             assert max(flips) <= 1e-3, f"mask pixels differ: {max(flips):.4f}"
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_raw_outputs_and_detections_equal_mmdetection(family: str, tmp_path: Path) -> None:
+    assert_same_outputs(family, run_family(family, tmp_path))
 
 
 def raw_output_pairs(reference, model, images) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
