@@ -557,22 +557,27 @@ ROI_HEADS: dict[str, Callable[[Translation, Section, Any], None]] = {
     "StandardRoIHead": _standard_roi_head, "DoubleHeadRoIHead": _double_head, "CascadeRoIHead": _cascade}
 
 
+def _nms(t: Translation, s: Section) -> dict:
+    """MMDetection's ``nms`` setting: NMS, or Soft-NMS (mmcv's ``soft_nms``: linear by default)."""
+    kind = s.expect("type", ("nms", "soft_nms"))
+    out = {"nms_iou_thr": s.get("iou_threshold")}
+    if kind == "soft_nms":
+        method = s.expect("method", ("linear", "gaussian"), "linear")
+        out.update(nms_type=f"soft_nms_{method}", soft_nms_sigma=s.get("sigma", 0.5),
+                   soft_nms_min_score=s.get("min_score", 1e-3))
+    s.done()
+    return out
+
+
 def _rcnn_test(t: Translation, s: Section) -> None:
-    nms = s.sub("nms")
-    nms.expect("type", ("nms",))
-    t.config["test"] = {"score_thr": s.get("score_thr"), "nms_iou_thr": nms.get("iou_threshold"),
-                        "max_per_img": s.get("max_per_img"), "mask_thr": s.get("mask_thr_binary", 0.5)}
-    nms.done()
+    t.config["test"] = {"score_thr": s.get("score_thr"), **_nms(t, s.sub("nms")), "max_per_img": s.get("max_per_img"),
+                        "mask_thr": s.get("mask_thr_binary", 0.5)}
     s.done()
 
 
 def _dense_test(t: Translation, s: Section) -> None:
-    nms = s.sub("nms")
-    nms.expect("type", ("nms",))
-    t.config["test"] = {"score_thr": s.get("score_thr"), "nms_pre": s.get("nms_pre", -1),
-                        "nms_iou_thr": nms.get("iou_threshold"), "max_per_img": s.get("max_per_img"),
-                        "min_bbox_size": s.get("min_bbox_size", -1)}
-    nms.done()
+    t.config["test"] = {"score_thr": s.get("score_thr"), "nms_pre": s.get("nms_pre", -1), **_nms(t, s.sub("nms")),
+                        "max_per_img": s.get("max_per_img"), "min_bbox_size": s.get("min_bbox_size", -1)}
     s.done()
 
 
@@ -638,6 +643,8 @@ def _preprocessor(t: Translation, s: Section) -> None:
     d["channel_order"] = "rgb" if s.get("bgr_to_rgb", False) else "bgr"  # MMDetection decodes BGR
     d["mean"], d["std"] = list(s.get("mean")), list(s.get("std"))
     d["size_divisor"] = s.get("pad_size_divisor", 1)
+    if s.get("batch_augments", None):  # training-time batch transforms (LSJ's fixed-size padding)
+        t.dropped.append(f"{s.where}.batch_augments ({', '.join(a.get('type', '?') for a in s.d['batch_augments'])})")
     s.done()
 
 
@@ -664,6 +671,33 @@ def _flat(pipeline: list) -> list:
     return out
 
 
+def _multi_scale(step: dict) -> str | None:
+    """MMDetection's multi-scale resizes in the paper's notation: ``RandomResize`` between two
+    scales (range mode), ``RandomChoiceResize`` over evenly spaced ones (value mode); None when
+    the scales do not share their long side or are not evenly spaced, or the ratio is not kept."""
+    scales = step.get("scale") if step.get("type") == "RandomResize" else step.get("scales")
+    if (not step.get("keep_ratio") or not isinstance(scales, (list, tuple)) or len(scales) < 2
+            or not all(isinstance(s, (list, tuple)) and len(s) == 2 for s in scales)):
+        return None
+    longs, shorts = {max(s) for s in scales}, sorted(min(s) for s in scales)
+    if len(longs) != 1:
+        return None
+    if step["type"] == "RandomResize":
+        return f"{longs.pop()}x[{shorts[0]}:{shorts[-1]}]" if len(scales) == 2 else None
+    steps = {b - a for a, b in zip(shorts, shorts[1:])}
+    return f"{longs.pop()}x[{shorts[0]}:{shorts[-1]}:{steps.pop()}]" if len(steps) == 1 else None
+
+
+def _dataset(ds: dict) -> tuple[dict, int]:
+    """The dataset inside MMDetection's ``RepeatDataset`` wrappers and how many times it repeats
+    per epoch (dettool counts those passes as epochs)."""
+    times = 1
+    while isinstance(ds, dict) and ds.get("type") == "RepeatDataset":
+        times *= int(ds.get("times", 1))
+        ds = ds.get("dataset", {})
+    return (ds if isinstance(ds, dict) else {}), times
+
+
 def _pipelines(t: Translation, cfg: dict) -> None:
     d = t.config.setdefault("data", {})
     test = cfg.get("test_dataloader", {}).get("dataset", {}).get("pipeline") or cfg.get("test_pipeline") or []
@@ -674,16 +708,19 @@ def _pipelines(t: Translation, cfg: dict) -> None:
             s.done()
         elif s.type not in _LOADING:
             raise t.fail(f"{s.where}.type", f"test transform {s.type!r} is not implemented by dettool")
-    for i, step in enumerate(_flat(cfg.get("train_dataloader", {}).get("dataset", {}).get("pipeline") or [])):
+    train_ds, _ = _dataset(cfg.get("train_dataloader", {}).get("dataset", {}))
+    for i, step in enumerate(_flat(train_ds.get("pipeline") or [])):
         s = Section(t, step, f"train_pipeline[{i}]")
         if s.type == "Resize":
             d["train_scale"] = _scale(t, s)
+        elif s.type in ("RandomResize", "RandomChoiceResize") and _multi_scale(step):
+            d["train_scale"] = _multi_scale(step)
         elif s.type == "RandomFlip":
             d["flip_prob"] = s.get("prob")
         elif s.type not in _LOADING:
             t.dropped.append(f"{s.where} ({s.type})")
     for split, key in (("train", "train_dataloader"), ("val", "val_dataloader")):
-        ds = cfg.get(key, {}).get("dataset", {})
+        ds = train_ds if split == "train" else cfg.get(key, {}).get("dataset", {})
         root = ds.get("data_root", "")
         if "ann_file" in ds:
             d[split] = {"ann_file": root + ds["ann_file"], "img_dir": root + ds.get("data_prefix", {}).get("img", "")}
@@ -695,8 +732,9 @@ def _pipelines(t: Translation, cfg: dict) -> None:
 def _training(t: Translation, cfg: dict) -> None:
     tr = t.config.setdefault("train", {})
     loop = cfg.get("train_cfg") or {}
+    _, repeat = _dataset(cfg.get("train_dataloader", {}).get("dataset", {}))  # RepeatDataset: x passes per epoch
     if loop.get("type") == "EpochBasedTrainLoop":
-        tr["max_epochs"] = loop.get("max_epochs")
+        tr["max_epochs"] = loop.get("max_epochs") * repeat
     if bs := cfg.get("train_dataloader", {}).get("batch_size"):
         tr["batch_size"] = bs
     opt = (cfg.get("optim_wrapper") or {}).get("optimizer") or {}
@@ -705,7 +743,12 @@ def _training(t: Translation, cfg: dict) -> None:
                            "weight_decay": opt.get("weight_decay", 0.0), "decay_norm_and_bias": True}
     elif opt:
         t.dropped.append(f"optim_wrapper.optimizer ({opt.get('type')})")
-    clip = (cfg.get("optim_wrapper") or {}).get("clip_grad") or {}
+    wrapper = cfg.get("optim_wrapper") or {}
+    for key in sorted(set(wrapper) - {"type", "optimizer", "clip_grad"}):
+        t.dropped.append(f"optim_wrapper.{key}")
+    if wrapper.get("type", "OptimWrapper") != "OptimWrapper":
+        t.dropped.append(f"optim_wrapper.type ({wrapper['type']}: dettool's mixed precision is train.amp)")
+    clip = wrapper.get("clip_grad") or {}
     if clip and "optimizer" in tr and clip.get("norm_type", 2) == 2:
         tr["optimizer"]["grad_clip"] = clip.get("max_norm")
     elif clip:
@@ -714,8 +757,10 @@ def _training(t: Translation, cfg: dict) -> None:
     for i, sch in enumerate(cfg.get("param_scheduler") or []):
         if sch.get("type") == "LinearLR" and not sch.get("by_epoch", True):
             lr.update(warmup="linear", warmup_iters=sch.get("end"), warmup_ratio=sch.get("start_factor"))
+        elif sch.get("type") == "ConstantLR" and not sch.get("by_epoch", True):
+            lr.update(warmup="constant", warmup_iters=sch.get("end"), warmup_ratio=sch.get("factor"))
         elif sch.get("type") == "MultiStepLR" and sch.get("by_epoch", True):
-            lr.update(policy="step", steps=list(sch.get("milestones")), gamma=sch.get("gamma", 0.1))
+            lr.update(policy="step", steps=[m * repeat for m in sch.get("milestones")], gamma=sch.get("gamma", 0.1))
         else:
             t.dropped.append(f"param_scheduler[{i}] ({sch.get('type')})")
     if lr:
@@ -725,6 +770,8 @@ def _training(t: Translation, cfg: dict) -> None:
 def translate_config(cfg: dict, source: str) -> Translation:
     """The dettool config (a raw dict, as YAML holds it) and weight rules for an MMDetection config."""
     t = Translation(source)
+    if not isinstance(cfg.get("model"), dict):
+        raise t.fail("model", "no model section: not a detector config (a fragment for its _base_ list?)")
     model = Section(t, cfg.get("model"), "model")
     _table(t, DETECTORS, model, "model type")(t, model)
     if model.get("data_preprocessor", None) is not None:
