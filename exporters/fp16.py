@@ -5,7 +5,8 @@ The conversion is onnxruntime's maintained ``convert_float_to_float16`` with:
 
 - inputs and outputs kept float32 (``keep_io_types``);
 - every node of a ``Float32Block`` module (box decoding, proposal and detection selection, RoI
-  coordinates; found by the module class the exporter records on each node) kept float32;
+  coordinates; found by the module class the exporter records on each node) kept float32, and so
+  is integer arithmetic the exporter writes in float (floor division of indices);
 - ``DettoolBatchedNMS`` (scores and boxes in float32, as its spec says) and the standard ops that
   ONNX Runtime has no FP16 kernel for (onnxruntime's default block list: ``NonMaxSuppression``,
   ``RoiAlign``, ``TopK`` ...) plus ``DeformConv`` kept float32;
@@ -41,6 +42,37 @@ def fp32_node_names(model: onnx.ModelProto) -> list[str]:
     """Names of the nodes that belong to a ``Float32Block`` module."""
     regions = float32_block_classes()
     return [n.name for n in model.graph.node if _in_fp32_region(n, regions)]
+
+
+_INTEGERS = (TensorProto.INT64, TensorProto.INT32, TensorProto.INT16, TensorProto.INT8, TensorProto.UINT8)
+
+
+def index_arithmetic_node_names(model: onnx.ModelProto) -> list[str]:
+    """Nodes doing integer arithmetic in float: from a ``Cast`` of an integer tensor to float,
+    through the float nodes it feeds, to the ``Cast`` back to an integer type. The exporter writes
+    integer floor division this way (``Cast``, ``Div``, ``Floor``, ``Cast``), and nodes it adds
+    carry no module metadata; in float16 indices past 2048 would round."""
+    inferred = onnx.shape_inference.infer_shapes(model)  # types of values the exporter left undeclared
+    types = {v.name: v.type.tensor_type.elem_type
+             for v in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]}
+    types.update({t.name: t.data_type for t in model.graph.initializer})
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    todo = [n for n in model.graph.node if _casts_to(n, TensorProto.FLOAT) and types.get(n.input[0]) in _INTEGERS]
+    names: set[str] = set()
+    while todo:
+        node = todo.pop()
+        if node.name in names:
+            continue
+        names.add(node.name)
+        if node.op_type == "Cast" and not _casts_to(node, TensorProto.FLOAT):
+            continue  # back to an integer (or other) type: the chain ends here
+        for out in node.output:
+            if types.get(out) in (TensorProto.FLOAT, None):
+                todo += consumers.get(out, [])
+    return sorted(names)
 
 
 def _fp32_sources(model: onnx.ModelProto) -> dict[str, str]:
@@ -123,7 +155,7 @@ def convert_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
 
     model = convert_float_to_float16(model, keep_io_types=True,
                                      op_block_list=sorted(set(DEFAULT_OP_BLOCK_LIST) | set(FP32_OPS)),
-                                     node_block_list=fp32_node_names(model))
+                                     node_block_list=fp32_node_names(model) + index_arithmetic_node_names(model))
     _keep_fp32_values_fp32(model)
     _sort_topologically(model.graph)
     # The converter declares fp16 value_info for float32 initializers read by blocked nodes; the

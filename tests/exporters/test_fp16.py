@@ -44,3 +44,24 @@ def test_values_between_float32_nodes_are_not_rounded_to_fp16() -> None:
     types = {v.name: v.type.tensor_type.elem_type for v in model.graph.value_info}
     relu = next(n for n in model.graph.node if n.op_type == "Relu")
     assert types[relu.input[0]] == TensorProto.FLOAT16  # the unblocked node does run in FP16
+
+
+def test_integer_division_written_in_float_stays_exact() -> None:
+    """TopK indices past 2048 divided by the class count the way the exporter writes floor
+    division (Cast to float, Div, Floor, Cast back): still float32 after the conversion."""
+    consts = [helper.make_tensor("k", TensorProto.INT64, [1], [4]),
+              helper.make_tensor("c", TensorProto.FLOAT, [], [3.0])]
+    nodes = [helper.make_node("TopK", ["x", "k"], ["vals", "idx"], axis=0),
+             helper.make_node("Cast", ["idx"], ["idx_f"], to=TensorProto.FLOAT),
+             helper.make_node("Div", ["idx_f", "c"], ["q"]), helper.make_node("Floor", ["q"], ["q_floor"]),
+             helper.make_node("Cast", ["q_floor"], ["rows"], to=TensorProto.INT64)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [30000])],
+                              [helper.make_tensor_value_info("rows", TensorProto.INT64, [4])], consts)
+    model = convert_to_fp16(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)], ir_version=10))
+    x = np.zeros(30000, dtype=np.float32)
+    x[[29999, 20001, 7777, 4097]] = [4.0, 3.0, 2.0, 1.0]
+    (rows,) = make_session(model).run(None, {"x": x})
+    assert rows.tolist() == [9999, 6667, 2592, 1365]
+    # ONNX Runtime's CPU may upcast float16 arithmetic itself; TensorRT would not: the chain must stay float32
+    casts = [a.i for n in model.graph.node if n.op_type == "Cast" for a in n.attribute if a.name == "to"]
+    assert casts == [TensorProto.FLOAT, TensorProto.INT64]
