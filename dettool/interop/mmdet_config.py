@@ -79,7 +79,11 @@ class _Evaluator:
     def _held(self, node: ast.expr) -> Any:
         """The object itself (not a copy) that an assignment target's prefix names."""
         if isinstance(node, ast.Name):
-            return self._Name(node, {})
+            if node.id == BASE_KEY:
+                return self.base
+            if node.id not in self.names:
+                raise _Refused(node, f"name {node.id!r} is not assigned earlier in the file")
+            return self.names[node.id]
         if isinstance(node, (ast.Attribute, ast.Subscript)):
             container = self._held(node.value)
             key = node.attr if isinstance(node, ast.Attribute) else self(node.slice)
@@ -105,7 +109,7 @@ class _Evaluator:
         value = self(node.value, scope)
         if not isinstance(value, dict) or node.attr not in value:
             raise _Refused(node, f"{ast.unparse(node)!r} names no key of the base config")
-        return copy.deepcopy(value[node.attr]) if _reads_base(node) else value[node.attr]
+        return value[node.attr]
 
     def _Subscript(self, node: ast.Subscript, scope: dict) -> Any:
         value, index = self(node.value, scope), self(node.slice, scope)
@@ -199,12 +203,6 @@ class _Evaluator:
         return "".join(parts)
 
 
-def _reads_base(node: ast.Attribute) -> bool:
-    while isinstance(node, ast.Attribute):
-        node = node.value
-    return isinstance(node, ast.Name) and node.id == BASE_KEY
-
-
 def _substitute_text(text: str, path: Path) -> str:
     """mmengine's textual substitutions: predefined variables, ``{{_base_.x}}`` placeholders."""
     if m := _ENV_VAR.search(text):
@@ -296,7 +294,10 @@ def read_mmdet_config(path: str | Path, _depth: int = 0) -> dict:
         except _Refused as e:
             raise ConfigError(f"{path}:{e.line or stmt.lineno}: uses {e}; dettool reads only literal values "
                               "(pass --trust-config to have mmengine execute the config)") from None
-    own = {k: v for k, v in evaluate.names.items() if not k.startswith("__")}
+    # As mmengine: names alias objects while the file is evaluated (``d = _base_.model; d.t = 2``
+    # changes the base's model), then each key's value is copied on its own (``b = a`` followed by
+    # ``_delete_`` in ``a`` replaces ``b``'s base too).
+    own = {k: copy.deepcopy(v) for k, v in evaluate.names.items() if not k.startswith("__")}
     try:
         merged = merge_a_into_b(own, base)
     except ValueError as e:

@@ -51,6 +51,17 @@ def test_bases_merge_with_delete_and_references(tmp_path: Path) -> None:
         "model": {"type": "A", "head": {"n": 3, "m": 2}, "ratios": [2.0], "neck": {"_delete_": True, "k": 1}}}
 
 
+def test_names_hold_their_own_values_as_in_mmengine(tmp_path: Path) -> None:
+    """As mmengine: ``b = a`` then ``_delete_`` in ``a`` replaces both bases (each key is merged as
+    a value of its own); ``d = _base_.model; d.t = 2`` changes the base's model itself."""
+    write(tmp_path, "base.py", "a = dict(k=1)\nb = dict(k=1)\nmodel = dict(type='M', t=1)\n")
+    cfg = write(tmp_path, "child.py", "_base_ = './base.py'\na = dict(_delete_=True, x=1)\nb = a\n"
+                "d = _base_.model\nd.t = 2\nwrapper = dict(detector=d)\n")
+    out = read_mmdet_config(cfg)
+    assert (out["a"], out["b"], out["wrapper"]) == ({"x": 1}, {"x": 1}, {"detector": {"type": "M", "t": 2}})
+    assert out["model"] == {"type": "M", "t": 2}
+
+
 @pytest.mark.parametrize("text, message", [
     ("import os\nx = 1\n", "config.py:1: imports"),
     ("x = open('/etc/passwd')\n", "config.py:1: uses call 'open'"),
