@@ -265,6 +265,36 @@ def _sampler(t: Translation, s: Section) -> dict:
     return out
 
 
+def _train_settings(t: Translation, train: Section | None, h: dict, anchors: bool) -> None:
+    """A head's train_cfg: assigner, sampler (and, for anchor heads, ``allowed_border``)."""
+    if train is None:
+        return
+    h["assigner"] = _assigner(t, train.sub("assigner"))
+    h["sampler"] = _sampler(t, train.sub("sampler"))
+    if anchors:
+        h["allowed_border"] = train.get("allowed_border", -1)
+    train.expect("pos_weight", (-1,), -1)
+    train.get("mask_size", 28)  # the mask target size: dettool's is the mask head's output size
+    train.done(ignore=("debug",))
+
+
+def _losses(t: Translation, s: Section, h: dict, keys: tuple[str, ...]) -> None:
+    """The head's losses dettool has, under ``keys``; ``s.where`` names the module for GHM's buffers."""
+    for key in keys:
+        if loss := _loss(t, s.sub(key), f"{s.where.removeprefix('model.')}.{key}"):
+            h[key] = loss
+
+
+def _anchor_head(t: Translation, s: Section, h: dict) -> None:
+    """What RetinaHead and RPNHead share: anchors, box coder, losses."""
+    s.get("in_channels")
+    h["feat_channels"] = s.get("feat_channels", 256)
+    s.expect("reg_decoded_bbox", (False,), False)
+    h["anchor"] = _anchor(t, s.sub("anchor_generator"))
+    h["bbox_coder"] = _delta_coder(t, s.sub("bbox_coder", {"type": "DeltaXYWHBBoxCoder"}))
+    _losses(t, s, h, ("loss_cls", "loss_bbox"))
+
+
 def _proposals(t: Translation, s: Section) -> dict:
     nms = s.sub("nms")
     nms.expect("type", ("nms",))
@@ -280,27 +310,13 @@ def _proposals(t: Translation, s: Section) -> dict:
 def _retina_head(t: Translation, s: Section, train: Section | None) -> None:
     h = t.config["model"]["bbox_head"] = {"type": "retina"}
     t.config["model"]["num_classes"] = s.get("num_classes")
-    s.get("in_channels")
-    h["feat_channels"] = s.get("feat_channels", 256)
     h["stacked_convs"] = s.get("stacked_convs", 4)
     s.expect("conv_cfg", (None,), None)
     s.expect("norm_cfg", (None,), None)
-    s.expect("reg_decoded_bbox", (False,), False)
-    h["anchor"] = _anchor(t, s.sub("anchor_generator"))
-    h["bbox_coder"] = _delta_coder(t, s.sub("bbox_coder", {"type": "DeltaXYWHBBoxCoder"}))
-    for key in ("loss_cls", "loss_bbox"):
-        if loss := _loss(t, s.sub(key), f"{s.where.removeprefix('model.')}.{key}"):
-            h[key] = loss
+    _anchor_head(t, s, h)
     s.done()
     t.rules += _tower_rules("bbox_head", with_norm=False)
-    if train is not None:
-        h["assigner"] = _assigner(t, train.sub("assigner"))
-        sampler = train.sub("sampler")
-        sampler.expect("type", ("PseudoSampler",))
-        h["sampler"] = {"type": "pseudo"}
-        h["allowed_border"] = train.get("allowed_border", -1)
-        train.expect("pos_weight", (-1,), -1)
-        train.done(ignore=("debug",))
+    _train_settings(t, train, h, anchors=True)
 
 
 def _fcos_head(t: Translation, s: Section, train: Section | None) -> None:
@@ -327,9 +343,7 @@ def _fcos_head(t: Translation, s: Section, train: Section | None) -> None:
         if h["norm"] == "gn":
             norm.expect("num_groups", (32,), 32)
         norm.done(ignore=("requires_grad",))
-    for key in ("loss_cls", "loss_bbox", "loss_centerness"):
-        if loss := _loss(t, s.sub(key), f"bbox_head.{key}"):
-            h[key] = loss
+    _losses(t, s, h, ("loss_cls", "loss_bbox", "loss_centerness"))
     s.done()
     t.rules += _tower_rules("bbox_head", h["norm"] != "none")
     if train is not None:
@@ -355,23 +369,11 @@ def _rpn_head(t: Translation, s: Section, train: Section | None, train_proposals
               test_proposals: Section) -> None:
     h = t.config["model"]["rpn_head"] = {}
     s.expect("type", ("RPNHead",))
-    s.get("in_channels")
-    h["feat_channels"] = s.get("feat_channels", 256)
     s.expect("num_convs", (1,), 1)
     s.expect("num_classes", (1,), 1)
-    s.expect("reg_decoded_bbox", (False,), False)
-    h["anchor"] = _anchor(t, s.sub("anchor_generator"))
-    h["bbox_coder"] = _delta_coder(t, s.sub("bbox_coder", {"type": "DeltaXYWHBBoxCoder"}))
-    for key in ("loss_cls", "loss_bbox"):
-        if loss := _loss(t, s.sub(key), f"{s.where.removeprefix('model.')}.{key}"):
-            h[key] = loss
+    _anchor_head(t, s, h)
     s.done()
-    if train is not None:
-        h["assigner"] = _assigner(t, train.sub("assigner"))
-        h["sampler"] = _sampler(t, train.sub("sampler"))
-        h["allowed_border"] = train.get("allowed_border", -1)
-        train.expect("pos_weight", (-1,), -1)
-        train.done(ignore=("debug",))
+    _train_settings(t, train, h, anchors=True)
     if train_proposals is not None:
         h["train_proposals"] = _proposals(t, train_proposals)
     h["test_proposals"] = _proposals(t, test_proposals)
@@ -421,9 +423,7 @@ def _bbox_head(t: Translation, s: Section, prefix: str, prefix_to: str) -> dict:
     if any(m != 0.0 for m in coder["target_means"]):
         raise t.fail(f"{s.where}.bbox_coder.target_means", "non-zero means are not implemented by dettool")
     h["target_stds"] = coder["target_stds"]
-    for key in ("loss_cls", "loss_bbox"):
-        if loss := _loss(t, s.sub(key), f"{s.where.removeprefix('model.')}.{key}"):
-            h[key] = loss
+    _losses(t, s, h, ("loss_cls", "loss_bbox"))
     s.done()
     step = 3 if kind == "GN" else 2
     p = re.escape(prefix)
@@ -476,13 +476,7 @@ def _standard_roi_head(t: Translation, s: Section, train: Section | None) -> Non
                                     "roi_head.mask_branch.mask_head")
     s.expect("shared_head", (None,), None)
     s.done()
-    if train is not None:
-        train = train.sub("rcnn")
-        r["assigner"] = _assigner(t, train.sub("assigner"))
-        r["sampler"] = _sampler(t, train.sub("sampler"))
-        train.expect("pos_weight", (-1,), -1)
-        train.get("mask_size", 28)
-        train.done(ignore=("debug",))
+    _train_settings(t, train and train.sub("rcnn"), r, anchors=False)
 
 
 def _double_head(t: Translation, s: Section, train: Section | None) -> None:
@@ -501,21 +495,14 @@ def _double_head(t: Translation, s: Section, train: Section | None) -> None:
     head.expect("conv_cfg", (None,), None)
     coder = _delta_coder(t, head.sub("bbox_coder", {"type": "DeltaXYWHBBoxCoder"}))
     h["target_stds"] = coder["target_stds"]
-    for key in ("loss_cls", "loss_bbox"):
-        if loss := _loss(t, head.sub(key), f"{head.where.removeprefix('model.')}.{key}"):
-            h[key] = loss
+    _losses(t, head, h, ("loss_cls", "loss_bbox"))
     head.done()
     r = t.config["model"]["roi_head"] = {"type": "double_head", "reg_roi_scale_factor": s.get("reg_roi_scale_factor"),
                                          "roi_extractor": _roi_extractor(t, s.sub("bbox_roi_extractor")),
                                          "bbox_head": h}
     s.expect("mask_head", (None,), None)
     s.done()
-    if train is not None:
-        train = train.sub("rcnn")
-        r["assigner"] = _assigner(t, train.sub("assigner"))
-        r["sampler"] = _sampler(t, train.sub("sampler"))
-        train.expect("pos_weight", (-1,), -1)
-        train.done(ignore=("debug",))
+    _train_settings(t, train and train.sub("rcnn"), r, anchors=False)
 
 
 def _cascade(t: Translation, s: Section, train: Any) -> None:
@@ -531,12 +518,7 @@ def _cascade(t: Translation, s: Section, train: Any) -> None:
                                          f"roi_head.bbox_head.{i}", f"roi_head.bbox_heads.{i}"),
                  "loss_weight": weights[i]}
         if trains is not None:
-            st = Section(t, trains[i], f"model.train_cfg.rcnn[{i}]")
-            stage["assigner"] = _assigner(t, st.sub("assigner"))
-            stage["sampler"] = _sampler(t, st.sub("sampler"))
-            st.expect("pos_weight", (-1,), -1)
-            st.get("mask_size", 28)
-            st.done(ignore=("debug",))
+            _train_settings(t, Section(t, trains[i], f"model.train_cfg.rcnn[{i}]"), stage, anchors=False)
         stages.append(stage)
     extractor = _roi_extractor(t, s.sub("bbox_roi_extractor"))
     r = t.config["model"]["roi_head"] = {"type": "cascade", "roi_extractor": extractor, "stages": stages}
