@@ -44,6 +44,14 @@ def fp32_node_names(model: onnx.ModelProto) -> list[str]:
     return [n.name for n in model.graph.node if _in_fp32_region(n, regions)]
 
 
+def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
+    """``{tensor: element type}`` of the graph's declared values and initializers."""
+    types = {v.name: v.type.tensor_type.elem_type
+             for v in [*model.graph.input, *model.graph.value_info, *model.graph.output]}
+    types.update({t.name: t.data_type for t in model.graph.initializer})
+    return types
+
+
 _INTEGERS = (TensorProto.INT64, TensorProto.INT32, TensorProto.INT16, TensorProto.INT8, TensorProto.UINT8)
 
 
@@ -52,10 +60,7 @@ def index_arithmetic_node_names(model: onnx.ModelProto) -> list[str]:
     through the float nodes it feeds, to the ``Cast`` back to an integer type. The exporter writes
     integer floor division this way (``Cast``, ``Div``, ``Floor``, ``Cast``), and nodes it adds
     carry no module metadata; in float16 indices past 2048 would round."""
-    inferred = onnx.shape_inference.infer_shapes(model)  # types of values the exporter left undeclared
-    types = {v.name: v.type.tensor_type.elem_type
-             for v in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]}
-    types.update({t.name: t.data_type for t in model.graph.initializer})
+    types = _elem_types(onnx.shape_inference.infer_shapes(model))  # types the exporter left undeclared too
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for n in model.graph.node:
         for i in n.input:
@@ -77,9 +82,7 @@ def index_arithmetic_node_names(model: onnx.ModelProto) -> list[str]:
 
 def _fp32_sources(model: onnx.ModelProto) -> dict[str, str]:
     """``{fp16 tensor: its float32 source}`` for every ``Cast`` to float16 of a float32 tensor."""
-    types = {v.name: v.type.tensor_type.elem_type
-             for v in [*model.graph.input, *model.graph.value_info, *model.graph.output]}
-    types.update({t.name: t.data_type for t in model.graph.initializer})
+    types = _elem_types(model)
     return {n.output[0]: n.input[0] for n in model.graph.node
             if _casts_to(n, TensorProto.FLOAT16) and types.get(n.input[0]) == TensorProto.FLOAT}
 

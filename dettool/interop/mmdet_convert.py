@@ -136,6 +136,19 @@ BACKBONES: dict[str, Callable[[Translation, Section], tuple[int, ...]]] = {"ResN
 
 # -------------------------------------------------------------------------------------------- necks
 
+def _conv_norm(s: Section, default: dict | None, allowed: tuple[str, ...]) -> str:
+    """A neck's or head's ``norm_cfg`` (``default`` when absent) as dettool names it: 'none', or
+    'gn' (32 groups, dettool's) / 'bn' of the ``allowed`` MMDetection types."""
+    if s.get("norm_cfg", default) is None:
+        return "none"
+    norm = s.sub("norm_cfg", default)
+    kind = {"GN": "gn", "BN": "bn"}[norm.expect("type", allowed)]
+    if kind == "gn":
+        norm.expect("num_groups", (32,), 32)
+    norm.done(ignore=("requires_grad",))
+    return kind
+
+
 def _fpn(t: Translation, s: Section, backbone_out: tuple[int, ...]) -> int:
     """MMDetection's FPN; returns the number of pyramid levels it outputs."""
     n = t.config["model"].setdefault("neck", {})
@@ -151,15 +164,9 @@ def _fpn(t: Translation, s: Section, backbone_out: tuple[int, ...]) -> int:
     n["add_extra_convs"] = {False: "none", True: "on_input"}.get(extra, extra)
     n["relu_before_extra_convs"] = bool(s.get("relu_before_extra_convs", False))
     s.expect("no_norm_on_lateral", (False,), False)
-    n["norm"] = "none"
-    if s.get("norm_cfg", None) is not None:
-        norm = s.sub("norm_cfg")
-        n["norm"] = {"GN": "gn", "BN": "bn"}[norm.expect("type", ("GN", "BN"))]
-        if n["norm"] == "gn":
-            norm.expect("num_groups", (32,), 32)
-        norm.done(ignore=("requires_grad",))
-        if n["num_outs"] > len(in_channels) - start and n["add_extra_convs"] != "none":
-            raise t.fail(f"{s.where}.norm_cfg", "a norm in the extra-level convs is not implemented by dettool")
+    n["norm"] = _conv_norm(s, None, ("GN", "BN"))
+    if n["norm"] != "none" and n["num_outs"] > len(in_channels) - start and n["add_extra_convs"] != "none":
+        raise t.fail(f"{s.where}.norm_cfg", "a norm in the extra-level convs is not implemented by dettool")
     s.expect("act_cfg", (None,), None)
     s.expect("upsample_cfg", ({"mode": "nearest"},), {"mode": "nearest"})
     s.done()
@@ -335,14 +342,7 @@ def _fcos_head(t: Translation, s: Section, train: Section | None) -> None:
     s.expect("conv_cfg", (None,), None)
     bias = s.expect("conv_bias", ("auto", True, False), "auto")
     h["conv_bias"] = None if bias == "auto" else bias
-    if s.get("norm_cfg", {"type": "GN"}) is None:
-        h["norm"] = "none"
-    else:
-        norm = s.sub("norm_cfg", {"type": "GN", "num_groups": 32})
-        h["norm"] = {"GN": "gn", "BN": "bn"}[norm.expect("type", ("GN", "BN"))]
-        if h["norm"] == "gn":
-            norm.expect("num_groups", (32,), 32)
-        norm.done(ignore=("requires_grad",))
+    h["norm"] = _conv_norm(s, {"type": "GN", "num_groups": 32}, ("GN", "BN"))
     _losses(t, s, h, ("loss_cls", "loss_bbox", "loss_centerness"))
     s.done()
     t.rules += _tower_rules("bbox_head", h["norm"] != "none")
@@ -405,13 +405,8 @@ def _bbox_head(t: Translation, s: Section, prefix: str, prefix_to: str) -> dict:
     convs, fcs = shape if shape else (s.get("num_shared_convs", 0), s.get("num_shared_fcs", 0))
     for key in ("num_cls_convs", "num_cls_fcs", "num_reg_convs", "num_reg_fcs"):
         s.expect(key, (0,), 0)
-    norm = s.sub("norm_cfg", {"type": None})
-    kind = norm.expect("type", (None, "GN"))
-    if kind == "GN":
-        norm.expect("num_groups", (32,), 32)
-    norm.done(ignore=("requires_grad",))
     h = {"num_shared_convs": convs, "num_shared_fcs": fcs, "conv_out_channels": s.get("conv_out_channels", 256),
-         "fc_out_channels": s.get("fc_out_channels", 1024), "norm": "gn" if kind == "GN" else "none",
+         "fc_out_channels": s.get("fc_out_channels", 1024), "norm": _conv_norm(s, None, ("GN",)),
          "reg_class_agnostic": s.get("reg_class_agnostic", False)}
     t.config["model"]["num_classes"] = s.get("num_classes")
     s.get("in_channels")
@@ -425,7 +420,7 @@ def _bbox_head(t: Translation, s: Section, prefix: str, prefix_to: str) -> dict:
     h["target_stds"] = coder["target_stds"]
     _losses(t, s, h, ("loss_cls", "loss_bbox"))
     s.done()
-    step = 3 if kind == "GN" else 2
+    step = 3 if h["norm"] == "gn" else 2
     p = re.escape(prefix)
     t.rules += [(rf"^{p}\.shared_fcs\.(\d+)\.", lambda m: f"{prefix_to}.shared_fcs.{2 * int(m[1])}."),
                 (rf"^{p}\.shared_convs\.(\d+)\.conv\.", lambda m: f"{prefix_to}.shared_convs.{step * int(m[1])}."),
@@ -445,13 +440,7 @@ def _mask_head(t: Translation, s: Section, extractor: Section, prefix: str, pref
     s.expect("conv_kernel_size", (3,), 3)
     s.expect("upsample_cfg", ({"type": "deconv", "scale_factor": 2},), {"type": "deconv", "scale_factor": 2})
     s.expect("conv_cfg", (None,), None)
-    h["norm"] = "none"
-    if s.get("norm_cfg", None) is not None:
-        norm = s.sub("norm_cfg")
-        norm.expect("type", ("GN",))
-        norm.expect("num_groups", (32,), 32)
-        norm.done(ignore=("requires_grad",))
-        h["norm"] = "gn"
+    h["norm"] = _conv_norm(s, None, ("GN",))
     s.expect("predictor_cfg", ({"type": "Conv"},), {"type": "Conv"})
     loss = s.sub("loss_mask", {"type": "CrossEntropyLoss", "use_mask": True, "loss_weight": 1.0})
     loss.expect("type", ("CrossEntropyLoss",))
