@@ -198,3 +198,20 @@ def convert_mmdet(config: str, checkpoint: str, out: str, trust_config: bool) ->
     from dettool.interop.convert import convert_mmdet as run
 
     run(config, checkpoint, out, trust_config=trust_config, log=click.echo)
+
+
+@convert.command(name="torchvision")
+@click.argument("name")
+@click.argument("weights", type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for <name>.yaml and <name>.pth.")
+@click.option("--ann-file", default="data/coco/annotations/instances_val2017.json", show_default=True,
+              help="COCO annotations the converted config evaluates on.")
+@click.option("--img-dir", default="data/coco/val2017", show_default=True, help="Their images.")
+def convert_torchvision(name: str, weights: str, out: str, ann_file: str, img_dir: str) -> None:
+    """torchvision's detection model NAME with its WEIGHTS (a state dict) as a dettool config and
+    checkpoint: retinanet_resnet50_fpn(_v2), fcos_resnet50_fpn, fasterrcnn_resnet50_fpn(_v2),
+    maskrcnn_resnet50_fpn(_v2), with torchvision's 91-id COCO label map and test-time settings.
+    """
+    from dettool.interop.convert import convert_torchvision as run
+
+    run(name, weights, out, ann_file=ann_file, img_dir=img_dir, log=click.echo)

@@ -91,7 +91,8 @@ def check_engine_matches_config(cfg: Config, meta: DeployMetadata, engine: Path)
              ("test.score_thr", meta.postprocess.score_thr, t.score_thr),
              ("test.nms_iou_thr", meta.postprocess.nms_iou_thr, t.nms_iou_thr),
              ("test.max_per_img", meta.postprocess.max_per_img, t.max_per_img),
-             ("test.mask_thr", meta.postprocess.mask_thr, t.mask_thr)]
+             ("test.mask_thr", meta.postprocess.mask_thr, t.mask_thr),
+             ("test.mask_paste", meta.postprocess.mask_paste, t.mask_paste)]
     for key, exported, given in pairs:
         if exported != given:
             raise BackendError(f"{engine}: exported with {key}={exported}, the config gives {given}; evaluate "

@@ -46,6 +46,7 @@ class Postprocess:
     nms_iou_thr: float
     max_per_img: int
     mask_thr: float = 0.5
+    mask_paste: str = "mmdet"
 
 
 @dataclass(frozen=True)

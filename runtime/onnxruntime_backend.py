@@ -172,5 +172,6 @@ class OnnxRuntimeBackend(Backend):
                 piece = torch.cat([piece, piece[-1:].expand(pad, *piece.shape[1:])])
                 piece_shapes = torch.cat([piece_shapes, piece_shapes[-1:].expand(pad, 2)])
             out = self.run(piece, piece_shapes)
-            dets += outputs_to_detections(out, metas[start:start + step], self.meta.postprocess.mask_thr)
+            dets += outputs_to_detections(out, metas[start:start + step], self.meta.postprocess.mask_thr,
+                                          self.meta.postprocess.mask_paste)
         return dets

@@ -95,5 +95,6 @@ class TensorRTBackend(Backend):
         step = max(1, self.max_batch)
         for start in range(0, images.shape[0], step):  # batches larger than the profile go in pieces
             out = self.run(images[start:start + step], shapes[start:start + step])
-            dets += outputs_to_detections(out, metas[start:start + step], self.meta.postprocess.mask_thr)
+            dets += outputs_to_detections(out, metas[start:start + step], self.meta.postprocess.mask_thr,
+                                          self.meta.postprocess.mask_paste)
         return dets

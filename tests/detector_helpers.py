@@ -59,3 +59,19 @@ def empty_and_one_gt_losses(model: torch.nn.Module) -> tuple[dict, dict]:
     empty = [{"boxes": torch.zeros((0, 4)), "labels": torch.zeros((0,), dtype=torch.long)}] * 2
     one = [{"boxes": torch.tensor([[10.0, 12.0, 50.0, 40.0]]), "labels": torch.tensor([1])}] * 2
     return model.loss(images, empty, metas), model.loss(images, one, metas)
+
+
+TORCHVISION_ANCHORS = ("model.{head}.anchor.sizes=[[16,20,25],[32,40,50],[64,80,101],[128,161,203]]",
+                      "model.{head}.anchor.round_base=true", "model.{head}.anchor.stride_from_input=true")
+# torchvision's options (what `dettool convert torchvision` sets) on the synth models
+TORCHVISION_OPTIONS = {
+    "retinanet": [a.format(head="bbox_head") for a in TORCHVISION_ANCHORS],
+    "fcos": ["model.bbox_head.point_offset=0.0", "model.bbox_head.stride_from_input=true",
+             "model.bbox_head.test_score=sqrt_cls_centerness"],
+    "mask_rcnn": [a.replace("[[16,20,25],[32,40,50],[64,80,101],[128,161,203]]",
+                            "[[16],[32],[64],[128],[256]]").format(head="rpn_head") for a in TORCHVISION_ANCHORS]
+    + ["model.rpn_head.num_convs=2", "model.roi_head.roi_extractor.aligned=false",
+       "model.roi_head.mask_head.roi_extractor.aligned=false", "model.roi_head.bbox_head.num_shared_convs=2",
+       "model.roi_head.bbox_head.norm=bn", "model.roi_head.mask_head.norm=bn", "test.min_bbox_size=0.5",
+       "test.mask_paste=torchvision"],
+}

@@ -31,7 +31,7 @@ def evaluate_checkpoint(cfg: Config, ckpt_path: str | Path, out: str | Path | No
     results = inference(model, loader, dataset.cat_ids, dev)
     metrics = detection_metrics(dataset.coco, results, proposals_only=isinstance(cfg.model, RPNConfig))
     precision = metrics.pop("_precision", None)
-    per_class = per_class_ap(precision, dataset.class_names) if precision is not None else {}
+    per_class = per_class_ap(precision, dataset.eval_class_names) if precision is not None else {}
     table = format_table(metrics, per_class)
     print(table)
     report = dict(metrics, per_class_AP=per_class, checkpoint=str(ckpt_path), num_images=len(dataset))
@@ -41,7 +41,7 @@ def evaluate_checkpoint(cfg: Config, ckpt_path: str | Path, out: str | Path | No
         out.write_text(json.dumps(report, indent=2))
         out.with_suffix(".md").write_text(table + "\n")
         if precision is not None:
-            plot_pr_curves(precision, dataset.class_names, out.with_name(out.stem + "_pr.png"))
+            plot_pr_curves(precision, dataset.eval_class_names, out.with_name(out.stem + "_pr.png"))
         print(f"dettool: wrote {out}, {out.with_suffix('.md')} and the PR curves beside them")
     if show_dir:
         draw_results(dataset, results, Path(show_dir), num_show)

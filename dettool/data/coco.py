@@ -111,16 +111,24 @@ class CocoDetection(torch.utils.data.Dataset):
 
     def __init__(self, ann_file: str | Path, img_dir: str | Path, pipeline: Pipeline,
                  filter_empty_gt: bool = False, with_masks: bool = False,
-                 proposals: dict[int, torch.Tensor] | None = None) -> None:
+                 proposals: dict[int, torch.Tensor] | None = None,
+                 category_ids: tuple[int, ...] | None = None) -> None:
         self.ann_file = Path(ann_file)
         self.proposals = proposals
         self.img_dir = Path(img_dir)
         self.pipeline = pipeline
         self.with_masks = with_masks
         self.coco = load_coco(self.ann_file)
-        self.cat_ids = sorted(self.coco.getCatIds())
+        file_ids = sorted(self.coco.getCatIds())
+        self.cat_ids = list(category_ids) if category_ids is not None else file_ids
+        missing = sorted(set(file_ids) - set(self.cat_ids))
+        if missing:
+            raise DataError(f"{self.ann_file}: categories {missing} are not in data.category_ids")
         self.cat_id_to_label = {cat_id: i for i, cat_id in enumerate(self.cat_ids)}
-        self.class_names = [self.coco.cats[c].get("name", str(c)) for c in self.cat_ids]
+        self.class_names = [self.coco.cats[c].get("name", str(c)) if c in self.coco.cats else "N/A"
+                            for c in self.cat_ids]
+        # COCOeval's category order (per-class AP): the file's categories, by id
+        self.eval_class_names = [self.coco.cats[c].get("name", str(c)) for c in file_ids]
         ids = sorted(self.coco.imgs)
         if filter_empty_gt:
             ids = [i for i in ids if any(not a.get("iscrowd", 0) for a in self.coco.imgToAnns.get(i, []))]

@@ -1,4 +1,5 @@
-"""``dettool convert mmdet``: an MMDetection config + checkpoint written as a dettool config + checkpoint."""
+"""``dettool convert mmdet`` / ``torchvision``: a detector trained elsewhere written as a dettool config +
+checkpoint."""
 from __future__ import annotations
 
 import datetime
@@ -31,38 +32,91 @@ def _class_names(meta: dict) -> list[str] | None:
     return [str(n) for n in names] if isinstance(names, (list, tuple)) else None
 
 
-def convert_mmdet(config: str | Path, checkpoint: str | Path, out: str | Path, trust_config: bool = False,
-                  log: Callable[[str], None] = print) -> tuple[Path, Path]:
-    """Write ``OUT/<name>.yaml`` and ``OUT/<name>.pth``; returns their paths."""
+def _write(config: dict, header: list[str], out: Path, name: str, state_of: Callable[[dict], dict],
+           meta: dict, log: Callable[[str], None], note: str = "") -> tuple[Path, Path]:
+    """Write ``OUT/<name>.yaml`` (validated by dettool's loader) and ``OUT/<name>.pth`` holding
+    ``state_of(the built model's state dict)``, checked by loading it into the model."""
     from dettool.config import load_config
     from dettool.trainer import builder
     from dettool.trainer.checkpoint import load_model_weights
 
+    yaml_path, ckpt_path = out / f"{name}.yaml", out / f"{name}.pth"
+    config["work_dir"] = str(out / "work_dirs" / name)
+    text = "\n".join(header) + "\n" + yaml.safe_dump(config, sort_keys=False, default_flow_style=None, width=110)
+    atomic_write_bytes(text.encode(), yaml_path)
+    model = builder.build_model(load_config(yaml_path))  # the translation passes dettool's own validation
+    state = state_of(model.state_dict())
+    load_model_weights(model, {"model": state}, ckpt_path)
+    atomic_save({"model": state, "meta": meta}, ckpt_path)
+    log(f"dettool: wrote {yaml_path} and {ckpt_path} ({len(state)} tensors{note})")
+    return yaml_path, ckpt_path
+
+
+def convert_mmdet(config: str | Path, checkpoint: str | Path, out: str | Path, trust_config: bool = False,
+                  log: Callable[[str], None] = print) -> tuple[Path, Path]:
+    """Write ``OUT/<name>.yaml`` and ``OUT/<name>.pth``; returns their paths."""
     config, out = Path(config), Path(out)
     if not config.is_file():
         raise ConfigError(f"{config}: config not found")
     raw = _mmengine_config(config) if trust_config else read_mmdet_config(config)
     t = translate_config(raw, str(config))
-    name = config.stem
-    yaml_path, ckpt_path = out / f"{name}.yaml", out / f"{name}.pth"
-    t.config["work_dir"] = str(out / "work_dirs" / name)
     header = [f"# Converted by `dettool convert mmdet` from {config} and {Path(checkpoint).name}",
               f"# on {datetime.date.today().isoformat()}.",
               "# Training settings not carried over (no dettool equivalent): "
               + (", ".join(t.dropped) if t.dropped else "none")]
-    text = "\n".join(header) + "\n" + yaml.safe_dump(t.config, sort_keys=False, default_flow_style=None, width=110)
-    atomic_write_bytes(text.encode(), yaml_path)
-    cfg = load_config(yaml_path)  # the translation passes dettool's own validation
-    model = builder.build_model(cfg)
     foreign = read_foreign_checkpoint(checkpoint)
-    state = convert_state_dict(foreign.state_dict, t, model.state_dict(), str(checkpoint))
-    load_model_weights(model, {"model": state}, ckpt_path)
-    meta = {"converted_from": "mmdet", "source_config": str(config), "source_checkpoint": str(checkpoint),
-            "classes": _class_names(foreign.meta)}
-    atomic_save({"model": state, "meta": meta}, ckpt_path)
-    log(f"dettool: wrote {yaml_path} and {ckpt_path} ({len(state)} tensors"
-        + (f"; skipped the checkpoint's training state: {', '.join(sorted(set(foreign.skipped)))}"
-           if foreign.skipped else "") + ")")
+    meta = {"converted_from": "mmdet", "source_config": str(config), "source_checkpoint": str(checkpoint)}
+    names = _class_names(foreign.meta)
+    if names is not None:
+        meta["class_names"] = names
+    skipped = sorted(set(foreign.skipped))
+    paths = _write(t.config, header, out, config.stem,
+                   lambda expected: convert_state_dict(foreign.state_dict, t, expected, str(checkpoint)), meta, log,
+                   note=f"; skipped the checkpoint's training state: {', '.join(skipped)}" if skipped else "")
     if t.dropped:
         log(f"dettool: training settings not carried over: {', '.join(t.dropped)}")
-    return yaml_path, ckpt_path
+    return paths
+
+
+def convert_torchvision(name: str, weights: str | Path, out: str | Path,
+                        ann_file: str = "data/coco/annotations/instances_val2017.json",
+                        img_dir: str = "data/coco/val2017", log: Callable[[str], None] = print) -> tuple[Path, Path]:
+    """torchvision's detection model ``name`` with ``weights`` (its state dict, as published or
+    saved by ``torch.save(model.state_dict())``) as ``OUT/<name>.yaml`` and ``OUT/<name>.pth``."""
+    import torchvision
+
+    from dettool.errors import CheckpointError
+    from dettool.interop.torchvision_convert import (
+        build_config,
+        coco_category_names,
+        convert_torchvision_state_dict,
+        model_spec,
+    )
+
+    spec = model_spec(name)
+    foreign = read_foreign_checkpoint(weights)
+    # torchvision's own model reads the file first: it upgrades the key names of its older
+    # published weights (rpn.head.conv.weight, mask_fcn1, ...) and refuses another architecture
+    reference = getattr(torchvision.models.detection, name)(weights=None, weights_backbone=None)
+    # (built without weights its norms are BatchNorm2d; published v1 weights come from
+    # FrozenBatchNorm2d, which has no num_batches_tracked)
+    try:
+        missing, unexpected = reference.load_state_dict(foreign.state_dict, strict=False)
+    except RuntimeError as exc:  # a shape mismatch
+        first = next((ln.strip() for ln in str(exc).splitlines()[1:] if ln.strip()), str(exc))
+        raise CheckpointError(f"{weights}: not the weights of torchvision's {name} ({first})") from None
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        what = f"no {missing[0]}" if missing else f"unexpected {unexpected[0]}"
+        raise CheckpointError(f"{weights}: not the weights of torchvision's {name} ({what}; "
+                              f"{len(missing)} missing, {len(unexpected)} unexpected)")
+    state = {k: v for k, v in reference.state_dict().items()
+             if k in foreign.state_dict or not k.endswith("num_batches_tracked")}
+    names = coco_category_names()
+    meta = {"converted_from": "torchvision", "source_model": name, "source_checkpoint": str(weights),
+            "class_names": [names[i] for i in spec.category_ids], "cat_ids": spec.category_ids}
+    header = [f"# Converted by `dettool convert torchvision` from torchvision's {name} and {Path(weights).name}",
+              f"# on {datetime.date.today().isoformat()}, with torchvision {torchvision.__version__}'s test-time "
+              "settings. Training settings are dettool's defaults."]
+    return _write(build_config(name, ann_file, img_dir), header, Path(out), name,
+                  lambda expected: convert_torchvision_state_dict(state, name, expected, str(weights)), meta, log)

@@ -384,8 +384,8 @@ def _roi_extractor(t: Translation, s: Section) -> dict:
     layer = s.sub("roi_layer")
     layer.expect("type", ("RoIAlign",))
     out = {"output_size": layer.get("output_size"), "sampling_ratio": layer.get("sampling_ratio", 0),
-           "strides": list(s.get("featmap_strides")), "finest_scale": s.get("finest_scale", 56)}
-    layer.expect("aligned", (True,), True)
+           "strides": list(s.get("featmap_strides")), "finest_scale": s.get("finest_scale", 56),
+           "aligned": layer.expect("aligned", (True, False), True)}
     layer.expect("pool_mode", ("avg",), "avg")
     layer.expect("use_torchvision", (False,), False)
     layer.done()
@@ -412,13 +412,18 @@ def _bbox_head(t: Translation, s: Section, prefix: str, prefix_to: str) -> dict:
     s.get("in_channels")
     s.get("roi_feat_size", 7)
     s.expect("with_avg_pool", (False,), False)
-    s.expect("reg_decoded_bbox", (False,), False)
+    decoded = s.get("reg_decoded_bbox", False)
     s.expect("predict_box_type", ("hbox",), "hbox")
     coder = _delta_coder(t, s.sub("bbox_coder", {"type": "DeltaXYWHBBoxCoder"}))
     if any(m != 0.0 for m in coder["target_means"]):
         raise t.fail(f"{s.where}.bbox_coder.target_means", "non-zero means are not implemented by dettool")
     h["target_stds"] = coder["target_stds"]
     _losses(t, s, h, ("loss_cls", "loss_bbox"))
+    # dettool's box heads regress decoded boxes exactly when the loss compares boxes (IoU losses)
+    loss_bbox = h.get("loss_bbox", {}).get("type", "smooth_l1")
+    if bool(decoded) != (loss_bbox in ("giou", "iou")):
+        raise t.fail(f"{s.where}.reg_decoded_bbox", f"{decoded!r} with {s.sub('loss_bbox').type} is not implemented "
+                                                    "by dettool (decoded boxes go with its IoU and GIoU losses)")
     s.done()
     step = 3 if h["norm"] == "gn" else 2
     p = re.escape(prefix)

@@ -13,7 +13,7 @@ from typing import NamedTuple
 import torch
 
 from dettool.structures.boxes import rescale_boxes
-from dettool.structures.mask_paste import paste_masks
+from dettool.structures.mask_paste import PASTERS
 
 
 class DetOutputs(NamedTuple):
@@ -61,13 +61,15 @@ def image_shapes_tensor(metas: list[dict], device: torch.device | str = "cpu") -
                         dtype=torch.float32, device=device)
 
 
-def outputs_to_detections(out: DetOutputs, metas: list[dict], mask_thr: float = 0.5) -> list[Detections]:
+def outputs_to_detections(out: DetOutputs, metas: list[dict], mask_thr: float = 0.5,
+                          mask_paste: str = "mmdet") -> list[Detections]:
     """Cut each image's rows at ``num_dets``, rescale boxes to the original image and paste masks.
 
     Args:
         out: a batch's fixed-size detections.
         metas: per image ``scale_factor`` (sx, sy) and ``ori_shape`` (h, w).
         mask_thr: probability at which a pasted mask pixel is foreground.
+        mask_paste: ``mmdet`` or ``torchvision``, the pasting rule (``structures.mask_paste``).
     """
     dets = []
     for i, meta in enumerate(metas):
@@ -75,6 +77,6 @@ def outputs_to_detections(out: DetOutputs, metas: list[dict], mask_thr: float = 
         boxes = rescale_boxes(out.boxes[i, :n].float(), meta["scale_factor"], meta["ori_shape"])
         masks = None
         if out.masks is not None:
-            masks = paste_masks(out.masks[i, :n].float(), boxes, meta["ori_shape"], threshold=mask_thr)
+            masks = PASTERS[mask_paste](out.masks[i, :n].float(), boxes, meta["ori_shape"], threshold=mask_thr)
         dets.append(Detections(boxes, out.scores[i, :n].float(), out.labels[i, :n].long(), masks=masks))
     return dets

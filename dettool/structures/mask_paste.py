@@ -1,4 +1,6 @@
-"""Pasting RoI-resolution mask probabilities into the original image (MMDetection's ``_do_paste_mask``).
+"""Pasting RoI-resolution mask probabilities into the original image: MMDetection's
+``_do_paste_mask`` (:func:`paste_masks`) or torchvision's ``paste_masks_in_image``
+(:func:`paste_masks_torchvision`, for converted torchvision models), chosen by ``test.mask_paste``.
 
 Coordinates follow the half-pixel convention: pixel ``i`` covers ``[i, i + 1)`` and its centre
 is ``i + 0.5``, so RoIAlign(aligned=True) and grid_sample(align_corners=False) are exact
@@ -54,6 +56,35 @@ def paste_masks(mask_probs: torch.Tensor, boxes: torch.Tensor, ori_shape: tuple[
         sl = slice(start, start + chunk)
         out[sl] = _paste(probs[sl], boxes[sl], 0, 0, w, h) >= threshold
     return out
+
+
+def paste_masks_torchvision(mask_probs: torch.Tensor, boxes: torch.Tensor, ori_shape: tuple[int, int],
+                            threshold: float = 0.5) -> torch.Tensor:
+    """torchvision's ``paste_masks_in_image``: each ``M x M`` mask padded by one zero pixel, its
+    box enlarged by ``(M + 2) / M`` about the centre and truncated to whole pixels, the mask
+    resized bilinearly to ``int(x1 - x0 + 1) x int(y1 - y0 + 1)`` and written at the box's
+    top-left pixel, then binarised as :func:`paste_masks` (``>= threshold``). Shapes as there."""
+    h, w = int(ori_shape[0]), int(ori_shape[1])
+    num, m = mask_probs.shape[0], mask_probs.shape[-1]
+    out = torch.zeros((num, h, w), dtype=torch.bool, device=mask_probs.device)
+    if num == 0 or h == 0 or w == 0:
+        return out
+    probs = F.pad(mask_probs.float(), (1, 1, 1, 1))
+    scale = (m + 2) / m
+    boxes = boxes.to(probs.device, torch.float32)
+    half_w, half_h = (boxes[:, 2] - boxes[:, 0]) * 0.5 * scale, (boxes[:, 3] - boxes[:, 1]) * 0.5 * scale
+    cx, cy = (boxes[:, 2] + boxes[:, 0]) * 0.5, (boxes[:, 3] + boxes[:, 1]) * 0.5
+    expanded = torch.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], dim=1).to(torch.int64)
+    for i, (x0, y0, x1, y1) in enumerate(expanded.tolist()):
+        bw, bh = max(x1 - x0 + 1, 1), max(y1 - y0 + 1, 1)
+        resized = F.interpolate(probs[i][None, None], size=(bh, bw), mode="bilinear", align_corners=False)[0, 0]
+        ix0, iy0, ix1, iy1 = max(x0, 0), max(y0, 0), min(x1 + 1, w), min(y1 + 1, h)
+        if ix1 > ix0 and iy1 > iy0:
+            out[i, iy0:iy1, ix0:ix1] = resized[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0] >= threshold
+    return out
+
+
+PASTERS = {"mmdet": paste_masks, "torchvision": paste_masks_torchvision}
 
 
 def _paste(probs: torch.Tensor, boxes: torch.Tensor, x0: int, y0: int, x1: int, y1: int) -> torch.Tensor:

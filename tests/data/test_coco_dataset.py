@@ -56,6 +56,26 @@ def test_non_contiguous_category_ids_map_to_contiguous_labels(tmp_path):
     assert all(ds.cat_id_to_label[ds.label_to_cat_id(k)] == k for k in range(3))
 
 
+def test_given_category_ids_set_the_label_map(tmp_path):
+    """``data.category_ids`` (a torchvision model's COCO ids): labels follow the given order, ids
+    the file lacks are "N/A" classes, per-class AP keeps the file's categories; an id of the file
+    missing from the list is refused naming the file."""
+    from dettool.errors import DataError
+
+    ann = write_coco(tmp_path, [("a.png", rgb(64, 48))], [
+        {"image_id": 1, "category_id": 9, "bbox": [1, 2, 10, 10]},
+        {"image_id": 1, "category_id": 2, "bbox": [20, 2, 10, 10]},
+    ])
+    ds = CocoDetection(ann, tmp_path / "img", spec(), category_ids=(1, 2, 3, 4, 5, 6, 7, 8, 9))
+    assert ds.class_names == ["N/A", "cat", "N/A", "N/A", "dog", "N/A", "N/A", "N/A", "emu"]
+    assert ds.eval_class_names == ["cat", "dog", "emu"]
+    _, target, _ = ds[0]
+    assert target["labels"].tolist() == [8, 1]
+    assert ds.label_to_cat_id(8) == 9
+    with pytest.raises(DataError, match=r"ann.json: categories \[9\] are not in data.category_ids"):
+        CocoDetection(ann, tmp_path / "img", spec(), category_ids=(2, 5))
+
+
 def test_crowd_annotations_become_ignore_boxes(tmp_path):
     ann = write_coco(tmp_path, [("a.png", rgb(100, 100)), ("b.png", rgb(100, 100))], [
         {"image_id": 1, "category_id": 2, "bbox": [10, 10, 20, 20]},

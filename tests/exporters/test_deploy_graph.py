@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from detector_helpers import CONFIGS, random_detector, tiny_sets
+from detector_helpers import CONFIGS, TORCHVISION_OPTIONS, random_detector, tiny_sets
 
 from dettool.config import load_config
 from dettool.errors import ExportError
@@ -27,10 +27,11 @@ def tiny_cfg(name: str, root: Path, *extra: str):
     return load_config(config_path(name), tiny_sets(root, "test.score_thr=0.001", *extra))
 
 
-def deploy_detections(deploy, images, metas):
+def deploy_detections(deploy, images, metas, mask_paste: str = "mmdet"):
     with torch.no_grad():
         out = deploy(images, image_shapes_tensor(metas))
-    return outputs_to_detections(DetOutputs(*out[:4], masks=out[4] if len(out) > 4 else None), metas)
+    return outputs_to_detections(DetOutputs(*out[:4], masks=out[4] if len(out) > 4 else None), metas,
+                                 mask_paste=mask_paste)
 
 
 def assert_same(ref, got, box_atol: float = 1e-4, mask_flips: float = 0.0):
@@ -58,6 +59,18 @@ def test_deploy_graph_equals_predict(name, tiny_synth):
     ref = model.predict(images, metas)
     assert sum(len(r) for r in ref) > 0
     assert_same(ref, deploy_detections(deploy, images, metas))
+
+
+@pytest.mark.parametrize("name", sorted(TORCHVISION_OPTIONS))
+def test_deploy_graph_equals_predict_with_torchvision_options(name, tiny_synth):
+    cfg = tiny_cfg(name, tiny_synth, *TORCHVISION_OPTIONS[name])
+    model = random_detector(cfg)
+    deploy = build_deploy_model(model)
+    dataset = builder.build_dataset(cfg, "val")
+    images, _, metas = next(iter(builder.build_dataloader(cfg, dataset, train=False, batch_size=3)))
+    ref = model.predict(images, metas)
+    assert sum(len(r) for r in ref) > 0
+    assert_same(ref, deploy_detections(deploy, images, metas, cfg.test.mask_paste))
 
 
 def test_batch_of_three_equals_three_batches_of_one(tiny_synth):

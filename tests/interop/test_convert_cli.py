@@ -87,7 +87,7 @@ def test_converts_config_and_weights(files) -> None:
     assert (cfg.model.num_classes, cfg.model.backbone.out_indices, cfg.test.min_bbox_size) == (3, (1, 2, 3), 0)
     assert (cfg.data.val.ann_file, cfg.data.train_scale, cfg.train.batch_size) == ("data/tiny/val.json", "1333x800", 2)
     converted = load_checkpoint(files["out"] / "retinanet_r18_tiny.pth")
-    assert converted["meta"]["classes"] == ["a", "b", "c"]
+    assert converted["meta"]["class_names"] == ["a", "b", "c"]  # what dettool export reads
     assert converted["model"].keys() == state.keys()
     assert all(torch.equal(converted["model"][k], v) for k, v in state.items())
 
@@ -123,3 +123,24 @@ def test_bad_checkpoints_are_refused_in_one_line(files) -> None:
         code, out, err = run_cli(["convert", "mmdet", files["config"], path, "--out", files["out"]])
         assert code == 1 and err.count("\n") == 1 and message in err, (path.name, err)
         assert not (files["out"] / "retinanet_r18_tiny.pth").exists()
+
+
+def test_torchvision_bad_inputs_are_refused_in_one_line(tmp_path: Path) -> None:
+    import torchvision
+
+    fcos = tmp_path / "fcos.pth"
+    state = torchvision.models.detection.fcos_resnet50_fpn(weights=None, weights_backbone=None).state_dict()
+    torch.save(state, fcos)
+    foreign = tmp_path / "foreign.pth"
+    torch.save({**state, "note": fractions.Fraction(1, 3)}, foreign)
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(fcos.read_bytes()[:5000])
+    out = tmp_path / "out"
+    for name, path, message in (
+            ("yolov8n", fcos, "yolov8n: not a torchvision model dettool converts (one of: retinanet_resnet50_fpn"),
+            ("retinanet_resnet50_fpn", fcos, "not the weights of torchvision's retinanet_resnet50_fpn ("),
+            ("fcos_resnet50_fpn", foreign, "holds a pickled fractions.Fraction, which dettool does not unpickle"),
+            ("fcos_resnet50_fpn", truncated, "not a readable PyTorch checkpoint")):
+        code, _, err = run_cli(["convert", "torchvision", name, path, "--out", out])
+        assert code == 1 and err.count("\n") == 1 and message in err, (name, path.name, err)
+        assert not out.exists() or not any(out.glob("*.pth"))

@@ -35,6 +35,7 @@ FAMILIES = {
     "faster_rcnn": ("faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py", RCNN_LAYERS),
     "faster_rcnn_caffe": ("faster_rcnn/faster-rcnn_r50-caffe_fpn_1x_coco.py", RCNN_LAYERS),
     "faster_rcnn_x101": ("faster_rcnn/faster-rcnn_x101-32x4d_fpn_1x_coco.py", RCNN_LAYERS),
+    "faster_rcnn_giou": ("faster_rcnn/faster-rcnn_r50_fpn_giou_1x_coco.py", RCNN_LAYERS),
     "retinanet_r101": ("retinanet/retinanet_r101_fpn_1x_coco.py",
                        {"bbox_head.retina_cls": 2.0, "bbox_head.retina_reg": 0.3}),
     "mask_rcnn": ("mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py", {**RCNN_LAYERS, "roi_head.mask_head.conv_logits": 2.0}),
@@ -66,7 +67,8 @@ def mmdet_configs() -> Path:
     return Path(importlib.util.find_spec("mmdet").origin).parent / ".mim" / "configs"
 
 
-def mmdet_model(config: Path, final_layers: dict[str, float], seed: int = 0) -> torch.nn.Module:
+def mmdet_model(config: Path, final_layers: dict[str, float], seed: int = 0,
+                calibration: torch.Tensor | None = None) -> torch.nn.Module:
     """MMDetection's model with random weights, BN statistics measured on a calibration image
     (activations of a trained network's scale) and each final layer rescaled so that its outputs
     have the given std (spread-out scores, boxes of sensible size)."""
@@ -85,7 +87,9 @@ def mmdet_model(config: Path, final_layers: dict[str, float], seed: int = 0) -> 
     model.init_weights()
     model.eval()
     fast_rcnn = is_fast_rcnn(model)
-    calibration = torch.randn(1, 3, H, W, generator=torch.Generator().manual_seed(seed))
+    if calibration is None:  # a pre-processed image [1, 3, h, w]; by default random values
+        calibration = torch.randn(1, 3, H, W, generator=torch.Generator().manual_seed(seed))
+    h, w = calibration.shape[-2:]
     norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     with torch.no_grad():
         for bn in norms:  # random affine; statistics of the calibration image, as a trained net's
@@ -94,7 +98,7 @@ def mmdet_model(config: Path, final_layers: dict[str, float], seed: int = 0) -> 
             bn.reset_running_stats()
             bn.momentum = None
             bn.train()
-        model._forward(calibration, data_samples(1, with_proposals=fast_rcnn))
+        model._forward(calibration, data_samples(1, h, w, with_proposals=fast_rcnn))
     model.eval()
     layers = dict(model.named_modules())
     for name in final_layers:  # in order: each one calibrated on the outputs of those before it
@@ -105,7 +109,7 @@ def mmdet_model(config: Path, final_layers: dict[str, float], seed: int = 0) -> 
 
         hook = layers[name].register_forward_hook(record)
         with torch.no_grad():
-            model._forward(calibration, data_samples(1, with_proposals=fast_rcnn))
+            model._forward(calibration, data_samples(1, h, w, with_proposals=fast_rcnn))
             hook.remove()
             std, bias = final_layers[name] if isinstance(final_layers[name], tuple) else (final_layers[name], 0.0)
             layers[name].weight.mul_(std / stds[0])

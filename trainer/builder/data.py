@@ -104,10 +104,11 @@ def build_dataset(cfg: S.Config, split: str, augment: bool | None = None) -> Coc
     if fast_rcnn and proposals is None:
         raise ConfigError(f"data.{split}.proposals_file: required when model.rpn_head is null (Fast R-CNN)")
     ds = CocoDetection(sc.ann_file, sc.img_dir, pipeline, filter_empty_gt=augment and d.filter_empty_gt,
-                       with_masks=augment and has_masks(cfg), proposals=proposals)
+                       with_masks=augment and has_masks(cfg), proposals=proposals, category_ids=d.category_ids)
     if len(ds.cat_ids) != cfg.model.num_classes:
-        raise ConfigError(f"model.num_classes: {cfg.model.num_classes} but {sc.ann_file} has "
-                          f"{len(ds.cat_ids)} categories")
+        raise ConfigError(f"model.num_classes: {cfg.model.num_classes} but "
+                          + (f"data.category_ids has {len(ds.cat_ids)}" if d.category_ids is not None
+                             else f"{sc.ann_file} has {len(ds.cat_ids)} categories"))
     if len(ds) == 0:
         raise DataError(f"{sc.ann_file}: no usable images")
     return ds

@@ -52,7 +52,8 @@ def _fcos(cfg: S.FCOSHeadConfig, num_classes: int, in_channels: int, num_levels:
         stacked_convs=cfg.stacked_convs, norm=cfg.norm, conv_bias=cfg.conv_bias, strides=cfg.strides,
         regress_ranges=cfg.regress_ranges,
         center_sampling=cfg.center_sampling, center_sample_radius=cfg.center_sample_radius,
-        norm_on_bbox=cfg.norm_on_bbox, centerness_on_reg=cfg.centerness_on_reg,
+        norm_on_bbox=cfg.norm_on_bbox, centerness_on_reg=cfg.centerness_on_reg, point_offset=cfg.point_offset,
+        stride_from_input=cfg.stride_from_input, test_score=cfg.test_score,
         loss_cls=build_loss(cfg.loss_cls, f"{key}.loss_cls"), loss_bbox=build_loss(cfg.loss_bbox, f"{key}.loss_bbox"),
         loss_centerness=build_loss(cfg.loss_centerness, f"{key}.loss_centerness"), test_cfg=nms_settings(test))
 
@@ -71,7 +72,8 @@ def build_rpn_head(cfg: S.RPNHeadConfig, in_channels: int, num_levels: int) -> R
     key = "model.rpn_head"
     _check_levels(cfg.anchor.strides, num_levels, f"{key}.anchor.strides")
     return RPNHead(
-        in_channels=in_channels, feat_channels=cfg.feat_channels, anchor_generator=build_anchor_generator(cfg.anchor),
+        in_channels=in_channels, feat_channels=cfg.feat_channels, num_convs=cfg.num_convs,
+        anchor_generator=build_anchor_generator(cfg.anchor),
         bbox_coder=CODERS.build(cfg.bbox_coder, key=f"{key}.bbox_coder"),
         assigner=ASSIGNERS.build(cfg.assigner, key=f"{key}.assigner"),
         sampler=SAMPLERS.build(cfg.sampler, key=f"{key}.sampler"),

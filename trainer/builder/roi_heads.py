@@ -20,7 +20,7 @@ from dettool.trainer.models.task_modules.delta_xywh_coder import DeltaXYWHCoder
 
 def build_roi_extractor(cfg: S.RoIExtractorConfig) -> MultiLevelRoIAlign:
     return MultiLevelRoIAlign(output_size=cfg.output_size, strides=cfg.strides, sampling_ratio=cfg.sampling_ratio,
-                              finest_scale=cfg.finest_scale)
+                              finest_scale=cfg.finest_scale, aligned=cfg.aligned)
 
 
 def _bbox_head_args(cfg, num_classes: int, key: str) -> dict:
@@ -59,7 +59,7 @@ def build_mask_branch(cfg: S.MaskHeadConfig | None, num_classes: int, in_channel
     head = FCNMaskHead(num_classes=num_classes, in_channels=in_channels, conv_out_channels=cfg.conv_out_channels,
                        num_convs=cfg.num_convs, norm=cfg.norm, roi_feat_size=cfg.roi_extractor.output_size,
                        class_agnostic=cfg.class_agnostic, loss_weight=cfg.loss_weight)
-    return MaskBranch(build_roi_extractor(cfg.roi_extractor), head, mask_thr=test.mask_thr)
+    return MaskBranch(build_roi_extractor(cfg.roi_extractor), head, mask_thr=test.mask_thr, mask_paste=test.mask_paste)
 
 
 def _standard_args(cfg, num_classes: int, in_channels: int, test: S.TestConfig, key: str) -> dict:

@@ -28,4 +28,5 @@ SAMPLERS = Table("sampler", {
 
 def build_anchor_generator(cfg: S.AnchorConfig) -> AnchorGenerator:
     return AnchorGenerator(strides=cfg.strides, ratios=cfg.ratios, octave_base_scale=cfg.octave_base_scale,
-                           scales_per_octave=cfg.scales_per_octave, center_offset=cfg.center_offset)
+                           scales_per_octave=cfg.scales_per_octave, center_offset=cfg.center_offset,
+                           sizes=cfg.sizes, round_base=cfg.round_base, stride_from_input=cfg.stride_from_input)

@@ -135,6 +135,10 @@ class DataConfig(Section):
     ...); ``Resize``, ``Normalize`` and ``Pad`` once each, ``Normalize`` then ``Pad`` last, no
     step twice. The test pipeline is fixed (``TEST_PIPELINE``: Resize to ``test_scale``,
     Normalize, Pad), the preprocessing deployed graphs expect.
+
+    ``category_ids``: the dataset category id of each class index (default: the annotation
+    file's ids, sorted); a torchvision COCO model's 90 or 91 classes name COCO's ids 1-90 with
+    gaps (``dettool convert torchvision`` writes them).
     """
 
     train: SplitConfig
@@ -149,6 +153,7 @@ class DataConfig(Section):
     mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
     std: tuple[float, float, float] = (58.395, 57.12, 57.375)
     size_divisor: PosInt = 32
+    category_ids: Optional[tuple[int, ...]] = None
     num_workers: NonNegInt = 2
     filter_empty_gt: bool = True
 

@@ -51,7 +51,11 @@ class FCOSHeadConfig(Section):
     """FCOS head: per-point classification, (l, t, r, b) regression and centerness.
 
     ``conv_bias``: the tower convs have a bias (MMDetection's ``conv_bias``; null: only without a
-    norm, its 'auto'; its FCOS improvements configs set true).
+    norm, its 'auto'; its FCOS improvements configs set true). ``point_offset``: a location's
+    centre in units of the stride (MMDetection 0.5, torchvision 0); ``stride_from_input``: see
+    ``AnchorConfig``. ``test_score``: ``cls`` (MMDetection: ``score_thr`` and ``nms_pre`` rank the
+    class score, NMS ranks it times centerness) or ``sqrt_cls_centerness`` (torchvision: all three
+    rank ``sqrt(score x centerness)``, which is also the detection's score).
     """
 
     type: Literal["fcos"] = "fcos"
@@ -66,6 +70,9 @@ class FCOSHeadConfig(Section):
     center_sample_radius: PosFloat = 1.5
     norm_on_bbox: bool = False
     centerness_on_reg: bool = False
+    point_offset: Fraction = 0.5
+    stride_from_input: bool = False
+    test_score: Literal["cls", "sqrt_cls_centerness"] = "cls"
     loss_cls: ClsLossConfig = field(default_factory=FocalLossConfig)
     loss_bbox: BoxLossConfig = field(default_factory=IoULossConfig)
     loss_centerness: BCELossConfig = field(default_factory=BCELossConfig)
@@ -97,10 +104,12 @@ def _rpn_anchor() -> AnchorConfig:
 
 @dataclass(frozen=True)
 class RPNHeadConfig(Section):
-    """Region proposal network head (MMDetection v2 defaults; smooth L1 with beta 1/9)."""
+    """Region proposal network head (MMDetection v2 defaults; smooth L1 with beta 1/9);
+    ``num_convs`` 3x3 convs with ReLU before the outputs (torchvision's v2 models: 2)."""
 
     type: Literal["rpn"] = "rpn"
     feat_channels: PosInt = 256
+    num_convs: PosInt = 1
     anchor: AnchorConfig = field(default_factory=_rpn_anchor)
     bbox_coder: CoderConfig = field(default_factory=DeltaCoderConfig)
     assigner: AssignerConfig = field(default_factory=lambda: MaxIoUAssignerConfig(

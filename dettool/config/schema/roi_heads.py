@@ -18,24 +18,27 @@ Stds = tuple[PosFloat, PosFloat, PosFloat, PosFloat]
 
 @dataclass(frozen=True)
 class RoIExtractorConfig(Section):
-    """Multi-level RoIAlign (FPN level mapping with ``finest_scale``)."""
+    """Multi-level RoIAlign (FPN level mapping with ``finest_scale``); ``aligned: false`` samples
+    without the half-pixel shift (torchvision's ``MultiScaleRoIAlign``)."""
 
     output_size: PosInt = 7
     strides: tuple[PosInt, ...] = (4, 8, 16, 32)
     sampling_ratio: NonNegInt = 0
     finest_scale: PosInt = 56
+    aligned: bool = True
 
 
 @dataclass(frozen=True)
 class ConvFCBBoxHeadConfig(Section):
-    """RoI box head: shared2fc (0 convs, 2 fcs) or 4conv1fc (4 convs with GN, 1 fc)."""
+    """RoI box head: shared2fc (0 convs, 2 fcs) or 4conv1fc (4 convs with GN, 1 fc; with BN in
+    torchvision's v2 models)."""
 
     type: Literal["conv_fc"] = "conv_fc"
     num_shared_convs: NonNegInt = 0
     num_shared_fcs: NonNegInt = 2
     conv_out_channels: PosInt = 256
     fc_out_channels: PosInt = 1024
-    norm: Literal["none", "gn"] = "none"
+    norm: Literal["none", "gn", "bn"] = "none"
     reg_class_agnostic: bool = False
     target_stds: Stds = (0.1, 0.1, 0.2, 0.2)
     loss_cls: CrossEntropyLossConfig = field(default_factory=CrossEntropyLossConfig)
@@ -71,11 +74,11 @@ BBoxHeadConfig = Union[ConvFCBBoxHeadConfig, DoubleConvFCBBoxHeadConfig]
 @dataclass(frozen=True)
 class MaskHeadConfig(Section):
     """FCN mask head: ``num_convs`` 3x3 convs (``norm: gn``: each followed by GroupNorm, 32
-    groups), a 2x deconv, per-class 28x28 masks."""
+    groups; ``bn``: BatchNorm), a 2x deconv, per-class 28x28 masks."""
 
     num_convs: NonNegInt = 4
     conv_out_channels: PosInt = 256
-    norm: Literal["none", "gn"] = "none"
+    norm: Literal["none", "gn", "bn"] = "none"
     class_agnostic: bool = False
     loss_weight: NonNegFloat = 1.0
     roi_extractor: RoIExtractorConfig = field(default_factory=lambda: RoIExtractorConfig(output_size=14))

@@ -2,20 +2,34 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal, Optional, Union
 
 from dettool.config.schema.common import Fraction, PosFloat, PosInt, Range, Section, require
 
 
 @dataclass(frozen=True)
 class AnchorConfig(Section):
-    """Anchor generator: per level ``octave_base_scale * 2**(i / scales_per_octave) * stride``."""
+    """Anchor generator: per level ``octave_base_scale * 2**(i / scales_per_octave) * stride``.
+
+    torchvision's anchors: ``sizes`` (per level, in pixels, in place of the octave scales),
+    ``round_base`` (base anchors rounded to whole pixels) and ``stride_from_input`` (a level's
+    stride is the padded input size floor-divided by its size: 61 for P6 of an 800-pixel side).
+    """
 
     strides: tuple[PosInt, ...] = (8, 16, 32, 64, 128)
     ratios: tuple[PosFloat, ...] = (0.5, 1.0, 2.0)
     octave_base_scale: PosFloat = 4.0
     scales_per_octave: PosInt = 3
     center_offset: Fraction = 0.0
+    sizes: Optional[tuple[tuple[PosFloat, ...], ...]] = None
+    round_base: bool = False
+    stride_from_input: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.sizes is not None:
+            require(len(self.sizes) == len(self.strides) and len({len(s) for s in self.sizes}) == 1, "sizes",
+                    f"needs one list of sizes per stride ({len(self.strides)}), all of one length")
 
 
 @dataclass(frozen=True)

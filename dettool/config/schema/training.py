@@ -11,9 +11,11 @@ from dettool.config.schema.common import Fraction, NonNegFloat, NonNegInt, PosFl
 class TestConfig(Section):
     """Test-time decoding: score threshold, per-level top-k (dense heads: the best ``nms_pre``
     (anchor or point, class) pairs above ``score_thr``, as MMDetection 3.x; <= 0 keeps all), the
-    dense heads' minimum box size (boxes whose width or height is not larger are dropped; < 0
-    disables; MMDetection's RetinaNet and FCOS set 0), batched NMS or soft-NMS (linear or
-    Gaussian, Bodla et al.), detections kept, mask binarisation threshold."""
+    minimum box size of detections (boxes whose width or height is not larger are dropped; < 0
+    disables; MMDetection's RetinaNet and FCOS set 0, its RoI heads have none, torchvision's drop
+    boxes under 0.01 px), batched NMS or soft-NMS (linear or
+    Gaussian, Bodla et al.), detections kept, mask binarisation threshold and pasting rule
+    (``mmdet``: MMDetection's sampling; ``torchvision``: its ``paste_masks_in_image``)."""
 
     score_thr: Fraction = 0.05
     nms_pre: int = 1000
@@ -24,6 +26,7 @@ class TestConfig(Section):
     soft_nms_min_score: Fraction = 0.001
     max_per_img: PosInt = 100
     mask_thr: Fraction = 0.5
+    mask_paste: Literal["mmdet", "torchvision"] = "mmdet"
 
 
 @dataclass(frozen=True)

@@ -109,3 +109,25 @@ def test_anchor_inside_flags_positive_border():
         [True, False, True, False, False, True]
     assert anchor_inside_flags(anchors, valid, (50, 100), allowed_border=8).tolist() == \
         [True, True, True, False, False, True]
+
+
+def test_torchvision_options_give_torchvision_anchors() -> None:
+    """Explicit truncated sizes, rounded base anchors and strides from the input size: an
+    800 x 1216 input gives P6 (13 x 19) the strides 61 x 64, as torchvision's AnchorGenerator."""
+    from torchvision.models.detection.anchor_utils import AnchorGenerator as TorchvisionAnchors
+    from torchvision.models.detection.image_list import ImageList
+
+    from dettool.interop.torchvision_convert import RETINA_SIZES
+    from dettool.trainer.models.task_modules.anchor_generator import level_strides
+
+    sizes = [(100, 152), (50, 76), (25, 38), (13, 19), (7, 10)]
+    feats = [torch.zeros(1, 1, h, w) for h, w in sizes]
+    reference = TorchvisionAnchors(RETINA_SIZES, ((0.5, 1.0, 2.0),) * 5)(
+        ImageList(torch.zeros(1, 3, 800, 1216), [(800, 1216)]), feats)[0]
+    gen = AnchorGenerator(strides=(8, 16, 32, 64, 128), ratios=(0.5, 1.0, 2.0), octave_base_scale=4,
+                          scales_per_octave=3, sizes=RETINA_SIZES, round_base=True, stride_from_input=True)
+    assert torch.equal(torch.cat(gen.grid_anchors(sizes)), reference)
+    assert level_strides(sizes, gen.strides, True)[3:] == [(61, 64), (114, 121)]
+    plain = AnchorGenerator(strides=(8, 16, 32, 64, 128), ratios=(0.5, 1.0, 2.0), octave_base_scale=4,
+                            scales_per_octave=3)
+    assert not torch.equal(torch.cat(plain.grid_anchors(sizes)), reference)

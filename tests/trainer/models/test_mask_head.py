@@ -168,3 +168,21 @@ def test_gpu_chunked_paste_and_targets_match_the_cpu():
     head = _head()
     assert torch.equal(head.get_targets(box.cuda(), mask[None].cuda(), torch.tensor([0]).cuda()).cpu(),
                        head.get_targets(box, mask[None], torch.tensor([0])))
+
+
+def test_torchvision_paste_equals_torchvision() -> None:
+    """``mask_paste: torchvision`` pastes as torchvision's ``paste_masks_in_image`` (boxes inside,
+    across the border, tiny), which differs from MMDetection's sampling."""
+    from torchvision.models.detection.roi_heads import paste_masks_in_image
+
+    from dettool.structures.mask_paste import paste_masks_torchvision
+
+    gen = torch.Generator().manual_seed(0)
+    probs = torch.rand((6, 28, 28), generator=gen)
+    boxes = torch.tensor([[3.3, 4.7, 40.2, 30.9], [-6.0, -2.5, 20.0, 18.0], [50.5, 30.2, 75.0, 64.0],
+                          [10.0, 10.0, 10.4, 10.6], [0.0, 0.0, 80.0, 64.0], [22.7, 8.1, 31.9, 55.5]])
+    reference = paste_masks_in_image(probs[:, None], boxes, (64, 80))[:, 0] >= 0.5
+    ours = paste_masks_torchvision(probs, boxes, (64, 80))
+    assert torch.equal(ours, reference)
+    assert not torch.equal(paste_masks(probs, boxes, (64, 80)), reference)
+    assert paste_masks_torchvision(torch.zeros((0, 28, 28)), torch.zeros((0, 4)), (10, 12)).shape == (0, 10, 12)

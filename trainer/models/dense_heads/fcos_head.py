@@ -49,6 +49,8 @@ class FCOSHead(BaseDenseHead):
         center_sampling, center_sample_radius: positives only within ``radius * stride`` of gt centres.
         norm_on_bbox: predict distances in units of the stride (ReLU) instead of exp(pixels).
         centerness_on_reg: centerness branch reads the regression tower instead of the class tower.
+        point_offset, stride_from_input: where the locations lie (:func:`grid_points`).
+        test_score: the test-time score rule (``PointDecoder``).
         loss_cls, loss_bbox, loss_centerness: losses (focal, IoU on decoded boxes, BCE).
         test_cfg: test-time settings.
 
@@ -61,6 +63,7 @@ class FCOSHead(BaseDenseHead):
                  center_sampling: bool,
                  center_sample_radius: float, norm_on_bbox: bool, centerness_on_reg: bool, loss_cls: nn.Module,
                  loss_bbox: nn.Module, loss_centerness: nn.Module, test_cfg: NMSSettings,
+                 point_offset: float = 0.5, stride_from_input: bool = False, test_score: str = "cls",
                  prior_prob: float = 0.01) -> None:
         super().__init__(num_classes, in_channels)
         self.test_cfg = test_cfg
@@ -73,6 +76,7 @@ class FCOSHead(BaseDenseHead):
         self.radius = center_sample_radius
         self.norm_on_bbox = norm_on_bbox
         self.centerness_on_reg = centerness_on_reg
+        self.point_offset, self.stride_from_input = point_offset, stride_from_input
         self.loss_cls, self.loss_bbox, self.loss_centerness = loss_cls, loss_bbox, loss_centerness
         self.cls_convs = conv_tower(in_channels, feat_channels, stacked_convs, norm, conv_bias)
         self.reg_convs = conv_tower(in_channels, feat_channels, stacked_convs, norm, conv_bias)
@@ -84,7 +88,8 @@ class FCOSHead(BaseDenseHead):
             nn.init.zeros_(conv.bias)
         nn.init.constant_(self.conv_cls.bias, -math.log((1 - prior_prob) / prior_prob))
         self.scales = nn.ModuleList(Scale(1.0) for _ in self.strides)
-        self.decoder = PointDecoder(self.strides, num_classes, norm_on_bbox, test_cfg)
+        self.decoder = PointDecoder(self.strides, num_classes, norm_on_bbox, test_cfg, point_offset=point_offset,
+                                    stride_from_input=stride_from_input, test_score=test_score)
 
     def forward(self, feats: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
         cls_scores, bbox_preds, centernesses = [], [], []
@@ -137,7 +142,7 @@ class FCOSHead(BaseDenseHead):
         cls_scores, bbox_preds, centernesses = raw
         device = cls_scores[0].device
         sizes = [tuple(c.shape[-2:]) for c in cls_scores]
-        pts = grid_points(sizes, self.strides, device)
+        pts = grid_points(sizes, self.strides, device, self.point_offset, self.stride_from_input)
         points = torch.cat(pts)
         ranges = torch.cat([points.new_tensor(r)[None].expand(p.shape[0], 2) for r, p in zip(self.regress_ranges, pts)])
         strides = torch.cat([points.new_full((p.shape[0],), float(s)) for s, p in zip(self.strides, pts)])

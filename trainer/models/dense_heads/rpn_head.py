@@ -29,6 +29,8 @@ class RPNHead(AnchorHead):
     Args:
         in_channels: channels of each input level.
         feat_channels: channels of ``rpn_conv``.
+        num_convs: 3x3 convs (each with ReLU) before the two outputs (MMDetection's ``num_convs``,
+            torchvision's ``conv_depth``); with more than one, ``rpn_conv`` is a Sequential.
         anchor_generator, bbox_coder, assigner, sampler: anchors and their targets.
         loss_cls: objectness loss on logits ``[N, 1]`` and labels ``[N]`` (0 = object, 1 = background).
         loss_bbox: regression loss (smooth L1 with the paper's ``smoothL1_beta`` 1/9 in MMDetection).
@@ -44,7 +46,7 @@ class RPNHead(AnchorHead):
     def __init__(self, *, in_channels: int, feat_channels: int, anchor_generator: AnchorGenerator,
                  bbox_coder: DeltaXYWHCoder, assigner: MaxIoUAssigner, sampler: RandomSampler, loss_cls: nn.Module,
                  loss_bbox: nn.Module, allowed_border: int, reg_decoded_bbox: bool,
-                 train_proposals: ProposalSettings, test_proposals: ProposalSettings) -> None:
+                 train_proposals: ProposalSettings, test_proposals: ProposalSettings, num_convs: int = 1) -> None:
         super().__init__(num_classes=1, in_channels=in_channels, anchor_generator=anchor_generator,
                          bbox_coder=bbox_coder, assigner=assigner, sampler=sampler, loss_cls=loss_cls,
                          loss_bbox=loss_bbox, allowed_border=allowed_border, reg_decoded_bbox=reg_decoded_bbox,
@@ -52,10 +54,14 @@ class RPNHead(AnchorHead):
         self.feat_channels = feat_channels
         self.train_proposals, self.test_proposals = train_proposals, test_proposals
         self.proposal_decoder = ProposalDecoder(anchor_generator, bbox_coder)
-        self.rpn_conv = nn.Conv2d(in_channels, feat_channels, 3, padding=1)
+        convs = [nn.Conv2d(in_channels if i == 0 else feat_channels, feat_channels, 3, padding=1)
+                 for i in range(num_convs)]
+        # the last ReLU is forward's: one conv keeps MMDetection's parameter names (rpn_conv.weight)
+        self.rpn_conv = convs[0] if num_convs == 1 else nn.Sequential(
+            *[m for conv in convs[:-1] for m in (conv, nn.ReLU())], convs[-1])
         self.rpn_cls = nn.Conv2d(feat_channels, self.num_anchors, 1)
         self.rpn_reg = nn.Conv2d(feat_channels, self.num_anchors * 4, 1)
-        for m in (self.rpn_conv, self.rpn_cls, self.rpn_reg):
+        for m in (*convs, self.rpn_cls, self.rpn_reg):
             nn.init.normal_(m.weight, std=0.01)
             nn.init.zeros_(m.bias)
 

@@ -77,5 +77,6 @@ class TwoStageDetector(nn.Module):
         boxes = boxes[:, : max(int(num.max()), 1) if num.numel() else 1]
         out = self.roi_head.decode(feats, num, boxes, shapes)
         branches = self.roi_head.mask_branches
-        mask_thr = branches[-1].mask_thr if branches else 0.5
-        return outputs_to_detections(out, metas, mask_thr)
+        if not branches:
+            return outputs_to_detections(out, metas)
+        return outputs_to_detections(out, metas, branches[-1].mask_thr, branches[-1].mask_paste)

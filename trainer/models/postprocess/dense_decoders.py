@@ -72,36 +72,48 @@ class AnchorDecoder(Float32Block):
 
 
 class PointDecoder(Float32Block):
-    """FCOS: per level the ``nms_pre`` best (point, class) pairs whose raw score passes
-    ``score_thr``, ltrb decoding, clipping, the minimum box size, then class-wise NMS on
-    ``score x centerness`` (MMDetection 3.x's rule).
+    """FCOS: per level the ``nms_pre`` best (point, class) pairs whose score passes
+    ``score_thr``, ltrb decoding, clipping, the minimum box size, then class-wise NMS.
+
+    ``test_score`` ``cls`` (MMDetection 3.x): the class score is thresholded and ranked, NMS
+    ranks ``score x centerness``; ``sqrt_cls_centerness`` (torchvision): ``sqrt(score x
+    centerness)`` throughout.
 
     Args:
-        strides: the head's level strides.
+        strides: the head's level strides (distances are multiplied by these with ``norm_on_bbox``).
         num_classes: C.
         norm_on_bbox: distances are in units of the stride.
         nms: test-time settings.
+        point_offset, stride_from_input: where the locations lie (:func:`grid_points`).
+        test_score: the score rule above.
     """
 
-    def __init__(self, strides: tuple[int, ...], num_classes: int, norm_on_bbox: bool, nms: NMSSettings) -> None:
+    def __init__(self, strides: tuple[int, ...], num_classes: int, norm_on_bbox: bool, nms: NMSSettings,
+                 point_offset: float = 0.5, stride_from_input: bool = False, test_score: str = "cls") -> None:
         super().__init__()
         self.strides, self.num_classes, self.norm_on_bbox, self.nms = tuple(strides), num_classes, norm_on_bbox, nms
+        self.point_offset, self.stride_from_input, self.test_score = point_offset, stride_from_input, test_score
 
     def forward(self, cls_scores: list[torch.Tensor], bbox_preds: list[torch.Tensor], centernesses: list[torch.Tensor],
                 image_shapes: torch.Tensor) -> DetOutputs:
-        points = grid_points([tuple(c.shape[-2:]) for c in cls_scores], self.strides, cls_scores[0].device)
+        points = grid_points([tuple(c.shape[-2:]) for c in cls_scores], self.strides, cls_scores[0].device,
+                             self.point_offset, self.stride_from_input)
         boxes_l, scores_l = [], []
         for lvl, (c, r, t, p) in enumerate(zip(cls_scores, bbox_preds, centernesses, points)):
             scores = levels_to_rows(c.float(), self.num_classes).sigmoid()  # [B, n, C]
             ctr = levels_to_rows(t.float(), 1).sigmoid()  # [B, n, 1]
+            if self.test_score == "sqrt_cls_centerness":
+                scores = torch.sqrt(scores * ctr)
             top_scores, rows, classes = top_pairs(scores, self.nms.score_thr, self.nms.nms_pre)
             dist = gather_rows(levels_to_rows(r.float(), 4), rows)
             if self.norm_on_bbox:
                 dist = dist * self.strides[lvl]
             boxes = clip_boxes(distance_to_box(gather_rows(p, rows), dist), image_shapes)
             boxes_l.append(boxes)
-            # The raw score passed score_thr; NMS ranks score x centerness and keeps everything above 0.
-            ranked = top_scores * gather_rows(ctr, rows)[..., 0]
+            # The score passed score_thr; NMS keeps everything above 0 (MMDetection ranks score x centerness).
+            ranked = top_scores
+            if self.test_score == "cls":
+                ranked = top_scores * gather_rows(ctr, rows)[..., 0]
             scores_l.append(pair_scores(boxes, ranked, classes, self.num_classes, self.nms.min_bbox_size))
         return multiclass_nms(torch.cat(boxes_l, 1), torch.cat(scores_l, 1), self.nms, score_thr=0.0)
 

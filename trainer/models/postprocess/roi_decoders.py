@@ -27,15 +27,19 @@ class BoxDecode(Float32Block):
         bbox_coder: the box head's delta coder.
         num_classes: C.
         class_agnostic: one box per RoI instead of one per class.
+        min_bbox_size: boxes whose width or height is not above it are scored 0 (torchvision's
+            ``remove_small_boxes``; < 0, MMDetection's RoI heads: none).
 
     ``forward`` returns ``boxes`` ``[B, K, C, 4]`` (``[B, K, 4]`` when class-agnostic) and
     ``scores`` ``[B, K, C]`` (softmax without the background column), the scores of padding
     RoIs (index >= ``num_rois[b]``) set to 0.
     """
 
-    def __init__(self, bbox_coder: DeltaXYWHCoder, num_classes: int, class_agnostic: bool) -> None:
+    def __init__(self, bbox_coder: DeltaXYWHCoder, num_classes: int, class_agnostic: bool,
+                 min_bbox_size: float = -1.0) -> None:
         super().__init__()
         self.bbox_coder, self.num_classes, self.class_agnostic = bbox_coder, num_classes, class_agnostic
+        self.min_bbox_size = min_bbox_size
 
     def forward(self, rois: torch.Tensor, cls_score: torch.Tensor, bbox_pred: torch.Tensor, num_rois: torch.Tensor,
                 image_shapes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,7 +53,13 @@ class BoxDecode(Float32Block):
         else:
             ref = rois[:, None, 1:].expand(rois.shape[0], c, 4)
             boxes = self.bbox_coder.decode(ref, bbox_pred.float().reshape(-1, c, 4)).reshape(batch, k, c, 4)
-        return clip_boxes(boxes, image_shapes), scores
+        boxes = clip_boxes(boxes, image_shapes)
+        if self.min_bbox_size >= 0:
+            w, h = boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]
+            big = (w > self.min_bbox_size) & (h > self.min_bbox_size)
+            scores = torch.where(big[..., None] if self.class_agnostic else big, scores,
+                                 torch.zeros_like(scores))
+        return boxes, scores
 
 
 class CascadeRefine(Float32Block):

@@ -155,15 +155,16 @@ class ConvFCBBoxHead(BBoxHead):
         num_shared_fcs: fully connected layers (ReLU) after flattening.
         conv_out_channels: channels of the shared convs.
         fc_out_channels: width of the shared FCs.
-        norm: ``'none'`` or ``'gn'`` (GroupNorm, 32 groups) after each shared conv.
+        norm: ``'none'``, ``'gn'`` (GroupNorm, 32 groups) or ``'bn'`` (BatchNorm, torchvision's
+            v2 box head) after each shared conv, which then has no bias.
         **kwargs: ``BBoxHead`` arguments.
     """
 
     def __init__(self, *, in_channels: int, roi_feat_size: int, num_shared_convs: int, num_shared_fcs: int,
                  conv_out_channels: int, fc_out_channels: int, norm: str, **kwargs) -> None:
         super().__init__(**kwargs)
-        if norm not in ("none", "gn"):
-            raise ValueError(f"ConvFCBBoxHead norm must be 'none' or 'gn', got {norm!r}")
+        if norm not in ("none", "gn", "bn"):
+            raise ValueError(f"ConvFCBBoxHead norm must be 'none', 'gn' or 'bn', got {norm!r}")
         self.in_channels = in_channels
         self.roi_feat_size = roi_feat_size
         convs: list[nn.Module] = []
@@ -176,6 +177,8 @@ class ConvFCBBoxHead(BBoxHead):
             convs.append(conv)
             if norm == "gn":
                 convs.append(nn.GroupNorm(min(32, conv_out_channels), conv_out_channels))
+            elif norm == "bn":
+                convs.append(nn.BatchNorm2d(conv_out_channels))
             convs.append(nn.ReLU(inplace=True))
             channels = conv_out_channels
         self.shared_convs = nn.Sequential(*convs)

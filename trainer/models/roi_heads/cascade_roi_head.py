@@ -48,7 +48,8 @@ class CascadeRoIHead(nn.Module):
         self.refine = nn.ModuleList(CascadeRefine(head.refine_rois) for head in bbox_heads[:-1])
         self.stage_mean = StageMean()
         last = bbox_heads[-1]
-        self.box_decode = BoxDecode(last.bbox_coder, last.num_classes, last.reg_class_agnostic)
+        self.box_decode = BoxDecode(last.bbox_coder, last.num_classes, last.reg_class_agnostic,
+                                    test_cfg.min_bbox_size)
 
     @property
     def num_stages(self) -> int:

@@ -35,7 +35,8 @@ class FCNMaskHead(nn.Module):
         in_channels: channels of the RoI features.
         conv_out_channels: channels of the convs and the deconv.
         num_convs: 3x3 convs before the upsampling.
-        norm: ``'none'`` or ``'gn'`` (GroupNorm, 32 groups, after each 3x3 conv, which then has no bias).
+        norm: ``'none'``, ``'gn'`` (GroupNorm, 32 groups) or ``'bn'`` (BatchNorm, torchvision's v2
+            mask head) after each 3x3 conv, which then has no bias.
         roi_feat_size: S, side of the RoI features; masks are predicted at ``2 * S``.
         class_agnostic: predict one mask per RoI instead of one per class.
         loss_weight: factor on ``loss_mask``.
@@ -52,14 +53,16 @@ class FCNMaskHead(nn.Module):
         self.mask_size = 2 * roi_feat_size
         self.class_agnostic = class_agnostic
         self.loss_weight = loss_weight
-        if norm not in ("none", "gn"):
-            raise ValueError(f"FCNMaskHead norm must be 'none' or 'gn', got {norm!r}")
+        if norm not in ("none", "gn", "bn"):
+            raise ValueError(f"FCNMaskHead norm must be 'none', 'gn' or 'bn', got {norm!r}")
         layers: list[nn.Module] = []
         for i in range(num_convs):
             layers.append(nn.Conv2d(in_channels if i == 0 else conv_out_channels, conv_out_channels, 3, padding=1,
                                     bias=norm == "none"))
             if norm == "gn":
                 layers.append(nn.GroupNorm(32, conv_out_channels))
+            elif norm == "bn":
+                layers.append(nn.BatchNorm2d(conv_out_channels))
             layers.append(nn.ReLU(inplace=True))
         self.convs = nn.Sequential(*layers)
         deconv_in = conv_out_channels if num_convs > 0 else in_channels

@@ -20,13 +20,16 @@ class MaskBranch(nn.Module):
         roi_extractor: multi-level RoIAlign of the mask head (14x14 in Mask R-CNN).
         mask_head: ``FCNMaskHead``.
         mask_thr: probability at which a pasted mask pixel is foreground.
+        mask_paste: the pasting rule, ``mmdet`` or ``torchvision`` (``structures.mask_paste``).
     """
 
-    def __init__(self, roi_extractor: nn.Module, mask_head: nn.Module, mask_thr: float) -> None:
+    def __init__(self, roi_extractor: nn.Module, mask_head: nn.Module, mask_thr: float,
+                 mask_paste: str = "mmdet") -> None:
         super().__init__()
         self.roi_extractor = roi_extractor
         self.mask_head = mask_head
         self.mask_thr = mask_thr
+        self.mask_paste = mask_paste
         self.rois = BatchedRoIs()
 
     def loss(self, feats: list[torch.Tensor], pos_boxes: list[torch.Tensor], pos_gt_inds: list[torch.Tensor],
@@ -84,7 +87,8 @@ class StandardRoIHead(nn.Module):
         self.mask_branch = mask_branch
         self.test_cfg = test_cfg
         self.rois = BatchedRoIs()
-        self.box_decode = BoxDecode(bbox_head.bbox_coder, bbox_head.num_classes, bbox_head.reg_class_agnostic)
+        self.box_decode = BoxDecode(bbox_head.bbox_coder, bbox_head.num_classes, bbox_head.reg_class_agnostic,
+                                    test_cfg.min_bbox_size)
 
     @property
     def num_classes(self) -> int:

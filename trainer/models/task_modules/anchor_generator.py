@@ -6,13 +6,25 @@ import math
 import torch
 
 
+def level_strides(featmap_sizes: list[tuple[int, int]], strides: tuple[int, ...],
+                  from_input: bool) -> list[tuple[int, int]]:
+    """The (y, x) stride of each level: the nominal one, or (``from_input``, torchvision's rule)
+    the padded input's size floor-divided by the level's size, per axis. The input size is the
+    first level's size times its stride (exact when the input is padded to a multiple of it).
+    An odd-sized P5 gives P6 a stride below 64 (an 800-pixel side: 800 // 13 = 61)."""
+    if not from_input:
+        return [(s, s) for s in strides]
+    input_h, input_w = featmap_sizes[0][0] * strides[0], featmap_sizes[0][1] * strides[0]
+    return [(input_h // h, input_w // w) for h, w in featmap_sizes]
+
+
 class AnchorGenerator:
     """Grid anchors per feature level, MMDetection's layout (level, y, x, anchor).
 
     For level ``l`` with stride ``s``, base anchors have sizes ``s * scale`` with
-    ``scale = octave_base_scale * 2 ** (i / scales_per_octave)`` for every ratio ``r = h / w``
-    (w = size / sqrt(r), h = size * sqrt(r)), centred at ``s * center_offset`` and shifted by
-    ``(x * s, y * s)``.
+    ``scale = octave_base_scale * 2 ** (i / scales_per_octave)`` (or the level's explicit
+    ``sizes``) for every ratio ``r = h / w`` (w = size / sqrt(r), h = size * sqrt(r)), ordered
+    ratio-major, centred at ``s * center_offset`` and shifted by ``(x * s, y * s)``.
 
     Args:
         strides: stride of each level, e.g. (8, 16, 32, 64, 128).
@@ -20,37 +32,53 @@ class AnchorGenerator:
         octave_base_scale: base scale in units of the stride.
         scales_per_octave: number of scales per level.
         center_offset: anchor centre offset in units of the stride (0 = top-left of the cell).
+        sizes: per level the anchor sizes in pixels, in place of the octave scales (torchvision's
+            ``AnchorGenerator(sizes)``); every level the same count.
+        round_base: base anchors rounded to whole pixels (torchvision).
+        stride_from_input: shift by the strides of :func:`level_strides` with ``from_input``.
     """
 
     def __init__(self, strides: tuple[int, ...], ratios: tuple[float, ...], octave_base_scale: float,
-                 scales_per_octave: int, center_offset: float = 0.0) -> None:
+                 scales_per_octave: int, center_offset: float = 0.0,
+                 sizes: tuple[tuple[float, ...], ...] | None = None, round_base: bool = False,
+                 stride_from_input: bool = False) -> None:
         self.strides = tuple(strides)
         self.ratios = torch.tensor(ratios, dtype=torch.float32)
-        self.scales = torch.tensor([octave_base_scale * 2 ** (i / scales_per_octave)
-                                    for i in range(scales_per_octave)], dtype=torch.float32)
+        if sizes is not None and (len(sizes) != len(self.strides) or len({len(s) for s in sizes}) != 1):
+            raise ValueError(f"AnchorGenerator: sizes {sizes} must give each of the {len(self.strides)} "
+                             "levels the same number of sizes")
         self.center_offset = center_offset
-        self.base_anchors = [self._base_anchors(s) for s in self.strides]
+        self.round_base = round_base
+        self.stride_from_input = stride_from_input
+        scales = torch.tensor([octave_base_scale * 2 ** (i / scales_per_octave)
+                               for i in range(scales_per_octave)], dtype=torch.float32)
+        # (base, scales): w = base * w_ratio * scale, MMDetection's float32 order of operations
+        levels = [(float(s), scales) for s in self.strides] if sizes is None else \
+            [(1.0, torch.tensor(sz, dtype=torch.float32)) for sz in sizes]
+        self.base_anchors = [self._base_anchors(s, base, sc) for s, (base, sc) in zip(self.strides, levels)]
 
     @property
     def num_base_anchors(self) -> int:
-        """Anchors per location (ratios x scales)."""
-        return len(self.ratios) * len(self.scales)
+        """Anchors per location (ratios x sizes)."""
+        return self.base_anchors[0].shape[0]
 
-    def _base_anchors(self, stride: int) -> torch.Tensor:
+    def _base_anchors(self, stride: int, base_size: float, scales: torch.Tensor) -> torch.Tensor:
         h_ratios = torch.sqrt(self.ratios)
         w_ratios = 1 / h_ratios
-        ws = (stride * w_ratios[:, None] * self.scales[None, :]).reshape(-1)
-        hs = (stride * h_ratios[:, None] * self.scales[None, :]).reshape(-1)
+        ws = (base_size * w_ratios[:, None] * scales[None, :]).reshape(-1)
+        hs = (base_size * h_ratios[:, None] * scales[None, :]).reshape(-1)
         c = self.center_offset * stride
-        return torch.stack([c - 0.5 * ws, c - 0.5 * hs, c + 0.5 * ws, c + 0.5 * hs], dim=-1)
+        base = torch.stack([c - 0.5 * ws, c - 0.5 * hs, c + 0.5 * ws, c + 0.5 * hs], dim=-1)
+        return base.round() if self.round_base else base
 
     def grid_anchors(self, featmap_sizes: list[tuple[int, int]],
                      device: torch.device | str = "cpu") -> list[torch.Tensor]:
         """Anchors for each level: ``Tensor[H_l * W_l * A, 4]`` xyxy, ordered (y, x, anchor)."""
         out = []
-        for (h, w), stride, base in zip(featmap_sizes, self.strides, self.base_anchors):
-            shift_x = torch.arange(w, device=device, dtype=torch.float32) * stride
-            shift_y = torch.arange(h, device=device, dtype=torch.float32) * stride
+        strides = level_strides(featmap_sizes, self.strides, self.stride_from_input)
+        for (h, w), (stride_y, stride_x), base in zip(featmap_sizes, strides, self.base_anchors):
+            shift_x = torch.arange(w, device=device, dtype=torch.float32) * stride_x
+            shift_y = torch.arange(h, device=device, dtype=torch.float32) * stride_y
             yy, xx = torch.meshgrid(shift_y, shift_x, indexing="ij")
             shifts = torch.stack([xx, yy, xx, yy], dim=-1).reshape(-1, 1, 4)
             out.append((shifts + base.to(device)[None]).reshape(-1, 4))
