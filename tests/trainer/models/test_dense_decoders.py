@@ -14,11 +14,22 @@ def test_top_pairs_ranks_anchor_class_pairs_not_anchors():
     # anchor 0 scores 0.9 / 0.8 for classes 0 / 1, anchor 1 scores 0.85 for class 2: the best
     # three pairs take two from anchor 0 (an anchor-wise top-2 would also keep anchor 1's 0.1s).
     scores = torch.tensor([[[0.9, 0.8, 0.1], [0.1, 0.1, 0.85], [0.3, 0.02, 0.01]]])
-    s, rows, classes = top_pairs(scores, thr=0.05, k=3)
-    assert s.tolist() == [[0.8999999761581421, 0.8500000238418579, 0.800000011920929]]
-    assert rows.tolist() == [[0, 1, 0]] and classes.tolist() == [[0, 2, 1]]
+    s, rows, classes = top_pairs(scores, thr=0.05, k=3)  # in (anchor, class) order
+    assert s.tolist() == [[0.8999999761581421, 0.800000011920929, 0.8500000238418579]]
+    assert rows.tolist() == [[0, 0, 1]] and classes.tolist() == [[0, 1, 2]]
     s, _, _ = top_pairs(scores, thr=0.5, k=5)  # fewer pairs pass the threshold than k: zeros after
     assert (s[0, 3:] == 0).all() and (s[0, :3] > 0.5).all()
+
+
+def test_equal_scores_reach_nms_lower_index_first():
+    """A trained RPN's saturated sigmoid gives equal top scores; NMS keeps the first of two
+    overlapping ones, which must be the lower index (MMDetection's stable sort), whatever order
+    ``torch.topk`` returns them in."""
+    from dettool.trainer.models.postprocess.batched import top_k_rows
+
+    ranking = torch.tensor([[0.5, 0.9, 0.9, 0.1, 0.9, 0.7, 0.9]])
+    assert top_k_rows(ranking, 5).tolist() == [[1, 2, 4, 5, 6]]
+    assert top_k_rows(ranking, 0).tolist() == [list(range(7))]
 
 
 def decoder(min_bbox_size: float, nms_pre: int) -> AnchorDecoder:

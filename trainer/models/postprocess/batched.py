@@ -37,14 +37,18 @@ def gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 
 def top_k_rows(ranking: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices ``[B, min(k, N)]`` of the largest entries of ``ranking`` ``[B, N]``; ``k <= 0`` keeps all.
+    """Indices ``[B, min(k, N)]`` of the largest entries of ``ranking`` ``[B, N]``, in increasing
+    index order; ``k <= 0`` keeps all.
 
-    Top-k of all N candidates selects the same set as keeping them all, so the graph can always
-    take it (the level size may be symbolic).
+    In index order, equal values reach the NMS (which stable-sorts by score) lower index first,
+    as MMDetection's descending ``sort`` leaves them; ``torch.topk``'s own order puts ties
+    anywhere, and a trained RPN's sigmoid saturates into equal top scores of which NMS keeps the
+    first. Top-k of all N candidates selects the same set as keeping them all, so the graph can
+    always take it (the level size may be symbolic).
     """
     n = ranking.shape[1]
     kk = n if k <= 0 else torch.sym_min(k, n)
-    return ranking.topk(kk, dim=1).indices
+    return ranking.topk(kk, dim=1).indices.sort(dim=1).values
 
 
 def rois_from_batched(boxes: torch.Tensor) -> torch.Tensor:
