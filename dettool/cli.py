@@ -145,6 +145,39 @@ def eval_engine(config: str, checkpoint: str, engine: str, backend: str, out: st
 
 
 @cli.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
+@click.option("--config", type=click.Path(dir_okay=False), help="The checkpoint's config (MODEL a .pth only).")
+@click.option("--out", default="infer_out", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for results.json, images.json, summary.json/.md and vis/.")
+@click.option("--score-thr", type=click.FloatRange(0, 1), help="Keep detections scoring at least T "
+              "(default: all the model returns, above its test.score_thr).", metavar="T")
+@click.option("--draw-thr", default=0.3, show_default=True, type=click.FloatRange(0, 1),
+              help="Lowest score drawn on the pictures.")
+@click.option("--no-draw", is_flag=True, help="Write no pictures.")
+@click.option("--batch-size", default=1, show_default=True, type=click.IntRange(1), help="Images per model call.")
+@click.option("--device", default=None, help="cpu or cuda[:N] (default: cuda when available).")
+@click.option("--threads", type=click.IntRange(1), help="CPU threads (default: torch's).")
+@click.option("--ann-file", type=click.Path(dir_okay=False),
+              help="COCO annotations of the images: take their ids and evaluate the results against them.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Config override (checkpoint only).")
+def infer(model: str, inputs: tuple[str, ...], config: str | None, out: str, score_thr: float | None,
+          draw_thr: float, no_draw: bool, batch_size: int, device: str | None, threads: int | None,
+          ann_file: str | None, overrides: tuple[str, ...]) -> None:
+    """Detect objects in INPUT... (image files, folders, glob patterns) with MODEL: an .onnx deploy
+    graph, a dettool TensorRT engine, or a checkpoint with --config. Writes COCO-format results
+    and the images with their detections drawn; an unreadable image is warned about and skipped."""
+    from dettool.runtime.detector import Detector
+    from dettool.runtime.infer import run_infer
+
+    if overrides and config is None:
+        raise click.UsageError("--set applies to a checkpoint's --config only")
+    detector = Detector.load(model, config, device=device, threads=threads, overrides=overrides)
+    run_infer(detector, inputs, out, batch_size=batch_size, score_thr=score_thr, draw_thr=draw_thr,
+              draw=not no_draw, ann_file=ann_file)
+
+
+@cli.command()
 @click.option("--work-dir", default="work_dirs/quickstart", show_default=True, type=click.Path(file_okay=False))
 @click.option("--epochs", default=3, show_default=True, type=click.IntRange(1), help="Training epochs.")
 @click.option("--config", type=click.Path(dir_okay=False), help="Detector config (default: RetinaNet R-18 synth).")

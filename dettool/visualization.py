@@ -87,9 +87,16 @@ def plot_pr_curves(precision: np.ndarray, names: list[str], out_path: str | Path
 
 
 def draw_detections(image: Image.Image, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
-                    names: list[str], score_thr: float = 0.3) -> Image.Image:
-    """Copy of ``image`` with boxes ``[K, 4]`` xyxy scoring >= ``score_thr`` drawn and labelled."""
+                    names: list[str], score_thr: float = 0.3, masks: np.ndarray | None = None) -> Image.Image:
+    """Copy of ``image`` with boxes ``[K, 4]`` xyxy scoring >= ``score_thr`` drawn and labelled
+    (and their bool ``masks [K, H, W]`` tinted in the box colour)."""
     out = image.convert("RGB").copy()
+    if masks is not None:
+        pixels = np.asarray(out, dtype=np.float32).copy()
+        for mask, score, label in zip(masks, scores, labels):
+            if score >= score_thr:
+                pixels[mask] = 0.5 * pixels[mask] + 0.5 * np.array(_PALETTE[int(label) % len(_PALETTE)], np.float32)
+        out = Image.fromarray(pixels.astype(np.uint8))
     draw = ImageDraw.Draw(out)
     for box, score, label in zip(boxes, scores, labels):
         if score < score_thr:

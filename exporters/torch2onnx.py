@@ -98,13 +98,9 @@ def custom_ops_of(model: onnx.ModelProto) -> tuple[str, ...]:
 def build_metadata(cfg: Config, deploy: DeployDetector, class_names: list[str], cat_ids: list[int], *,
                    portable: bool, fp16: bool, dynamic_batch: bool, batch: int, custom_ops: tuple[str, ...],
                    checkpoint: str | Path) -> DeployMetadata:
-    t = cfg.test
     return DeployMetadata(
         model_type=deploy.model_type, class_names=tuple(class_names), cat_ids=tuple(int(c) for c in cat_ids),
-        preprocess=Preprocess(test_scale=cfg.data.test_scale, mean=tuple(cfg.data.mean), std=tuple(cfg.data.std),
-                              size_divisor=cfg.data.size_divisor, keep_ratio=cfg.data.keep_ratio,
-                              channel_order=cfg.data.channel_order),
-        postprocess=Postprocess(t.score_thr, t.nms_iou_thr, t.max_per_img, t.mask_thr, t.mask_paste),
+        preprocess=Preprocess.of_config(cfg), postprocess=Postprocess.of_config(cfg),
         with_masks=deploy.with_masks, flavour="portable" if portable else "custom",
         precision="fp16" if fp16 else "fp32", opset=OPSET, custom_ops=custom_ops, dynamic_batch=dynamic_batch,
         export_batch=batch, dettool_version=dettool.__version__, source_config=cfg.source,
@@ -135,7 +131,7 @@ def check_model(path: Path) -> None:
 def export_onnx(cfg: Config, checkpoint: str | Path, out: str | Path, *, fp16: bool = False, portable: bool = False,
                 dynamic_batch: bool = False, batch: int = 1) -> tuple[Path, DeployMetadata]:
     """Export ``checkpoint`` of ``cfg``'s model to ``out`` (ONNX opset 19); returns the path and metadata."""
-    from dettool.trainer.checkpoint import load_checkpoint
+    from dettool.trainer.checkpoint import checkpoint_classes, load_checkpoint
     from dettool.trainer.evaluate import load_trained_model
 
     out = Path(out)
@@ -144,10 +140,8 @@ def export_onnx(cfg: Config, checkpoint: str | Path, out: str | Path, *, fp16: b
     if batch < 1:
         raise ExportError(f"--batch-size {batch}: must be at least 1")
     model = load_trained_model(cfg, checkpoint, torch.device("cpu"))
-    meta_ckpt = load_checkpoint(checkpoint).get("meta", {})
-    num_classes = cfg.model.num_classes
-    class_names = list(meta_ckpt.get("class_names") or [f"class_{i}" for i in range(num_classes)])
-    cat_ids = list(meta_ckpt.get("cat_ids") or range(1, num_classes + 1))
+    class_names, cat_ids = checkpoint_classes(load_checkpoint(checkpoint), cfg.model.num_classes,
+                                              cfg.data.category_ids)
     deploy = build_deploy_model(model)
     # torch.export specialises a dimension whose example size is 1: trace a dynamic batch with 2.
     inputs = example_inputs(cfg, max(batch, 2) if dynamic_batch else batch)

@@ -1,4 +1,5 @@
-"""dettool.runtime: inference backends (torch, onnxruntime, tensorrt) behind one interface.
+"""dettool.runtime: inference backends (torch, onnxruntime, tensorrt) behind one interface, and
+``Detector``, the object an application imports (``runtime/detector.py``).
 
 ``TorchBackend`` runs the trained model eagerly (``runtime/torch_backend.py``); exported files
 are opened with :func:`load_backend`, which imports each engine backend only when it is asked for.
@@ -30,7 +31,8 @@ def _ort_providers(device: str | None) -> list[str] | None:
     return ["CPUExecutionProvider"]
 
 
-def load_backend(name: str, path: str | Path, device: str | None = None):
+def load_backend(name: str, path: str | Path, device: str | None = None, *, providers: list[str] | None = None,
+                 threads: int | None = None):
     """The ``Backend`` running exported file ``path``.
 
     Args:
@@ -38,6 +40,8 @@ def load_backend(name: str, path: str | Path, device: str | None = None):
         path: the exported file.
         device: ``cpu`` / ``cuda`` (onnxruntime: the execution provider, default CUDA when
             available; tensorrt: the CUDA device, default ``cuda``).
+        providers: onnxruntime execution providers (overrides ``device``).
+        threads: onnxruntime intra-op threads (default: torch's thread count).
 
     Returns: an ``OnnxRuntimeBackend`` or a ``TensorRTBackend``; both carry the deploy metadata as ``meta``.
     ``BackendError`` (one line) for an unknown backend, a missing file or a missing TensorRT.
@@ -45,7 +49,8 @@ def load_backend(name: str, path: str | Path, device: str | None = None):
     if name == "onnxruntime":
         from dettool.runtime.onnxruntime_backend import OnnxRuntimeBackend
 
-        return OnnxRuntimeBackend(path, providers=_ort_providers(device))
+        return OnnxRuntimeBackend(path, providers=list(providers) if providers else _ort_providers(device),
+                                  threads=threads)
     if name == "tensorrt":
         if not Path(path).is_file():
             raise BackendError(f"{path}: engine file not found")
@@ -59,3 +64,11 @@ def load_backend(name: str, path: str | Path, device: str | None = None):
             raise BackendError(f"the tensorrt backend is not part of this dettool install ({exc})") from None
         return TensorRTBackend(path, device or "cuda")
     raise BackendError(f"--backend {name}: unknown backend; choose one of {', '.join(ENGINE_BACKENDS)}")
+
+
+def __getattr__(name: str):
+    if name in ("Detector", "DetectionResult"):  # imported on use: it pulls in the data pipeline
+        from dettool.runtime import detector
+
+        return getattr(detector, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

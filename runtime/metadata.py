@@ -9,6 +9,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from dettool.config.schema import Config
+from dettool.data.pipeline import Pipeline, test_pipeline
 from dettool.errors import DataError
 
 FORMAT = "dettool-deploy"
@@ -37,6 +39,18 @@ class Preprocess:
     keep_ratio: bool = True
     channel_order: str = "rgb"
 
+    @classmethod
+    def of_config(cls, cfg: Config) -> "Preprocess":
+        """The test-time preprocessing of ``cfg.data``."""
+        d = cfg.data
+        return cls(test_scale=d.test_scale, mean=tuple(d.mean), std=tuple(d.std), size_divisor=d.size_divisor,
+                   keep_ratio=d.keep_ratio, channel_order=d.channel_order)
+
+    def pipeline(self) -> Pipeline:
+        """The per-image steps (Resize, Normalize) as ``dettool eval`` runs them; Pad is batching's."""
+        return test_pipeline(self.test_scale, keep_ratio=self.keep_ratio, mean=self.mean, std=self.std,
+                             channel_order=self.channel_order, key="preprocess.test_scale")
+
 
 @dataclass(frozen=True)
 class Postprocess:
@@ -47,6 +61,13 @@ class Postprocess:
     max_per_img: int
     mask_thr: float = 0.5
     mask_paste: str = "mmdet"
+
+    @classmethod
+    def of_config(cls, cfg: Config) -> "Postprocess":
+        """The test-time decoding settings of ``cfg.test``."""
+        t = cfg.test
+        return cls(score_thr=t.score_thr, nms_iou_thr=t.nms_iou_thr, max_per_img=t.max_per_img, mask_thr=t.mask_thr,
+                   mask_paste=t.mask_paste)
 
 
 @dataclass(frozen=True)

@@ -295,7 +295,8 @@ class DettoolSession(ort.InferenceSession):
         return outputs
 
 
-def make_session(model: str | Path | onnx.ModelProto, providers: list[str] | None = None) -> ort.InferenceSession:
+def make_session(model: str | Path | onnx.ModelProto, providers: list[str] | None = None,
+                 threads: int | None = None) -> ort.InferenceSession:
     """An ONNX Runtime session for a dettool deploy graph, custom-op or portable, FP32 or FP16.
 
     Args:
@@ -303,15 +304,16 @@ def make_session(model: str | Path | onnx.ModelProto, providers: list[str] | Non
         providers: ONNX Runtime execution providers; default CPU. The dettool Python ops always
             run on the CPU.
 
-    Returns: a :class:`DettoolSession` (an ``onnxruntime.InferenceSession``), using as many
-    intra-op threads as torch (``torch.get_num_threads()``, e.g. from ``OMP_NUM_THREADS``), so
-    that both run on the same cores when they are compared.
+        threads: intra-op threads; default as many as torch (``torch.get_num_threads()``, e.g.
+            from ``OMP_NUM_THREADS``), so that both run on the same cores when they are compared.
+
+    Returns: a :class:`DettoolSession` (an ``onnxruntime.InferenceSession``).
     """
     if not isinstance(model, onnx.ModelProto):
         model = onnx.load(str(model))
     adapted = adapt_model(model)
     options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
     if adapted is not model:
         register_python_ops()
         options.register_custom_ops_library(get_library_path())

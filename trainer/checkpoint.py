@@ -41,6 +41,20 @@ def load_model_weights(model: torch.nn.Module, ckpt: dict, path: str | Path) -> 
     model.load_state_dict(state)
 
 
+def checkpoint_classes(ckpt: dict, num_classes: int,
+                       category_ids: list[int] | None = None) -> tuple[list[str], list[int]]:
+    """Class names and COCO category ids of a checkpoint's ``num_classes`` labels.
+
+    From the checkpoint's ``meta`` (written by training and by ``dettool convert``), else the
+    config's ``data.category_ids`` (a converted checkpoint's label map), else ``class_<i>`` and
+    ``1..C``.
+    """
+    meta = ckpt.get("meta") or {}
+    names = list(meta.get("class_names") or [f"class_{i}" for i in range(num_classes)])
+    cat_ids = [int(c) for c in (meta.get("cat_ids") or category_ids or range(1, num_classes + 1))]
+    return names, cat_ids
+
+
 def rng_state() -> dict:
     """Python, NumPy, torch (and CUDA) RNG states in ``weights_only``-loadable types."""
     np_state = np.random.get_state()

@@ -24,19 +24,25 @@ from dettool.data.sample import Sample
 from dettool.errors import DataError
 
 
+def image_to_rgb(img: Image.Image) -> Image.Image:
+    """A decoded image as dettool sees it: EXIF orientation applied, then RGB (grayscale
+    replicated, palette expanded, transparency composited on black)."""
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        canvas = Image.new("RGB", rgba.size, (0, 0, 0))
+        canvas.paste(rgba, mask=rgba.split()[3])
+        return canvas
+    return img.convert("RGB")
+
+
 def load_image(path: Path) -> Image.Image:
-    """Decode an image file as RGB with its EXIF orientation applied; ``DataError`` names the file."""
+    """Decode an image file as RGB (``image_to_rgb``); ``DataError`` names the file."""
     if not path.is_file():
         raise DataError(f"{path}: image file not found")
     try:
         with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img)
-            if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
-                rgba = img.convert("RGBA")
-                canvas = Image.new("RGB", rgba.size, (0, 0, 0))
-                canvas.paste(rgba, mask=rgba.split()[3])
-                return canvas
-            return img.convert("RGB")
+            return image_to_rgb(img)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{path}: cannot decode image ({exc})") from None
 

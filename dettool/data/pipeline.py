@@ -30,6 +30,7 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from dettool.data.sample import Sample
+from dettool.data.scale import ScaleSpec
 
 
 class Transform(Protocol):
@@ -56,3 +57,20 @@ class Pipeline:
     def __repr__(self) -> str:
         return f"Pipeline({', '.join(type(t).__name__ for t in self.transforms)})"
 
+
+
+def test_pipeline(test_scale: str, *, keep_ratio: bool, mean: Sequence[float], std: Sequence[float],
+                  channel_order: str = "rgb", key: str = "test_scale") -> Pipeline:
+    """The fixed test pipeline, Resize to ``test_scale`` then Normalize (Pad is ``Collate``'s):
+    what ``dettool eval`` feeds a model and what a deployed model's runtime must do again.
+
+    Args:
+        test_scale: ``data.test_scale`` (``1333x800``; an exact ``WxH`` without ``keep_ratio``).
+        keep_ratio, mean, std, channel_order: ``data.keep_ratio`` ... as the model was trained.
+        key: how errors name ``test_scale``.
+    """
+    from dettool.data.geometric import Resize
+    from dettool.data.photometric import Normalize
+
+    return Pipeline([Resize(ScaleSpec.parse(test_scale, key), keep_ratio=keep_ratio),
+                     Normalize(mean, std, channel_order)])

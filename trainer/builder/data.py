@@ -11,7 +11,7 @@ from dettool.data.coco import CocoDetection
 from dettool.data.geometric import Expand, MinIoURandomCrop, RandomFlip, Resize
 from dettool.data.loader import Collate, EpochSampler
 from dettool.data.photometric import Normalize, PhotoMetricDistortion
-from dettool.data.pipeline import Pipeline, Transform
+from dettool.data.pipeline import Pipeline, Transform, test_pipeline
 from dettool.data.proposals import load_proposals
 from dettool.data.scale import ScaleSpec
 from dettool.errors import ConfigError, DataError
@@ -78,12 +78,12 @@ TRANSFORMS = Table("data pipeline step", {
 
 
 def build_pipeline(d: D.DataConfig, train: bool) -> Pipeline:
-    """The per-sample transforms of ``data.train_pipeline`` (``train``) or of the fixed test
-    pipeline (``TEST_PIPELINE``: Resize to ``data.test_scale``, Normalize), Pad left to batching."""
-    if train:
-        scale, steps, key = ScaleSpec.parse(d.train_scale, "data.train_scale"), d.train_pipeline, "data.train_pipeline"
-    else:
-        scale, steps, key = ScaleSpec.parse(d.test_scale, "data.test_scale"), D.TEST_PIPELINE, "test pipeline"
+    """The per-sample transforms of ``data.train_pipeline`` (``train``) or the fixed test pipeline
+    (``dettool.data.pipeline.test_pipeline``: Resize to ``data.test_scale``, Normalize), Pad left to batching."""
+    if not train:
+        return test_pipeline(d.test_scale, keep_ratio=d.keep_ratio, mean=d.mean, std=d.std,
+                             channel_order=d.channel_order, key="data.test_scale")
+    scale, steps, key = ScaleSpec.parse(d.train_scale, "data.train_scale"), d.train_pipeline, "data.train_pipeline"
     transforms: list[Transform] = [TRANSFORMS.build(step, d, scale, key=f"{key}[{i}]")
                                    for i, step in enumerate(steps) if not isinstance(step, D.PadConfig)]
     return Pipeline(transforms)
