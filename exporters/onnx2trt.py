@@ -1,14 +1,19 @@
 """ONNX deploy graph -> TensorRT engine (TensorRT 10 and 11), written as a dettool engine file.
 
-FP16 engines: TensorRT 11 networks are strongly typed (it has no FP16 builder flag), so an FP16
-engine is built from the ``--fp16`` ONNX graph, whose types TensorRT follows. TensorRT 10 builds
-that graph the same way (``STRONGLY_TYPED`` network) and can also build an FP32 graph with the
-FP16 builder flag (``fp16_flag=True``). dettool's plugin library is loaded before parsing: the
-parser maps each ``dettool`` node to the plugin of the same name (``plugin_namespace`` attribute).
+FP16 engines: TensorRT 11 networks are strongly typed (it has no FP16 builder flag; its
+deprecated ``STRONGLY_TYPED`` creation flag is ignored and not set), so an FP16 engine is built
+from the ``--fp16`` ONNX graph, whose types TensorRT follows. TensorRT 10 builds that graph the
+same way (``STRONGLY_TYPED`` network) and can also build an FP32 graph with the FP16 builder flag
+(``fp16_flag=True``); then the layers of the graph's float32 regions (box decoding, proposal and
+detection selection, RoI coordinates: the nodes ``exporters/fp16.py`` keeps float32) are pinned
+to float32 (layer precision and output types, ``PREFER_PRECISION_CONSTRAINTS``), as the ``--fp16``
+graph has them. dettool's plugin library is loaded before parsing: the parser maps each
+``dettool`` node to the plugin of the same name (``plugin_namespace`` attribute).
 """
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +22,7 @@ import onnx
 from dettool.config.schema import DeployConfig
 from dettool.data.transforms import ScaleSpec, rescale_size
 from dettool.errors import ExportError
+from dettool.exporters.fp16 import FP32_OPS, fp32_node_names, index_arithmetic_node_names
 from dettool.io import atomic_write_bytes, file_sha256
 from dettool.runtime.engine_file import EngineHeader, write_engine
 from dettool.runtime.metadata import METADATA_KEY, DeployMetadata, sidecar_path
@@ -102,11 +108,62 @@ def _gpu() -> tuple[str, str]:
     return f"{major}.{minor}", torch.cuda.get_device_name()
 
 
-def _network_flags(trt, strongly_typed: bool) -> int:
+def _network_flags(trt, strongly_typed: bool, tensorrt_major: int) -> int:
+    """Network creation flags: ``STRONGLY_TYPED`` for a typed graph on TensorRT 10; none on 11,
+    where every network is strongly typed and the flag is deprecated and ignored."""
+    if not strongly_typed or tensorrt_major >= 11:
+        return 0
     flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
-    if strongly_typed and flag is None:
+    if flag is None:
         raise ExportError(f"TensorRT {trt.__version__} has no strongly typed networks; use TensorRT 10 or newer")
-    return (1 << int(flag)) if strongly_typed else 0
+    return 1 << int(flag)
+
+
+_ONNX_LAYER = re.compile(r"\[ONNX Layer: ([^\]]+)\]")
+
+
+def fp32_onnx_nodes(model: onnx.ModelProto) -> set[str]:
+    """Names of the nodes of an FP32 deploy graph that must compute in float32 whatever precision
+    TensorRT prefers: those ``exporters/fp16.py`` keeps float32 (``Float32Block`` regions, integer
+    arithmetic written in float, ``FP32_OPS``)."""
+    # Defines the Float32Block classes the regions are recognised by.
+    import dettool.trainer.models.postprocess.dense_decoders  # noqa: F401
+    import dettool.trainer.models.postprocess.roi_decoders  # noqa: F401
+
+    names = set(fp32_node_names(model)) | set(index_arithmetic_node_names(model))
+    return names | {n.name for n in model.graph.node if n.op_type in FP32_OPS}
+
+
+def onnx_nodes_of(layer) -> list[str]:
+    """The ONNX nodes a network layer was parsed from: its ``[ONNX Layer: <node>]`` metadata (set by
+    TensorRT 10's ONNX parser), else its name (the parser names a node's layer after the node)."""
+    return _ONNX_LAYER.findall(getattr(layer, "metadata", "") or "") or [layer.name]
+
+
+def pin_fp32_layers(trt, network, fp32_nodes: set[str]) -> list[str]:
+    """Make every layer parsed from ``fp32_nodes`` compute and output float32 under the FP16 flag.
+
+    Sets ``layer.precision`` (layers with a float input or output) and the type of each float
+    output; integer and boolean outputs keep their types.
+
+    Returns: the names of the pinned layers.
+    """
+    floats = (trt.float32, trt.float16)
+    pinned = []
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        if not fp32_nodes.intersection(onnx_nodes_of(layer)):
+            continue
+        outputs = [layer.get_output(j) for j in range(layer.num_outputs)]
+        inputs = [layer.get_input(j) for j in range(layer.num_inputs)]
+        if not any(t is not None and t.dtype in floats for t in inputs + outputs):
+            continue
+        layer.precision = trt.float32
+        for j, out in enumerate(outputs):
+            if out.dtype in floats:
+                layer.set_output_type(j, trt.float32)
+        pinned.append(layer.name)
+    return pinned
 
 
 def build_engine(onnx_path: str | Path, engine_path: str | Path, profile: ShapeProfile, *, fp16_flag: bool = False,
@@ -117,7 +174,8 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, profile: ShapeP
         onnx_path: a graph written by ``dettool export --to onnx`` (``--fp16`` for FP16 engines).
         engine_path: the dettool engine file to write (atomically), plus its ``.json`` sidecar.
         profile: the optimization profile.
-        fp16_flag: TensorRT 10 only: let TensorRT pick FP16 kernels for an FP32 graph.
+        fp16_flag: TensorRT 10 only: let TensorRT pick FP16 kernels for an FP32 graph, except in
+            its float32 regions (``pin_fp32_layers``).
         workspace_mb: builder workspace limit.
         timing_cache: file read before and written after the build (speeds up rebuilds).
     """
@@ -135,7 +193,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, profile: ShapeP
     compute_capability, gpu_name = _gpu()
 
     builder = trt.Builder(env.logger)
-    network = builder.create_network(_network_flags(trt, strongly_typed))
+    network = builder.create_network(_network_flags(trt, strongly_typed, env.major))
     parser = trt.OnnxParser(network, env.logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = [parser.get_error(i).desc() for i in range(parser.num_errors)]
@@ -143,7 +201,13 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, profile: ShapeP
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
     if fp16_flag and not strongly_typed:
+        fp32_nodes = fp32_onnx_nodes(onnx.load(str(onnx_path), load_external_data=False))
+        if fp32_nodes and not pin_fp32_layers(trt, network, fp32_nodes):
+            raise ExportError(f"{onnx_path}: none of TensorRT's layers maps to the graph's {len(fp32_nodes)} float32 "
+                              "nodes, which the FP16 flag would run in FP16; build from the graph of dettool export "
+                              "--to onnx --fp16 instead")
         config.set_flag(trt.BuilderFlag.FP16)
+        config.set_flag(trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
     opt_profile = builder.create_optimization_profile()
     shapes = {}
     for i in range(network.num_inputs):

@@ -9,11 +9,14 @@ Search order (also in plugins_trt/README.md), first hit wins:
 3. ``<repository>/build/libdettool_plugins.so``: a build tree beside the sources
    (``cmake -S . -B build && cmake --build build``), for an editable install.
 
-Loading the library into TensorRT is the loader's job; this module only finds and fingerprints it,
-so that an engine's metadata can record which plugin binary it was built with.
+Registering the library with TensorRT is the loader's job (runtime/tensorrt_env.py); this module
+finds it, fingerprints it, so that an engine's metadata can record which plugin binary it was
+built with, and reads what it was built with (``plugin_build_info``).
 """
 from __future__ import annotations
 
+import ctypes
+import json
 import os
 from pathlib import Path
 
@@ -22,6 +25,10 @@ from dettool.io import file_sha256
 
 PLUGIN_LIBRARY_NAME = "libdettool_plugins.so"
 PLUGIN_LIBRARY_ENV = "DETTOOL_TRT_PLUGIN_LIB"
+# The creators the library registers (plugins_trt/README.md): names, one version, one namespace.
+PLUGIN_NAMES = ("DettoolBatchedNMS", "DettoolMultiLevelRoIAlign", "DettoolModulatedDeformConv")
+PLUGIN_VERSION = "1"
+PLUGIN_NAMESPACE = "dettool"
 
 
 def plugin_library_candidates() -> list[Path]:
@@ -63,3 +70,27 @@ def find_plugin_library() -> Path:
 def plugin_library_hash(path: Path | str) -> str:
     """sha256 of the library file, hex: identifies the exact plugin binary an engine was built with."""
     return file_sha256(path)
+
+
+def plugin_build_info(path: Path | str) -> dict:
+    """What the library was built with: ``dettoolPluginBuildInfo()``'s JSON (plugin names,
+    TensorRT headers' ``tensorrt_version``, ``cuda_version`` of nvcc, ``cudart_api_version``, GPU
+    architectures, compiler).
+
+    Loads the library into the process (``ctypes``); loading registers nothing with TensorRT.
+
+    Raises:
+        OSError: the file is not a loadable library.
+        ValueError: it has no ``dettoolPluginBuildInfo`` or its answer is not JSON.
+    """
+    library = ctypes.CDLL(str(path))
+    try:
+        build_info = library.dettoolPluginBuildInfo
+    except AttributeError:
+        raise ValueError(f"{path}: no dettoolPluginBuildInfo(); not dettool's plugin library") from None
+    build_info.restype = ctypes.c_char_p
+    build_info.argtypes = []
+    try:
+        return json.loads(build_info().decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: dettoolPluginBuildInfo() is not JSON ({exc})") from None

@@ -2,16 +2,16 @@
  * The registration unit of libdettool_plugins.so: the three creators, how TensorRT finds them,
  * and what the library was built with.
  *
- * Two ways to load the library, both supported, never registering a creator twice:
- *  - dlopen by the application (Python ctypes.CDLL after `import tensorrt`, trtexec
- *    --staticPlugins, a C++ program): a static initializer registers the creators with the
- *    getPluginRegistry() of the libnvinfer already loaded in the process;
+ * Loading the library registers nothing. The creators reach TensorRT's registry one of two ways,
+ * each registering a creator at most once:
  *  - IPluginRegistry::loadLibrary (tensorrt's registry.load_library, trtexec --dynamicPlugins):
- *    TensorRT calls getCreators() and registers what it returns. The static initializer sees
- *    libnvinfer on its call stack and leaves the registration to TensorRT (loadLibrary fails if a
- *    creator it is handed is already registered); should that check miss, getCreators() returns
- *    only the creators not registered statically.
- * DETTOOL_TRT_PLUGIN_NO_STATIC_REGISTRATION=1 switches the static registration off altogether.
+ *    TensorRT calls getCreators() and registers what it returns;
+ *  - dettoolRegisterPlugins(), called by an application that dlopened the library itself (Python
+ *    ctypes after `import tensorrt`, a C++ program): registers, with the getPluginRegistry() of
+ *    the libnvinfer loaded in the process, each creator the registry does not hold yet.
+ * getCreators() leaves out the creators dettoolRegisterPlugins() registered, so the two can be
+ * mixed in one process; dettool's Python loader (runtime/tensorrt_env.py) calls loadLibrary only
+ * when the registry lacks dettool's creators.
  *
  * The library does not link libnvinfer, so one build serves TensorRT 10 and 11 (libnvinfer.so.10
  * or .11) as far as their IPluginV3 interfaces are the same.
@@ -23,11 +23,7 @@
 #include "build_info.h"
 
 #include <NvInferVersion.h>
-#include <cstdlib>
-#include <cstring>
 #include <cuda_runtime_api.h>
-#include <dlfcn.h>
-#include <execinfo.h>
 #include <mutex>
 #include <string>
 
@@ -68,7 +64,7 @@ Registrations& registrations()
     return sRegistrations;
 }
 
-//! Register the creators not yet registered by this library; -1 when TensorRT is not loaded.
+//! Register the creators the registry does not hold yet; -1 when TensorRT is not loaded.
 int32_t registerWithGlobalRegistry()
 {
     GetPluginRegistryFn const getRegistry = findGetPluginRegistry();
@@ -82,7 +78,11 @@ int32_t registerWithGlobalRegistry()
     int32_t count = 0;
     for (int32_t i = 0; i < kNbCreators; ++i)
     {
-        if (!state.registered[i] && registry->registerCreator(*creatorAt(i), kPluginNamespace))
+        auto* creator = static_cast<IPluginCreatorV3One*>(creatorAt(i));
+        // Already there (loadLibrary registered this library, or an earlier call did): asking
+        // TensorRT to register it again only logs an error.
+        bool const present = registry->getCreator(creator->getPluginName(), kPluginVersion, kPluginNamespace) != nullptr;
+        if (!state.registered[i] && !present && registry->registerCreator(*creator, kPluginNamespace))
         {
             state.registered[i] = true;
             ++count;
@@ -91,51 +91,12 @@ int32_t registerWithGlobalRegistry()
     return count;
 }
 
-//! Whether a libnvinfer* (full, lean or dispatch runtime) is on the call stack: TensorRT's
-//! IPluginRegistry::loadLibrary is loading this library and will register getCreators() itself.
-bool calledFromTensorRt() noexcept
-{
-    void* frames[64];
-    int32_t const depth = backtrace(frames, 64);
-    for (int32_t i = 1; i < depth; ++i)
-    {
-        Dl_info info;
-        if (dladdr(frames[i], &info) != 0 && info.dli_fname != nullptr)
-        {
-            char const* slash = std::strrchr(info.dli_fname, '/');
-            if (std::strncmp(slash ? slash + 1 : info.dli_fname, "libnvinfer", 10) == 0)
-            {
-                return true;
-            }
-        }
-    }
-    return false;
-}
-
-//! The static initializer: registration at load time, unless TensorRT is loading the library or
-//! DETTOOL_TRT_PLUGIN_NO_STATIC_REGISTRATION is set.
-struct StaticRegistration
-{
-    StaticRegistration()
-    {
-        char const* off = std::getenv("DETTOOL_TRT_PLUGIN_NO_STATIC_REGISTRATION");
-        bool const disabled = off != nullptr && off[0] != '\0' && std::strcmp(off, "0") != 0;
-        if (!disabled && !calledFromTensorRt())
-        {
-            registerWithGlobalRegistry();
-        }
-    }
-};
-
-StaticRegistration const gStaticRegistration;
-
 } // namespace
 } // namespace plugin
 } // namespace dettool
 
-//! For IPluginRegistry::loadLibrary: the creators TensorRT should register, i.e. those the static
-//! initializer has not registered itself (all three when TensorRT was not loaded before this
-//! library, or with DETTOOL_TRT_PLUGIN_NO_STATIC_REGISTRATION=1).
+//! For IPluginRegistry::loadLibrary: the creators TensorRT should register, i.e. all three unless
+//! dettoolRegisterPlugins() has registered some of them already.
 DETTOOL_EXPORT IPluginCreatorInterface* const* getCreators(int32_t& nbCreators)
 {
     using namespace dettool::plugin;
@@ -159,8 +120,8 @@ DETTOOL_EXPORT void setLoggerFinder(ILoggerFinder* finder)
     dettool::plugin::setLoggerFinder(finder);
 }
 
-//! Register the creators with the global registry now (for a library loaded before TensorRT).
-//! Returns how many were newly registered, or -1 when no libnvinfer is loaded.
+//! Register the creators the global registry does not hold yet (for a library the application
+//! dlopened itself). Returns how many were newly registered, or -1 when no libnvinfer is loaded.
 DETTOOL_EXPORT int32_t dettoolRegisterPlugins()
 {
     return dettool::plugin::registerWithGlobalRegistry();

@@ -17,9 +17,9 @@ import onnxruntime as ort
 import torch
 
 from dettool.errors import BackendError, DataError, DettoolError
-from dettool.runtime.backend import Backend
+from dettool.runtime.backend import Backend, infer_in_pieces
 from dettool.runtime.metadata import METADATA_KEY, DeployMetadata, sidecar_path
-from dettool.structures.detections import Detections, DetOutputs, image_shapes_tensor, outputs_to_detections
+from dettool.structures.detections import Detections, DetOutputs
 
 INPUT_NAMES = ("images", "image_shapes")
 REQUIRED_OUTPUTS = ("num_dets", "boxes", "scores", "labels")
@@ -39,7 +39,8 @@ def _first_line(exc: BaseException) -> str:
     return (lines[0] if lines else type(exc).__name__)[:300]
 
 
-def _looks_like_engine(path: Path) -> bool:
+def looks_like_engine(path: Path) -> bool:
+    """Whether the file starts like a TensorRT plan or a dettool engine (or has an engine suffix and is not ONNX)."""
     with open(path, "rb") as f:
         head = f.read(16)
     return any(magic in head for magic in ENGINE_MAGICS) or (
@@ -53,7 +54,7 @@ def load_onnx_model(path: str | Path) -> onnx.ModelProto:
         raise BackendError(f"{path}: model file not found")
     if not path.is_file():
         raise BackendError(f"{path}: is a folder, not an ONNX model file")
-    if _looks_like_engine(path):
+    if looks_like_engine(path):
         raise BackendError(f"{path}: is not an ONNX model (a TensorRT engine? use --backend tensorrt)")
     try:
         model = onnx.load(str(path))
@@ -110,6 +111,7 @@ class OnnxRuntimeBackend(Backend):
         path: the ``.onnx`` file written by ``dettool export --to onnx``.
         providers: ONNX Runtime execution providers (default: CUDA when available, else CPU).
             dettool's custom ops always run on the CPU (onnxruntime-extensions Python ops).
+        threads: intra-op threads (default: torch's thread count).
 
     Attributes:
         meta: the graph's ``DeployMetadata``.
@@ -118,7 +120,7 @@ class OnnxRuntimeBackend(Backend):
 
     name = "onnxruntime"
 
-    def __init__(self, path: str | Path, providers: list[str] | None = None) -> None:
+    def __init__(self, path: str | Path, providers: list[str] | None = None, threads: int | None = None) -> None:
         from dettool.runtime.ort_custom_ops import make_session
 
         self.path = Path(path)
@@ -126,7 +128,7 @@ class OnnxRuntimeBackend(Backend):
         self.meta = read_deploy_metadata(model, self.path)
         self.providers = select_providers(providers)
         try:
-            self.session = make_session(model, providers=self.providers)
+            self.session = make_session(model, providers=self.providers, threads=threads)
         except DettoolError:
             raise
         except Exception as exc:  # ONNX Runtime rejects the graph (bad opset, broken node, ...)
@@ -156,22 +158,12 @@ class OnnxRuntimeBackend(Backend):
 
     def infer(self, images: torch.Tensor, metas: list[dict]) -> list[Detections]:
         """Detections of each image in original-image pixels (CPU tensors)."""
-        shapes = image_shapes_tensor(metas)
         num = images.shape[0]
-        step = self.fixed_batch or num
-        if step != num and not self._noted_batch:
+        step = self.fixed_batch or max(num, 1)
+        if self.fixed_batch and step != num and not self._noted_batch:
             self._noted_batch = True
             how = "one by one" if step == 1 else f"in batches of {step}"
             note(f"{self.path.name} has a fixed batch of {step} (exported without --dynamic-batch): "
                  f"running the {num} images of a batch {how}")
-        dets: list[Detections] = []
-        for start in range(0, num, step):
-            piece, piece_shapes = images[start:start + step], shapes[start:start + step]
-            if piece.shape[0] < step:  # pad a short last piece with copies of its last image
-                pad = step - piece.shape[0]
-                piece = torch.cat([piece, piece[-1:].expand(pad, *piece.shape[1:])])
-                piece_shapes = torch.cat([piece_shapes, piece_shapes[-1:].expand(pad, 2)])
-            out = self.run(piece, piece_shapes)
-            dets += outputs_to_detections(out, metas[start:start + step], self.meta.postprocess.mask_thr,
-                                          self.meta.postprocess.mask_paste)
-        return dets
+        return infer_in_pieces(self.run, images, metas, max_batch=step, min_batch=self.fixed_batch or 1,
+                               mask_thr=self.meta.postprocess.mask_thr, mask_paste=self.meta.postprocess.mask_paste)

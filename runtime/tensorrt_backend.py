@@ -1,8 +1,10 @@
 """TensorRT backend: a dettool engine file run with the name-based tensor API on a CUDA stream.
 
 Inputs and outputs live in torch CUDA tensors whose addresses are handed to the execution
-context (``set_input_shape``, ``set_tensor_address``, ``execute_async_v3``); the context runs on
-the backend's own stream, which first waits for the stream that produced the inputs.
+context (``set_input_shape``, ``set_tensor_address``, ``execute_async_v3``) with the engine's GPU
+current; the context runs on the backend's own stream, which first waits for the stream that
+produced the inputs. A batch is fed in pieces the optimization profile accepts (``max`` images at
+most, a short last piece padded up to ``min``: ``runtime.backend.infer_in_pieces``).
 """
 from __future__ import annotations
 
@@ -12,10 +14,10 @@ from pathlib import Path
 import torch
 
 from dettool.errors import BackendError
-from dettool.runtime.backend import Backend
+from dettool.runtime.backend import Backend, infer_in_pieces
 from dettool.runtime.engine_file import check_compatible, read_engine
 from dettool.runtime.tensorrt_env import tensorrt_env
-from dettool.structures.detections import Detections, DetOutputs, image_shapes_tensor, outputs_to_detections
+from dettool.structures.detections import Detections, DetOutputs
 
 
 def torch_dtype(trt, dtype) -> torch.dtype:
@@ -65,10 +67,19 @@ class TensorRTBackend(Backend):
         is_input = {n: self.engine.get_tensor_mode(n) == self.trt.TensorIOMode.INPUT for n in names}
         self.input_names = [n for n in names if is_input[n]]
         self.output_names = [n for n in names if not is_input[n]]
-        self.max_batch = int(header.profiles.get("images", {}).get("max", [1])[0])
+        images_profile = header.profiles.get("images", {})
+        self.max_batch = max(1, int(images_profile.get("max", [1])[0]))
+        self.min_batch = min(self.max_batch, max(1, int(images_profile.get("min", [1])[0])))
 
     def run(self, images: torch.Tensor, image_shapes: torch.Tensor) -> DetOutputs:
-        """Execute the engine on one batch (``images [B, 3, H, W]``, ``image_shapes [B, 2]``)."""
+        """Execute the engine on one batch (``images [B, 3, H, W]``, ``image_shapes [B, 2]``), B in
+        the profile's batch range."""
+        # The context, its tensors and its stream belong to self.device: TensorRT runs on the
+        # current device, which need not be it.
+        with torch.cuda.device(self.device):
+            return self._execute(images, image_shapes)
+
+    def _execute(self, images: torch.Tensor, image_shapes: torch.Tensor) -> DetOutputs:
         feeds = {"images": images.to(self.device, torch.float32).contiguous(),
                  "image_shapes": image_shapes.to(self.device, torch.float32).contiguous()}
         for name in self.input_names:
@@ -87,14 +98,8 @@ class TensorRTBackend(Backend):
             raise BackendError(f"{self.path}: TensorRT failed to execute the engine")
         torch.cuda.current_stream(self.device).wait_stream(self.stream)
         return DetOutputs(outputs["num_dets"], outputs["boxes"], outputs["scores"], outputs["labels"],
-                             outputs.get("masks"))
+                          outputs.get("masks"))
 
     def infer(self, images: torch.Tensor, metas: list[dict]) -> list[Detections]:
-        shapes = image_shapes_tensor(metas)
-        dets: list[Detections] = []
-        step = max(1, self.max_batch)
-        for start in range(0, images.shape[0], step):  # batches larger than the profile go in pieces
-            out = self.run(images[start:start + step], shapes[start:start + step])
-            dets += outputs_to_detections(out, metas[start:start + step], self.meta.postprocess.mask_thr,
-                                          self.meta.postprocess.mask_paste)
-        return dets
+        return infer_in_pieces(self.run, images, metas, max_batch=self.max_batch, min_batch=self.min_batch,
+                               mask_thr=self.meta.postprocess.mask_thr, mask_paste=self.meta.postprocess.mask_paste)

@@ -149,27 +149,41 @@ int32_t BatchedNmsPlugin::configurePlugin(
         logError(std::string(kNAME) + ": boxes must be [B, N, 4] or [B, N, C, 4], not " + toString(boxes));
         return -1;
     }
+    nms::Shape largest;
+    if (!largestShape(in[1].max, largest))
+    {
+        // getWorkspaceSize could only answer 0 and enqueue would have no memory to work in.
+        logError(std::string(kNAME) + ": the optimization profile gives no maximum shape of scores (max "
+            + toString(in[1].max) + "), so the workspace cannot be sized; give every dimension of the "
+            + "NMS inputs a maximum in the profile");
+        return -1;
+    }
     return 0;
+}
+
+bool BatchedNmsPlugin::largestShape(Dims const& maxScores, nms::Shape& shape)
+{
+    if (maxScores.nbDims != 3 || maxScores.d[0] < 0 || maxScores.d[1] < 0 || maxScores.d[2] < 0)
+    {
+        return false;
+    }
+    shape.batch = static_cast<int32_t>(maxScores.d[0]);
+    shape.numBoxes = static_cast<int32_t>(maxScores.d[1]);
+    shape.numClasses = static_cast<int32_t>(maxScores.d[2]);
+    return true;
 }
 
 size_t BatchedNmsPlugin::getWorkspaceSize(
     DynamicPluginTensorDesc const* inputs, int32_t nbInputs, DynamicPluginTensorDesc const* /*outputs*/,
     int32_t /*nbOutputs*/) const noexcept
 {
-    if (nbInputs != kNbInputs)
+    nms::Shape largest; // of the profile; configurePlugin has refused a profile without one
+    if (nbInputs != kNbInputs || !largestShape(inputs[1].max, largest))
     {
+        logError(std::string(kNAME) + ": getWorkspaceSize without a maximum shape of scores: no workspace");
         return 0;
     }
-    Dims const& scores = inputs[1].max; // the largest shape of the profile
-    if (scores.nbDims != 3 || scores.d[0] < 0 || scores.d[1] < 0 || scores.d[2] < 0)
-    {
-        return 0;
-    }
-    nms::Shape shape;
-    shape.batch = static_cast<int32_t>(scores.d[0]);
-    shape.numBoxes = static_cast<int32_t>(scores.d[1]);
-    shape.numClasses = static_cast<int32_t>(scores.d[2]);
-    return nms::workspaceSize(shape);
+    return nms::workspaceSize(largest);
 }
 
 int32_t BatchedNmsPlugin::onShapeChange(
@@ -197,6 +211,12 @@ int32_t BatchedNmsPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTenso
     if (!error.empty())
     {
         logError(std::string(kNAME) + ": " + error);
+        return -1;
+    }
+    if (workspace == nullptr && nms::workspaceSize(shape) > 0)
+    {
+        logError(std::string(kNAME) + ": enqueue without a workspace (" + std::to_string(nms::workspaceSize(shape))
+            + " bytes needed for scores " + toString(inputDesc[1].dims) + ")");
         return -1;
     }
     cudaError_t const status = nms::launchBatchedNms(shape, mParams, static_cast<float const*>(inputs[0]),

@@ -47,6 +47,9 @@ private:
     //! Sizes from boxes and scores dims, or an error message.
     static std::string shapeOf(nvinfer1::Dims const& boxes, nvinfer1::Dims const& scores, nms::Shape& shape);
 
+    //! Sizes from the profile's largest scores dims; false when a dimension has no maximum.
+    static bool largestShape(nvinfer1::Dims const& maxScores, nms::Shape& shape);
+
     nms::Params mParams;
     SerializedFields mSerialized;
 };

@@ -20,16 +20,15 @@ namespace
 
 std::atomic<nvinfer1::ILoggerFinder*> gLoggerFinder{nullptr};
 
-//! A symbol of the libnvinfer this process already loaded (never loads one): first the global
-//! scope (an application linked with libnvinfer), then the known sonames, which also finds a
-//! libnvinfer that Python's `import tensorrt` loaded with RTLD_LOCAL.
+//! A symbol of the libnvinfer this process already loaded (never loads one), looked up anew on
+//! every call: TensorRT may be loaded after this library, and a failed lookup must not stick.
+//! libnvinfer itself first, by soname (this also finds one that Python's `import tensorrt` loaded
+//! with RTLD_LOCAL), then the global scope (an application linked with a libnvinfer of another
+//! name); the global scope alone could hand back an unrelated function of the same name, such as
+//! another library's getLogger.
 void* findNvinferSymbol(char const* symbol) noexcept
 {
-    if (void* found = dlsym(RTLD_DEFAULT, symbol))
-    {
-        return found;
-    }
-    for (char const* soname : {"libnvinfer.so.11", "libnvinfer.so.10", "libnvinfer.so"})
+    for (char const* soname : {"libnvinfer.so.10", "libnvinfer.so.11"})
     {
         if (void* handle = dlopen(soname, RTLD_LAZY | RTLD_NOLOAD))
         {
@@ -41,7 +40,7 @@ void* findNvinferSymbol(char const* symbol) noexcept
             }
         }
     }
-    return nullptr;
+    return dlsym(RTLD_DEFAULT, symbol);
 }
 
 nvinfer1::ILogger* findLogger() noexcept
@@ -54,7 +53,7 @@ nvinfer1::ILogger* findLogger() noexcept
         }
     }
     using GetLoggerFn = nvinfer1::ILogger* (*) ();
-    static auto const getLogger = reinterpret_cast<GetLoggerFn>(findNvinferSymbol("getLogger"));
+    auto const getLogger = reinterpret_cast<GetLoggerFn>(findNvinferSymbol("getLogger"));
     return getLogger ? getLogger() : nullptr;
 }
 

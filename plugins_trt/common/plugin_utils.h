@@ -25,15 +25,17 @@ namespace plugin
 constexpr char const* kPluginNamespace = "dettool";
 constexpr char const* kPluginVersion = "1";
 
-//! Log through TensorRT's logger (the finder's, else libnvinfer's global one), else stderr.
+//! Log through TensorRT's logger (the finder's, else libnvinfer's getLogger(), looked up like
+//! findGetPluginRegistry on every call), else stderr.
 void logError(std::string const& message) noexcept;
 void logWarning(std::string const& message) noexcept;
 
 //! The logger finder TensorRT hands to plugin libraries of version-compatible engines.
 void setLoggerFinder(nvinfer1::ILoggerFinder* finder) noexcept;
 
-//! libnvinfer's getPluginRegistry(), looked up in the process (nullptr when TensorRT is not
-//! loaded): the library binds to whatever TensorRT 10 or 11 the application loaded.
+//! libnvinfer's getPluginRegistry(), looked up in the process on every call (nullptr when TensorRT
+//! is not loaded yet): libnvinfer.so.10 / .so.11 first, then the global scope. The library binds
+//! to whatever TensorRT 10 or 11 the application loaded.
 using GetPluginRegistryFn = nvinfer1::IPluginRegistry* (*) ();
 GetPluginRegistryFn findGetPluginRegistry() noexcept;
 

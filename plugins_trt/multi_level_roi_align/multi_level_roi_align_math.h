@@ -27,7 +27,8 @@ namespace roialign
 //! Most feature levels one node can take.
 constexpr int32_t kMaxLevels = 8;
 
-//! Largest number of sampling points per bin side (adaptive sampling of absurdly large RoIs).
+//! Largest number of sampling points per bin side (adaptive sampling of absurdly large RoIs; only
+//! those on the feature map are visited, see samplesOnMap).
 constexpr float kMaxSamplingGrid = 65536.0F;
 
 //! The node's attributes; spatialScale[l] = float(1.0 / featmap_strides[l]) (see spatialScaleOf).
@@ -232,16 +233,65 @@ DETTOOL_HOST_DEVICE DETTOOL_INLINE float bilinear(T const* plane, int32_t height
     return w1 * v1 + w2 * v2 + w3 * v3 + w4 * v4;
 }
 
-//! Pooled value of bin (ph, pw): the mean of its gridH x gridW bilinear samples.
+//! The samples [first, last) of one side of a bin whose positions lie in [-1, size], where
+//! bilinear() reads the map; it is 0 at every other sample.
+//!
+//! Positions grow with the sample index (binSize >= 0 whenever grid >= 1), or are all NaN, so the
+//! samples on the map are one run, found by bisection. Summing only those gives torchvision's sum
+//! exactly (the others add +0) and bounds the work of a RoI far larger than its map: an absurd RoI
+//! (TensorRT times the plugin on arbitrary inputs) would otherwise take up to 65536 x 65536
+//! samples per output element, all off the map.
+DETTOOL_HOST_DEVICE DETTOOL_INLINE void samplesOnMap(
+    float start, int32_t bin, float binSize, int32_t grid, int32_t size, int32_t& first, int32_t& last)
+{
+    int32_t lo = 0;
+    int32_t hi = grid;
+    while (lo < hi) // the first sample at or after -1
+    {
+        int32_t const mid = lo + (hi - lo) / 2;
+        if (samplePosition(start, bin, binSize, mid, grid) >= -1.0F)
+        {
+            hi = mid;
+        }
+        else
+        {
+            lo = mid + 1;
+        }
+    }
+    first = lo;
+    hi = grid;
+    while (lo < hi) // the first sample past size
+    {
+        int32_t const mid = lo + (hi - lo) / 2;
+        if (samplePosition(start, bin, binSize, mid, grid) > static_cast<float>(size))
+        {
+            hi = mid;
+        }
+        else
+        {
+            lo = mid + 1;
+        }
+    }
+    last = lo;
+}
+
+//! Pooled value of bin (ph, pw): the mean of its gridH x gridW bilinear samples, of which only
+//! those on the map are visited (samplesOnMap); the divisor is still gridH x gridW.
 template <typename T>
 DETTOOL_HOST_DEVICE DETTOOL_INLINE float poolBin(
     T const* plane, int32_t height, int32_t width, RoiGeometry const& g, int32_t ph, int32_t pw)
 {
+    int32_t firstY;
+    int32_t lastY;
+    int32_t firstX;
+    int32_t lastX;
+    samplesOnMap(g.startH, ph, g.binH, g.gridH, height, firstY, lastY);
+    samplesOnMap(g.startW, pw, g.binW, g.gridW, width, firstX, lastX);
     float sum = 0.0F;
-    for (int32_t iy = 0; iy < g.gridH; ++iy)
+    for (int32_t iy = firstY; iy < lastY; ++iy)
     {
         float const y = samplePosition(g.startH, ph, g.binH, iy, g.gridH);
-        for (int32_t ix = 0; ix < g.gridW; ++ix)
+        for (int32_t ix = firstX; ix < lastX; ++ix)
         {
             float const x = samplePosition(g.startW, pw, g.binW, ix, g.gridW);
             sum += bilinear(plane, height, width, y, x);

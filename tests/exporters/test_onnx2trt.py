@@ -1,21 +1,30 @@
-"""Engine building around TensorRT: profiles from the config, the engine file, version checks.
+"""Engine building around TensorRT: profiles from the config, the engine file, version checks,
+the FP16 flag's float32 layers, loading the plugin library.
 
-TensorRT itself is absent here; what runs without it is tested here, the engine build itself in
-tests/trt_engines (marked ``tensorrt``).
+TensorRT itself is absent here; what runs without it is tested here (with fakes of the
+``tensorrt`` module where needed), the engine build itself in tests/trt_engines (marked
+``tensorrt``).
 """
 from __future__ import annotations
 
+import importlib
 import json
+import types
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
+from onnx import TensorProto, helper
 
 from dettool.config.schema import DeployConfig, Invalid
 from dettool.errors import BackendError, ExportError
-from dettool.exporters.onnx2trt import profile_from_config
+from dettool.exporters.fp16 import CLASS_KEY
+from dettool.exporters.onnx2trt import _network_flags, fp32_onnx_nodes, pin_fp32_layers, profile_from_config
+from dettool.exporters.trt_plugin_lib import PLUGIN_NAMES
 from dettool.runtime.engine_file import EngineHeader, check_compatible, is_engine_file, read_engine, write_engine
 from dettool.runtime.metadata import DeployMetadata, Postprocess, Preprocess
+from dettool.runtime.tensorrt_env import check_cuda_versions, tensorrt_cuda_version
 
 META = DeployMetadata(model_type="faster_rcnn", class_names=("a", "b"), cat_ids=(1, 2),
                       preprocess=Preprocess("1333x800", (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), 32),
@@ -108,3 +117,194 @@ def test_missing_tensorrt_says_what_to_install(tmp_path: Path):
 
     with pytest.raises(BackendError, match="pip install tensorrt"):
         tensorrt_env()
+
+
+# ----------------------------------------------------------------------------------- TensorRT 10's FP16 flag
+
+
+class FakeTensorRT:
+    """The names of the ``tensorrt`` module the engine builder uses."""
+
+    __version__ = "10.16.1"
+    float32, float16, int32, bool = "float32", "float16", "int32", "bool"
+
+    class NetworkDefinitionCreationFlag:
+        STRONGLY_TYPED = 5
+
+
+def test_strongly_typed_flag_only_on_tensorrt_10():
+    assert _network_flags(FakeTensorRT, True, 10) == 1 << 5
+    assert _network_flags(FakeTensorRT, False, 10) == 0
+    assert _network_flags(FakeTensorRT, True, 11) == 0  # deprecated and ignored: every network is typed
+
+
+class FakeTensor:
+    def __init__(self, dtype: str):
+        self.dtype = dtype
+
+
+class FakeLayer:
+    def __init__(self, name: str, metadata: str | None, inputs: list[str], outputs: list[str]):
+        self.name, self.metadata = name, metadata
+        self.inputs, self.outputs = [FakeTensor(t) for t in inputs], [FakeTensor(t) for t in outputs]
+        self.precision = None
+        self.output_types: dict[int, str] = {}
+
+    num_inputs = property(lambda self: len(self.inputs))
+    num_outputs = property(lambda self: len(self.outputs))
+
+    def get_input(self, i: int) -> FakeTensor:
+        return self.inputs[i]
+
+    def get_output(self, i: int) -> FakeTensor:
+        return self.outputs[i]
+
+    def set_output_type(self, i: int, dtype: str) -> None:
+        self.output_types[i] = dtype
+
+
+class FakeNetwork:
+    def __init__(self, layers: list[FakeLayer]):
+        self.layers = layers
+
+    num_layers = property(lambda self: len(self.layers))
+
+    def get_layer(self, i: int) -> FakeLayer:
+        return self.layers[i]
+
+
+def test_fp32_regions_are_pinned_under_the_fp16_flag():
+    f32, i32 = FakeTensorRT.float32, FakeTensorRT.int32
+    layers = [
+        FakeLayer("conv", "[ONNX Layer: /backbone/Conv]", [f32], [f32]),
+        FakeLayer("decode_mul", "[ONNX Layer: /decoder/Mul]", [f32, f32], [f32]),
+        # a layer TensorRT fused from two nodes, one of them float32: pinned
+        FakeLayer("fused", "[ONNX Layer: /head/Relu]\x1f[ONNX Layer: /decoder/Add]", [f32], [f32]),
+        FakeLayer("nms", "[ONNX Layer: nms]", [f32, f32], [i32, f32, f32, i32]),  # DettoolBatchedNMS
+        FakeLayer("/decoder/Floor_cast", None, [f32], [i32]),  # no metadata: found by name; int output kept
+        FakeLayer("/decoder/Shape", "[ONNX Layer: /decoder/Shape]", [i32], [i32]),  # nothing float to pin
+    ]
+    nodes = {"/decoder/Mul", "/decoder/Add", "nms", "/decoder/Floor_cast", "/decoder/Shape"}
+    pinned = pin_fp32_layers(FakeTensorRT, FakeNetwork(layers), nodes)
+    assert pinned == ["decode_mul", "fused", "nms", "/decoder/Floor_cast"]
+    conv, mul, fused, nms, cast, shape = layers
+    assert conv.precision is None and not conv.output_types
+    assert mul.precision == fused.precision == nms.precision == cast.precision == f32
+    assert mul.output_types == fused.output_types == {0: f32}
+    assert nms.output_types == {1: f32, 2: f32} and cast.output_types == {}
+    assert shape.precision is None
+
+
+def test_fp32_onnx_nodes_are_the_fp16_conversions_float32_nodes():
+    from dettool.trainer.models.postprocess.dense_decoders import AnchorDecoder
+
+    region = f"{AnchorDecoder.__module__}.{AnchorDecoder.__qualname__}"
+    decode = helper.make_node("Mul", ["x", "s"], ["boxes"], name="decode")
+    decode.metadata_props.add(key=CLASS_KEY, value=repr(["torch.nn.Module", region]))
+    nodes = [decode, helper.make_node("Relu", ["x"], ["feat"], name="relu"),
+             helper.make_node("DettoolBatchedNMS", ["boxes", "feat"], ["dets"], name="nms", domain="dettool")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 4])],
+                              [helper.make_tensor_value_info("dets", TensorProto.FLOAT, None)],
+                              [helper.make_tensor("s", TensorProto.FLOAT, [1], [2.0])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19), helper.make_opsetid("dettool", 1)])
+    assert fp32_onnx_nodes(model) == {"decode", "nms"}
+
+
+# ----------------------------------------------------------------------------------- loading the plugin library
+
+
+def test_cuda_versions_must_agree():
+    check_cuda_versions("lib.so", "13.0.48", "13", "13.0")
+    check_cuda_versions("lib.so", "12.8.61", None, None)  # nothing known to compare with
+    with pytest.raises(BackendError) as info:
+        check_cuda_versions("lib.so", "13.0.48", None, "12.8")
+    message = str(info.value)
+    assert "\n" not in message and "CUDA 13.0.48" in message and "torch is built for CUDA 12" in message
+    assert "rebuild the plugin library with a CUDA 12 toolkit" in message
+    with pytest.raises(BackendError, match="TensorRT is built for CUDA 12 and torch is built for CUDA 13"):
+        check_cuda_versions("lib.so", "13.0", "12", "13.0")
+
+
+def test_tensorrt_cuda_version_from_the_distribution_name():
+    assert tensorrt_cuda_version(["tensorrt_cu13_bindings"]) == "13"
+    assert tensorrt_cuda_version(["tensorrt-cu12", "tensorrt_cu12_libs"]) == "12"
+    assert tensorrt_cuda_version(["tensorrt"]) is None  # a tar or deb install does not say
+    assert tensorrt_cuda_version([]) is None
+
+
+class FakeRegistry:
+    """TensorRT's plugin registry as far as dettool uses it: ``load_library`` fails (None) when a
+    creator of the library is registered already, as ``IPluginRegistry::loadLibrary`` does."""
+
+    def __init__(self, registered=()):
+        self.creators = set(registered)
+        self.loaded: list[str] = []
+
+    def get_creator(self, name: str, version: str, namespace: str):
+        known = name in self.creators and (version, namespace) == ("1", "dettool")
+        return (name, version, namespace) if known else None
+
+    def load_library(self, path: str):
+        self.loaded.append(path)
+        if self.creators & set(PLUGIN_NAMES):
+            return None
+        self.creators |= set(PLUGIN_NAMES)
+        return object()
+
+
+@pytest.fixture
+def fake_tensorrt(monkeypatch, tmp_path):
+    """``tensorrt_env`` on a fake ``tensorrt``, a fake plugin library file built with CUDA 13, torch
+    and TensorRT for CUDA 13."""
+    from dettool.exporters import trt_plugin_lib
+
+    env_module = importlib.import_module("dettool.runtime.tensorrt_env")
+    registry = FakeRegistry()
+
+    class Logger:
+        WARNING = 2
+
+        def __init__(self, level: int):
+            self.level = level
+
+    trt = types.SimpleNamespace(__version__="10.16.1", Builder=object, Logger=Logger,
+                                init_libnvinfer_plugins=lambda logger, namespace: True,
+                                get_plugin_registry=lambda: registry)
+    library = tmp_path / "libdettool_plugins.so"
+    library.write_bytes(b"\x7fELF fake")
+    monkeypatch.setenv(trt_plugin_lib.PLUGIN_LIBRARY_ENV, str(library))
+    monkeypatch.setattr(trt_plugin_lib, "plugin_build_info", lambda path: {"cuda_version": "13.0.48"})
+    monkeypatch.setattr(env_module, "import_tensorrt", lambda: trt)
+    monkeypatch.setattr(env_module, "tensorrt_cuda_version", lambda: "13")
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    monkeypatch.setattr(env_module, "_ENV", None)
+    return types.SimpleNamespace(module=env_module, registry=registry, library=library)
+
+
+def test_plugin_library_is_registered_once(fake_tensorrt):
+    env = fake_tensorrt.module.tensorrt_env()
+    assert env.plugin_library == fake_tensorrt.library.resolve() and len(env.plugin_sha256) == 64
+    assert fake_tensorrt.registry.loaded == [str(fake_tensorrt.library.resolve())]
+    fake_tensorrt.module._ENV = None  # a second set-up in the process: the creators are there already
+    fake_tensorrt.module.tensorrt_env()
+    assert len(fake_tensorrt.registry.loaded) == 1
+
+
+def test_creators_registered_through_ctypes_are_not_loaded_again(fake_tensorrt):
+    fake_tensorrt.registry.creators |= set(PLUGIN_NAMES)  # dettoolRegisterPlugins() of a ctypes-loaded copy
+    fake_tensorrt.module.tensorrt_env()
+    assert fake_tensorrt.registry.loaded == []
+
+
+def test_partly_registered_plugins_are_an_error(fake_tensorrt):
+    fake_tensorrt.registry.creators.add("DettoolBatchedNMS")
+    with pytest.raises(BackendError, match="holds DettoolBatchedNMS but not DettoolMultiLevelRoIAlign"):
+        fake_tensorrt.module.tensorrt_env()
+
+
+def test_plugin_library_of_another_cuda_is_refused_before_registration(fake_tensorrt, monkeypatch):
+    monkeypatch.setattr(torch.version, "cuda", "12.8")
+    monkeypatch.setattr(fake_tensorrt.module, "tensorrt_cuda_version", lambda: "12")
+    with pytest.raises(BackendError, match="built with CUDA 13.0.48 .* rebuild the plugin library with a CUDA 12"):
+        fake_tensorrt.module.tensorrt_env()
+    assert fake_tensorrt.registry.loaded == []

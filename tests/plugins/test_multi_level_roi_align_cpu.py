@@ -6,6 +6,8 @@ equal float32 results: at most 1 ulp apart), and bit-equal to the float32 path r
 """
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 from dettool_op_references import map_roi_levels, reference_multi_level_roi_align, rescale_rois
@@ -97,6 +99,40 @@ def test_degenerate_rois(cpu_ops):
             got, want = run_both(cpu_ops, rois, feats, sampling_ratio=sampling_ratio, aligned=aligned)
             torch.testing.assert_close(got, want, **FP32)
             assert (got[4] == 0).all()
+
+
+def test_rois_far_larger_than_their_map(cpu_ops):
+    """RoIs many times the size of their feature map, inside it, across it and past one side:
+    most of torchvision's adaptive samples are off the map, where they add 0. The CPU code visits
+    only those on the map and must sum exactly what torchvision sums."""
+    g = torch.Generator().manual_seed(18)
+    feats = [torch.randn(1, 3, 16, 24, generator=g)]
+    rois = torch.tensor([
+        [0, -300, -300, 300, 300],   # the map in the middle of a RoI 25-40 times its size
+        [0, -500, 3, 100, 9],        # long and thin, across the map
+        [0, 10, -250, 14, 5],        # mostly above the map
+        [0, 20, 2, 600, 15],         # from inside to far right
+        [0, 2, 3, 14, 11],           # inside the map
+        [0, 900, 900, 1500, 1500],   # off the map: zeros
+    ], dtype=torch.float32)
+    for aligned in (True, False):
+        for output_size in ((7, 7), (2, 3)):
+            got, want = run_both(cpu_ops, rois, feats, strides=[1], output_size=output_size, aligned=aligned)
+            torch.testing.assert_close(got, want, **FP32)
+            assert (got[:5] != 0).any(dim=(1, 2, 3)).all() and (got[5] == 0).all()
+
+
+def test_absurd_rois_finish_quickly(cpu_ops):
+    """TensorRT times the plugin on arbitrary inputs. A RoI of +-1e8 pixels has the largest adaptive
+    grid, 65536 x 65536 samples per bin: hours of work when every sample was visited, a few per bin
+    on a 32 x 32 map now."""
+    feats = [torch.randn(1, 4, 32, 32, generator=torch.Generator().manual_seed(19))]
+    rois = torch.tensor([[0, -1e8, -1e8, 1e8, 1e8], [0, -1e8, 2, 1e8, 30], [0, -3e38, -3e38, 3e38, 3e38]],
+                        dtype=torch.float32)
+    start = time.perf_counter()
+    got = cpu_ops.multi_level_roi_align(rois, feats, [1], (7, 7), 0, 56, True)
+    assert time.perf_counter() - start < 5.0
+    assert torch.isfinite(got).all()
 
 
 def test_level_boundaries(cpu_ops):

@@ -1,7 +1,9 @@
-"""exporters/trt_plugin_lib.py: the plugin library's search order and fingerprint."""
+"""exporters/trt_plugin_lib.py: the plugin library's search order, fingerprint and build info."""
 from __future__ import annotations
 
 import hashlib
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ from dettool.exporters.trt_plugin_lib import (
     PLUGIN_LIBRARY_ENV,
     PLUGIN_LIBRARY_NAME,
     find_plugin_library,
+    plugin_build_info,
     plugin_library_candidates,
     plugin_library_hash,
 )
@@ -75,3 +78,25 @@ def test_hash_is_sha256_of_the_file(tmp_path):
 def test_real_checkout_candidates():
     package = Path(dettool.__file__).resolve().parent
     assert plugin_library_candidates()[0] == package / "lib" / PLUGIN_LIBRARY_NAME
+
+
+def compile_library(tmp_path: Path, name: str, source: str) -> Path:
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        pytest.skip("no C compiler")
+    (tmp_path / f"{name}.c").write_text(source)
+    path = tmp_path / f"{name}.so"
+    subprocess.run([compiler, "-shared", "-fPIC", "-o", str(path), str(tmp_path / f"{name}.c")], check=True)
+    return path
+
+
+def test_build_info_is_read_from_the_library(tmp_path):
+    """A library answering dettoolPluginBuildInfo() as plugins_trt/register.cpp does; another without it."""
+    info = compile_library(tmp_path, "libinfo", 'const char* dettoolPluginBuildInfo(void) { return '
+                           '"{\\"cuda_version\\": \\"13.0.48\\", \\"cudart_api_version\\": 13000}"; }\n')
+    assert plugin_build_info(info) == {"cuda_version": "13.0.48", "cudart_api_version": 13000}
+    other = compile_library(tmp_path, "libother", "int something(void) { return 1; }\n")
+    with pytest.raises(ValueError, match="no dettoolPluginBuildInfo"):
+        plugin_build_info(other)
+    with pytest.raises(OSError):
+        plugin_build_info(make_library(tmp_path / "not_elf.so", b"not a library"))

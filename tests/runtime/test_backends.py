@@ -17,9 +17,12 @@ from runtime_helpers import FASTER_RCNN, MASK_RCNN, random_detector, tiny_sets
 from dettool.config import load_config
 from dettool.errors import BackendError, CheckpointError
 from dettool.runtime import TENSORRT_HINT, load_backend, tensorrt_installed
+from dettool.runtime.backend import batch_pieces, infer_in_pieces
 from dettool.runtime.metadata import DeployMetadata, Postprocess, Preprocess, sidecar_path
 from dettool.runtime.onnxruntime_backend import OnnxRuntimeBackend, read_deploy_metadata, select_providers
+from dettool.runtime.tensorrt_backend import TensorRTBackend
 from dettool.runtime.torch_backend import TorchBackend
+from dettool.structures.detections import DetOutputs
 from dettool.trainer import builder
 
 HAS_TENSORRT = tensorrt_installed()
@@ -168,6 +171,153 @@ def test_fixed_batch_graphs_run_in_pieces(tmp_path, capsys, batch):
     assert len(notes) == (0 if batch == "batch" else 1)  # said once, not per call
     if batch == 1:
         assert "running the 3 images of a batch one by one" in notes[0]
+
+
+def test_batch_pieces_pad_a_short_last_piece_with_its_last_image():
+    images = torch.arange(5.0).reshape(5, 1, 1, 1).expand(5, 3, 2, 2)
+    shapes = torch.arange(10.0).reshape(5, 2)
+
+    def sizes(max_batch: int, min_batch: int) -> list[tuple[int, int, int]]:
+        return [(start, num_real, piece.shape[0]) for start, num_real, piece, _ in
+                batch_pieces(images, shapes, max_batch, min_batch)]
+
+    assert sizes(2, 2) == [(0, 2, 2), (2, 2, 2), (4, 1, 2)]  # fixed batch 2: the fifth image padded
+    assert sizes(4, 1) == [(0, 4, 4), (4, 1, 1)]  # dynamic: a short last piece stays short
+    assert sizes(4, 3) == [(0, 4, 4), (4, 1, 3)]  # ... unless it is under the minimum
+    assert sizes(8, 8) == [(0, 5, 8)]
+    *_, (_, _, piece, piece_shapes) = batch_pieces(images, shapes, 2, 2)
+    assert torch.equal(piece, images[[4, 4]]) and torch.equal(piece_shapes, shapes[[4, 4]])
+    assert list(batch_pieces(images[:0], shapes[:0], 2, 2)) == []
+    with pytest.raises(ValueError, match="min_batch <= max_batch"):
+        list(batch_pieces(images, shapes, 2, 3))
+
+
+def fixed_batch_run(batch: int, calls: list[int]):
+    """A ``run`` that, like a fixed-batch engine, takes exactly ``batch`` images; one detection per
+    image, its score the image's mean, its box (0, 0, w, h) of its image_shapes."""
+
+    def run(images: torch.Tensor, image_shapes: torch.Tensor) -> DetOutputs:
+        calls.append(images.shape[0])
+        assert images.shape[0] == batch and image_shapes.shape[0] == batch
+        hw = image_shapes.flip(1)
+        boxes = torch.cat([torch.zeros_like(hw), hw], dim=1).unsqueeze(1)
+        return DetOutputs(torch.ones(batch, dtype=torch.int32), boxes, images.mean(dim=(1, 2, 3)).unsqueeze(1),
+                          torch.zeros(batch, 1, dtype=torch.int32))
+
+    return run
+
+
+def test_infer_in_pieces_drops_the_padding():
+    images = torch.randn(5, 3, 8, 16, generator=torch.Generator().manual_seed(1))
+    metas = batch_of(images)
+    calls: list[int] = []
+    dets = infer_in_pieces(fixed_batch_run(2, calls), images, metas, max_batch=2, min_batch=2)
+    assert calls == [2, 2, 2] and len(dets) == 5
+    for i, det in enumerate(dets):
+        torch.testing.assert_close(det.scores, images[i].mean().reshape(1))
+        h, w = metas[i]["img_shape"]
+        torch.testing.assert_close(det.boxes, torch.tensor([[0.0, 0.0, w, h]]))
+
+
+class FakeTensorRT:
+    """The names of the ``tensorrt`` module the backend uses."""
+
+    float32, float16, int32, bool = "float32", "float16", "int32", "bool"
+
+    class TensorIOMode:
+        INPUT, OUTPUT = "input", "output"
+
+
+class FakeEngineContext:
+    """A fixed-batch engine (profile min = max = ``batch``) and its execution context, on the CPU.
+
+    Like TensorRT it refuses an input shape outside the profile. It records which device was
+    current (``current[0]``, set by the patched ``torch.cuda.device``) at each call, and writes one
+    detection per image: score = the image's h from ``image_shapes``.
+    """
+
+    SHAPES = {"num_dets": (), "boxes": (1, 4), "scores": (1,), "labels": (1,)}
+
+    def __init__(self, batch: int, current: list):
+        self.batch, self.current = batch, current
+        self.devices: list = []
+        self.batches: list[int] = []
+        self.addresses: dict[str, int] = {}
+
+    def get_tensor_dtype(self, name: str) -> str:
+        return FakeTensorRT.int32 if name in ("num_dets", "labels") else FakeTensorRT.float32
+
+    def set_input_shape(self, name: str, shape: tuple) -> bool:
+        self.devices.append(self.current[0])
+        self.batches.append(shape[0])
+        return shape[0] == self.batch
+
+    def set_tensor_address(self, name: str, address: int) -> None:
+        self.devices.append(self.current[0])
+        self.addresses[name] = address
+
+    def get_tensor_shape(self, name: str) -> tuple:
+        return (self.batch, *self.SHAPES[name])
+
+    def execute_async_v3(self, stream: int) -> bool:
+        import ctypes
+
+        self.devices.append(self.current[0])
+        shapes = (ctypes.c_float * (2 * self.batch)).from_address(self.addresses["image_shapes"])
+        (ctypes.c_int32 * self.batch).from_address(self.addresses["num_dets"])[:] = [1] * self.batch
+        (ctypes.c_float * self.batch).from_address(self.addresses["scores"])[:] = list(shapes[0::2])
+        (ctypes.c_float * (4 * self.batch)).from_address(self.addresses["boxes"])[:] = [0.0] * (4 * self.batch)
+        (ctypes.c_int32 * self.batch).from_address(self.addresses["labels"])[:] = [0] * self.batch
+        return True
+
+
+class FakeStream:
+    cuda_stream = 0
+
+    def wait_stream(self, other) -> None:
+        pass
+
+
+def test_tensorrt_backend_pads_for_a_fixed_batch_engine_on_its_device(monkeypatch):
+    """A batch of 3 on an engine of fixed batch 2: two runs of 2 (the second padded), 3 detections,
+    and every call to the context made with the backend's device current. The fake runs on the
+    CPU; what is checked is that run() enters torch.cuda.device(backend.device)."""
+    current: list = [None]
+
+    class Device:
+        def __init__(self, device):
+            self.device = device
+
+        def __enter__(self):
+            self.previous, current[0] = current[0], self.device
+
+        def __exit__(self, *exc):
+            current[0] = self.previous
+
+    monkeypatch.setattr(torch.cuda, "device", Device)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: FakeStream())
+    backend = TensorRTBackend.__new__(TensorRTBackend)
+    engine = FakeEngineContext(2, current)
+    backend.path, backend.device = "fake.engine", torch.device("cpu")
+    backend.trt, backend.meta = FakeTensorRT, fake_metadata()
+    backend.engine = backend.context = engine
+    backend.stream = FakeStream()
+    backend.header = dataclasses.make_dataclass("Header", ["profiles"])({"images": {"min": [2, 3, 32, 32]}})
+    backend.input_names, backend.output_names = ["images", "image_shapes"], ["num_dets", "boxes", "scores", "labels"]
+    backend.min_batch = backend.max_batch = 2
+    images = torch.randn(3, 3, 32, 64, generator=torch.Generator().manual_seed(2))
+    metas = batch_of(images)
+    dets = backend.infer(images, metas)
+    assert engine.batches == [2, 2, 2, 2]  # images and image_shapes, twice
+    assert [float(d.scores) for d in dets] == [float(m["img_shape"][0]) for m in metas]
+    assert engine.devices and all(d == backend.device for d in engine.devices)
+    assert current[0] is None
+    with pytest.raises(BackendError, match="outside the engine's optimization profile"):
+        backend.run(images, image_shapes_of(metas))
+
+
+def image_shapes_of(metas: list[dict]) -> torch.Tensor:
+    return torch.tensor([m["img_shape"] for m in metas], dtype=torch.float32)
 
 
 def test_requested_cuda_falls_back_to_cpu_with_a_note(capsys):

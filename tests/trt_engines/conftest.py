@@ -17,7 +17,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))  # dettool_trt_engine
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))  # dettool_op_references
 
-PLUGINS = ("DettoolBatchedNMS", "DettoolMultiLevelRoIAlign", "DettoolModulatedDeformConv")
+from dettool.exporters.trt_plugin_lib import PLUGIN_NAMES as PLUGINS  # noqa: E402
 
 
 def registered(trt, name: str) -> bool:
@@ -41,11 +41,13 @@ def plugin_library():
         path = find_plugin_library()
     except FileNotFoundError as e:
         pytest.skip(f"plugin library not built: {str(e).splitlines()[0]}")
-    handle = ctypes.CDLL(str(path))  # after `import tensorrt`: the static initializer registers the creators
+    handle = ctypes.CDLL(str(path))  # loading registers nothing
     handle.dettoolPluginBuildInfo.restype = ctypes.c_char_p
     handle.dettoolRegisterPlugins.restype = ctypes.c_int32
     if not all(registered(trt, name) for name in PLUGINS):
-        handle.dettoolRegisterPlugins()  # e.g. DETTOOL_TRT_PLUGIN_NO_STATIC_REGISTRATION was set
+        # After `import tensorrt`: registers with the process's libnvinfer; runtime/tensorrt_env.py
+        # then finds the creators registered and does not load the library a second time.
+        assert handle.dettoolRegisterPlugins() >= 0, "dettoolRegisterPlugins() found no libnvinfer in the process"
     missing = [name for name in PLUGINS if not registered(trt, name)]
     assert not missing, f"not registered with TensorRT: {missing}"
     return path, handle

@@ -2,23 +2,22 @@
  * ctest: libdettool_plugins.so through TensorRT's plugin interfaces, with no libnvinfer and no GPU.
  *
  * This executable stands in for TensorRT: it exports getPluginRegistry() (a registry that records
- * registrations) and getLogger(), which the library's static initializer and logging look up in the
- * process, and it drives the creators and plugins as the builder and the ONNX parser do: attributes
- * as PluginFields, output shapes through an IExprBuilder, format combinations, serialization round
- * trips, shape checks. enqueue (a CUDA launch) is left to tests/tensorrt and tests/gpu.
+ * registrations and refuses duplicates) and getLogger(), which the library looks up in the
+ * process, and it drives the creators and plugins as the builder and the ONNX parser do:
+ * attributes as PluginFields, output shapes through an IExprBuilder, format combinations,
+ * serialization round trips, shape checks, the workspace checks. Kernel launches are left to
+ * tests/trt_engines and tests/gpu.
  *
- * Usage: dettool_plugin_api_test static|dynamic        (linked with the plugin library)
- *        dettool_plugin_loadlibrary_test loadlibrary <libdettool_plugins.so>
- *   static:      the static initializer must have registered the three creators, getCreators() none;
- *   dynamic:     run with DETTOOL_TRT_PLUGIN_NO_STATIC_REGISTRATION=1: nothing registered at load,
- *                getCreators() returns all three;
- *   loadlibrary: built with DETTOOL_LOAD_THROUGH_STUB, the library is dlopened from a stub named
- *                libnvinfer_*.so, as TensorRT's loadLibrary does: the static initializer must leave
- *                the registration to TensorRT and getCreators() return all three.
+ * Usage: dettool_plugin_api_test explicit|loadlibrary
+ *   Loading registers nothing. explicit: dettoolRegisterPlugins() registers the three creators,
+ *   then getCreators() offers none and a second call registers none; loadlibrary: the registry
+ *   registers what getCreators() returns, as IPluginRegistry::loadLibrary does, then
+ *   dettoolRegisterPlugins() registers none (no duplicate is even attempted).
  */
 #include <NvInferRuntime.h>
 #include <NvInferVersion.h>
 #include "check.h"
+#include "recording_registry.h"
 
 #include <cmath>
 #include <cstdio>
@@ -29,127 +28,25 @@
 #include <vector>
 
 using namespace nvinfer1;
+using dettool_test::RecordingLogger;
+using dettool_test::RecordingRegistry;
 
-#ifdef DETTOOL_LOAD_THROUGH_STUB
-#include <dlfcn.h>
-extern "C" void* stubLoadLibrary(char const* path, int32_t* nbCreators);
-#else
 extern "C" IPluginCreatorInterface* const* getCreators(int32_t& nbCreators);
 extern "C" int32_t dettoolRegisterPlugins();
 extern "C" char const* dettoolPluginBuildInfo();
-#endif
 
 namespace
 {
 
-//! The library's exported entry points.
-struct Library
-{
-    IPluginCreatorInterface* const* (*getCreators)(int32_t&) = nullptr;
-    int32_t (*registerPlugins)() = nullptr;
-    char const* (*buildInfo)() = nullptr;
-};
-
-Library gLibrary;
-
-
 // ---------------------------------------------------------------------------------------------
 // Stand-ins for TensorRT's registry, logger and shape expressions
 // ---------------------------------------------------------------------------------------------
-
-class RecordingLogger : public ILogger
-{
-public:
-    void log(Severity severity, AsciiChar const* msg) noexcept override
-    {
-        if (severity <= Severity::kWARNING)
-        {
-            messages.emplace_back(msg);
-        }
-    }
-    std::vector<std::string> messages;
-};
 
 RecordingLogger& testLogger()
 {
     static RecordingLogger logger;
     return logger;
 }
-
-class RecordingRegistry : public IPluginRegistry
-{
-public:
-    std::vector<IPluginCreatorInterface*> creators;
-    std::vector<std::string> namespaces;
-
-    bool registerCreator(IPluginCreatorInterface& creator, AsciiChar const* const pluginNamespace) noexcept override
-    {
-        creators.push_back(&creator);
-        namespaces.emplace_back(pluginNamespace);
-        return true;
-    }
-    IPluginCreatorInterface* const* getAllCreators(int32_t* const numCreators) const noexcept override
-    {
-        *numCreators = static_cast<int32_t>(creators.size());
-        return creators.data();
-    }
-    IPluginCreatorInterface* getCreator(AsciiChar const* const, AsciiChar const* const, AsciiChar const* const) noexcept override
-    {
-        return nullptr;
-    }
-    bool deregisterCreator(IPluginCreatorInterface const&) noexcept override
-    {
-        return false;
-    }
-    void setErrorRecorder(IErrorRecorder* const) noexcept override {}
-    IErrorRecorder* getErrorRecorder() const noexcept override
-    {
-        return nullptr;
-    }
-    bool isParentSearchEnabled() const override
-    {
-        return true;
-    }
-    void setParentSearchEnabled(bool const) override {}
-    PluginLibraryHandle loadLibrary(AsciiChar const*) noexcept override
-    {
-        return nullptr;
-    }
-    void deregisterLibrary(PluginLibraryHandle) noexcept override {}
-    IPluginResource* acquirePluginResource(AsciiChar const*, IPluginResource*) noexcept override
-    {
-        return nullptr;
-    }
-    int32_t releasePluginResource(AsciiChar const*) noexcept override
-    {
-        return 0;
-    }
-    // In TensorRT 10.16 and 11 (a harmless extra member where absent).
-    IPluginCreatorInterface* const* getAllCreatorsRecursive(int32_t* const numCreators) noexcept
-    {
-        return getAllCreators(numCreators);
-    }
-#if NV_TENSORRT_MAJOR < 11
-    // The deprecated IPluginV2 methods TensorRT 11 removed.
-    bool registerCreator(IPluginCreator&, AsciiChar const* const) noexcept override
-    {
-        return false;
-    }
-    IPluginCreator* const* getPluginCreatorList(int32_t* const numCreators) const noexcept override
-    {
-        *numCreators = 0;
-        return nullptr;
-    }
-    IPluginCreator* getPluginCreator(AsciiChar const* const, AsciiChar const* const, AsciiChar const* const) noexcept override
-    {
-        return nullptr;
-    }
-    bool deregisterCreator(IPluginCreator const&) noexcept override
-    {
-        return false;
-    }
-#endif
-};
 
 RecordingRegistry& testRegistry()
 {
@@ -257,7 +154,7 @@ IPluginCreatorV3One* creatorNamed(char const* name)
     IPluginRegistry* registry = &testRegistry();
     IPluginCreatorInterface* const* all = registry->getAllCreators(&n);
     std::vector<IPluginCreatorInterface*> candidates(all, all + n);
-    IPluginCreatorInterface* const* fresh = gLibrary.getCreators(n);
+    IPluginCreatorInterface* const* fresh = getCreators(n);
     candidates.insert(candidates.end(), fresh, fresh + n);
     for (IPluginCreatorInterface* c : candidates)
     {
@@ -474,9 +371,12 @@ void testBatchedNms()
     io[2].desc.type = DataType::kFLOAT;
     CHECK(!p.build->supportsFormatCombination(2, io, 2, 4));
     io[2].desc.type = DataType::kINT32;
+    size_t logged = testLogger().messages.size();
+    CHECK(p.build->configurePlugin(io, 2, io + 2, 4) != 0); // no maximum batch: the workspace has no size
+    CHECK(testLogger().messages.size() == logged + 1
+        && testLogger().messages.back().find("no maximum shape of scores") != std::string::npos);
+    io[0].max.d[0] = io[1].max.d[0] = 8;
     CHECK(p.build->configurePlugin(io, 2, io + 2, 4) == 0);
-
-    io[1].max.d[0] = 8;
     CHECK(p.build->getWorkspaceSize(io, 2, io + 2, 4) >= size_t(8) * 1000 * 80 * 9);
 
     PluginTensorDesc ok[2] = {runtimeDesc(DataType::kFLOAT, {2, 1000, 4}), runtimeDesc(DataType::kFLOAT, {2, 1000, 80})};
@@ -488,11 +388,21 @@ void testBatchedNms()
     CHECK(p.runtime->onShapeChange(bad, 2, outs, 4) != 0);
     PluginTensorDesc empty[2] = {runtimeDesc(DataType::kFLOAT, {0, 0, 4}), runtimeDesc(DataType::kFLOAT, {0, 0, 80})};
     CHECK(p.runtime->onShapeChange(empty, 2, outs, 4) == 0);
+
+    // A null workspace is refused before any launch (so no GPU is needed here); an empty batch
+    // needs none.
+    void const* noInputs[2] = {};
+    void* noOutputs[4] = {};
+    logged = testLogger().messages.size();
+    CHECK(p.runtime->enqueue(ok, outs, noInputs, noOutputs, nullptr, nullptr) != 0);
+    CHECK(testLogger().messages.size() == logged + 1
+        && testLogger().messages.back().find("enqueue without a workspace") != std::string::npos);
+    CHECK(p.runtime->enqueue(empty, outs, noInputs, noOutputs, nullptr, nullptr) == 0);
     delete p.plugin;
 
     Fields missing;
     missing.real("score_threshold", 0.05F).ints("max_output_boxes", {100});
-    size_t const logged = testLogger().messages.size();
+    logged = testLogger().messages.size();
     CHECK(creator->createPlugin("nms", missing.collection(), TensorRTPhase::kBUILD) == nullptr);
     CHECK(testLogger().messages.size() == logged + 1
         && testLogger().messages.back().find("missing attribute iou_threshold") != std::string::npos);
@@ -705,52 +615,38 @@ extern "C" __attribute__((visibility("default"))) ILogger* getLogger() noexcept
 
 int main(int argc, char** argv)
 {
-    std::string const mode = argc > 1 ? argv[1] : "static";
-    RecordingRegistry& registry = testRegistry();
-    int32_t nb = -1;
-#ifdef DETTOOL_LOAD_THROUGH_STUB
-    if (mode != "loadlibrary" || argc < 3)
+    std::string const mode = argc > 1 ? argv[1] : "explicit";
+    if (mode != "explicit" && mode != "loadlibrary")
     {
-        std::printf("usage: %s loadlibrary <libdettool_plugins.so>\n", argv[0]);
+        std::printf("usage: %s explicit|loadlibrary\n", argv[0]);
         return 2;
     }
-    void* handle = stubLoadLibrary(argv[2], &nb);
-    CHECK(handle != nullptr);
-    if (handle == nullptr)
-    {
-        std::printf("dlopen failed: %s\n", dlerror());
-        return 1;
-    }
-    gLibrary.getCreators = reinterpret_cast<decltype(gLibrary.getCreators)>(dlsym(handle, "getCreators"));
-    gLibrary.registerPlugins = reinterpret_cast<decltype(gLibrary.registerPlugins)>(dlsym(handle, "dettoolRegisterPlugins"));
-    gLibrary.buildInfo = reinterpret_cast<decltype(gLibrary.buildInfo)>(dlsym(handle, "dettoolPluginBuildInfo"));
-    CHECK(dlsym(handle, "setLoggerFinder") != nullptr);
-    CHECK(registry.creators.empty()); // left to TensorRT
+    RecordingRegistry& registry = testRegistry();
+    int32_t nb = -1;
+    IPluginCreatorInterface* const* offered = getCreators(nb);
+    CHECK(registry.creators.empty()); // loading registered nothing
     CHECK(nb == 3);
-#else
-    gLibrary = Library{&getCreators, &dettoolRegisterPlugins, &dettoolPluginBuildInfo};
-    gLibrary.getCreators(nb);
-    if (mode == "static")
+    if (mode == "explicit")
     {
-        CHECK(registry.creators.size() == 3);
-        CHECK(nb == 0);
-        CHECK(gLibrary.registerPlugins() == 0);
+        CHECK(dettoolRegisterPlugins() == 3);
+        getCreators(nb);
+        CHECK(nb == 0); // nothing left for a later loadLibrary to register twice
     }
     else
     {
-        CHECK(registry.creators.empty());
-        CHECK(nb == 3);
-        CHECK(gLibrary.registerPlugins() == 3);
-        gLibrary.getCreators(nb);
-        CHECK(nb == 0);
+        for (int32_t i = 0; i < nb; ++i)
+        {
+            CHECK(registry.registerCreator(*offered[i], "dettool"));
+        }
     }
-#endif
+    CHECK(dettoolRegisterPlugins() == 0);
+    CHECK(registry.creators.size() == 3 && registry.refused == 0);
     for (std::string const& ns : registry.namespaces)
     {
         CHECK(ns == "dettool");
     }
 
-    std::string const info = gLibrary.buildInfo();
+    std::string const info = dettoolPluginBuildInfo();
     std::string const version = "\"tensorrt_version\": \"" + std::to_string(NV_TENSORRT_MAJOR) + "."
         + std::to_string(NV_TENSORRT_MINOR) + "." + std::to_string(NV_TENSORRT_PATCH) + "\"";
     CHECK(info.find(version) != std::string::npos);
