@@ -22,12 +22,17 @@ def load_trained_model(cfg: Config, ckpt_path: str | Path, device: torch.device)
 
 
 def evaluate_checkpoint(cfg: Config, ckpt_path: str | Path, out: str | Path | None = None,
-                        show_dir: str | Path | None = None, num_show: int = 20, device: str | None = None) -> dict:
-    """Metrics dict (``bbox_AP`` ... in [0, 1], and ``per_class_AP``); writes JSON, a table and a PR plot."""
+                        show_dir: str | Path | None = None, num_show: int = 20, device: str | None = None,
+                        batch_size: int = 2) -> dict:
+    """Metrics dict (``bbox_AP`` ... in [0, 1], and ``per_class_AP``); writes JSON, a table and a PR plot.
+
+    ``batch_size``: images per forward pass. Each batch is zero-padded to its largest image, and
+    the padding reaches the features near an image's border, so the detections (and the AP) move
+    a little with the batch size; batch 1 depends on nothing but the image."""
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = load_trained_model(cfg, ckpt_path, dev)
     dataset = builder.build_dataset(cfg, "val")
-    loader = builder.build_dataloader(cfg, dataset, train=False, batch_size=2)
+    loader = builder.build_dataloader(cfg, dataset, train=False, batch_size=batch_size)
     results = inference(model, loader, dataset.cat_ids, dev)
     metrics = detection_metrics(dataset.coco, results, proposals_only=isinstance(cfg.model, RPNConfig))
     precision = metrics.pop("_precision", None)
