@@ -1,19 +1,17 @@
 """ONNX deploy graph -> TensorRT engine (TensorRT 10 and 11), written as a dettool engine file.
 
-FP16 engines: TensorRT 11 networks are strongly typed (it has no FP16 builder flag; its
-deprecated ``STRONGLY_TYPED`` creation flag is ignored and not set), so an FP16 engine is built
-from the ``--fp16`` ONNX graph, whose types TensorRT follows. TensorRT 10 builds that graph the
-same way (``STRONGLY_TYPED`` network) and can also build an FP32 graph with the FP16 builder flag
-(``fp16_flag=True``); then the layers of the graph's float32 regions (box decoding, proposal and
-detection selection, RoI coordinates: the nodes ``exporters/fp16.py`` keeps float32) are pinned
-to float32 (layer precision and output types, ``PREFER_PRECISION_CONSTRAINTS``), as the ``--fp16``
-graph has them. dettool's plugin library is loaded before parsing: the parser maps each
+FP16 engines come from the ``--fp16`` ONNX graph on both versions, built as a strongly typed
+network whose types TensorRT follows (TensorRT 11 networks are always strongly typed: its
+deprecated ``STRONGLY_TYPED`` creation flag is ignored and not set; TensorRT 10 gets the flag).
+The FP32 regions of that graph (box decoding, proposal and detection selection, RoI
+coordinates, NMS) therefore stay FP32. TensorRT 10's FP16 builder flag on an FP32 graph is not
+offered: it lets TensorRT run those regions in FP16, and the saved graph no longer says which
+nodes they are. dettool's plugin library is loaded before parsing: the parser maps each
 ``dettool`` node to the plugin of the same name (``plugin_namespace`` attribute).
 """
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +20,6 @@ import onnx
 from dettool.config.schema import DeployConfig
 from dettool.data.transforms import ScaleSpec, rescale_size
 from dettool.errors import ExportError
-from dettool.exporters.fp16 import FP32_OPS, fp32_node_names, index_arithmetic_node_names
 from dettool.io import atomic_write_bytes, file_sha256
 from dettool.runtime.engine_file import EngineHeader, write_engine
 from dettool.runtime.metadata import METADATA_KEY, DeployMetadata, sidecar_path
@@ -119,54 +116,7 @@ def _network_flags(trt, strongly_typed: bool, tensorrt_major: int) -> int:
     return 1 << int(flag)
 
 
-_ONNX_LAYER = re.compile(r"\[ONNX Layer: ([^\]]+)\]")
-
-
-def fp32_onnx_nodes(model: onnx.ModelProto) -> set[str]:
-    """Names of the nodes of an FP32 deploy graph that must compute in float32 whatever precision
-    TensorRT prefers: those ``exporters/fp16.py`` keeps float32 (``Float32Block`` regions, integer
-    arithmetic written in float, ``FP32_OPS``)."""
-    # Defines the Float32Block classes the regions are recognised by.
-    import dettool.trainer.models.postprocess.dense_decoders  # noqa: F401
-    import dettool.trainer.models.postprocess.roi_decoders  # noqa: F401
-
-    names = set(fp32_node_names(model)) | set(index_arithmetic_node_names(model))
-    return names | {n.name for n in model.graph.node if n.op_type in FP32_OPS}
-
-
-def onnx_nodes_of(layer) -> list[str]:
-    """The ONNX nodes a network layer was parsed from: its ``[ONNX Layer: <node>]`` metadata (set by
-    TensorRT 10's ONNX parser), else its name (the parser names a node's layer after the node)."""
-    return _ONNX_LAYER.findall(getattr(layer, "metadata", "") or "") or [layer.name]
-
-
-def pin_fp32_layers(trt, network, fp32_nodes: set[str]) -> list[str]:
-    """Make every layer parsed from ``fp32_nodes`` compute and output float32 under the FP16 flag.
-
-    Sets ``layer.precision`` (layers with a float input or output) and the type of each float
-    output; integer and boolean outputs keep their types.
-
-    Returns: the names of the pinned layers.
-    """
-    floats = (trt.float32, trt.float16)
-    pinned = []
-    for i in range(network.num_layers):
-        layer = network.get_layer(i)
-        if not fp32_nodes.intersection(onnx_nodes_of(layer)):
-            continue
-        outputs = [layer.get_output(j) for j in range(layer.num_outputs)]
-        inputs = [layer.get_input(j) for j in range(layer.num_inputs)]
-        if not any(t is not None and t.dtype in floats for t in inputs + outputs):
-            continue
-        layer.precision = trt.float32
-        for j, out in enumerate(outputs):
-            if out.dtype in floats:
-                layer.set_output_type(j, trt.float32)
-        pinned.append(layer.name)
-    return pinned
-
-
-def build_engine(onnx_path: str | Path, engine_path: str | Path, profile: ShapeProfile, *, fp16_flag: bool = False,
+def build_engine(onnx_path: str | Path, engine_path: str | Path, profile: ShapeProfile, *,
                  workspace_mb: int = 4096, timing_cache: str | Path | None = None) -> EngineHeader:
     """Build and write the engine of an exported dettool ONNX graph; returns its header.
 
@@ -174,8 +124,6 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, profile: ShapeP
         onnx_path: a graph written by ``dettool export --to onnx`` (``--fp16`` for FP16 engines).
         engine_path: the dettool engine file to write (atomically), plus its ``.json`` sidecar.
         profile: the optimization profile.
-        fp16_flag: TensorRT 10 only: let TensorRT pick FP16 kernels for an FP32 graph, except in
-            its float32 regions (``pin_fp32_layers``).
         workspace_mb: builder workspace limit.
         timing_cache: file read before and written after the build (speeds up rebuilds).
     """
@@ -185,11 +133,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, profile: ShapeP
     meta = read_onnx_metadata(onnx_path)
     env = tensorrt_env(require_plugins=bool(meta.custom_ops))
     trt = env.trt
-    has_fp16_flag = hasattr(trt.BuilderFlag, "FP16")
-    if fp16_flag and not has_fp16_flag:
-        raise ExportError(f"TensorRT {env.version} has no FP16 builder flag (networks are strongly typed): "
-                          "build from the graph of dettool export --to onnx --fp16")
-    strongly_typed = meta.precision == "fp16" or not has_fp16_flag
+    strongly_typed = meta.precision == "fp16" or env.major >= 11
     compute_capability, gpu_name = _gpu()
 
     builder = trt.Builder(env.logger)
@@ -200,14 +144,6 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, profile: ShapeP
         raise ExportError(f"{onnx_path}: TensorRT's ONNX parser failed: {errors[0] if errors else 'unknown error'}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
-    if fp16_flag and not strongly_typed:
-        fp32_nodes = fp32_onnx_nodes(onnx.load(str(onnx_path), load_external_data=False))
-        if fp32_nodes and not pin_fp32_layers(trt, network, fp32_nodes):
-            raise ExportError(f"{onnx_path}: none of TensorRT's layers maps to the graph's {len(fp32_nodes)} float32 "
-                              "nodes, which the FP16 flag would run in FP16; build from the graph of dettool export "
-                              "--to onnx --fp16 instead")
-        config.set_flag(trt.BuilderFlag.FP16)
-        config.set_flag(trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
     opt_profile = builder.create_optimization_profile()
     shapes = {}
     for i in range(network.num_inputs):
@@ -227,7 +163,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, profile: ShapeP
     header = EngineHeader(
         tensorrt_version=env.version, compute_capability=compute_capability, gpu_name=gpu_name,
         plugin_library_sha256=env.plugin_sha256,
-        precision="fp16" if (meta.precision == "fp16" or fp16_flag) else "fp32",
+        precision=meta.precision,
         strongly_typed=strongly_typed, profiles={k: {"min": list(v[0]), "opt": list(v[1]), "max": list(v[2])}
                                                  for k, v in shapes.items()},
         onnx_sha256=file_sha256(onnx_path), deploy=json.loads(meta.to_json()))

@@ -49,7 +49,7 @@ class TensorRTBackend(Backend):
         self.device = torch.device(device)
         if self.device.type != "cuda" or not torch.cuda.is_available():
             raise BackendError(f"{self.path}: the tensorrt backend needs a CUDA device")
-        # An FP32 graph built with TensorRT 10's FP16 flag is an FP16 engine: judge it as one.
+        # the engine's own record of its precision (engines of older dettool builds may differ from the graph's)
         self.meta = replace(header.metadata(str(self.path)), precision=header.precision)
         env = tensorrt_env(require_plugins=bool(self.meta.custom_ops))
         major, minor = torch.cuda.get_device_capability(self.device)

@@ -1,5 +1,5 @@
 """Engine building around TensorRT: profiles from the config, the engine file, version checks,
-the FP16 flag's float32 layers, loading the plugin library.
+network flags, loading the plugin library.
 
 TensorRT itself is absent here; what runs without it is tested here (with fakes of the
 ``tensorrt`` module where needed), the engine build itself in tests/trt_engines (marked
@@ -15,12 +15,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from onnx import TensorProto, helper
 
 from dettool.config.schema import DeployConfig, Invalid
 from dettool.errors import BackendError, ExportError
-from dettool.exporters.fp16 import CLASS_KEY
-from dettool.exporters.onnx2trt import _network_flags, fp32_onnx_nodes, pin_fp32_layers, profile_from_config
+from dettool.exporters.onnx2trt import _network_flags, profile_from_config
 from dettool.exporters.trt_plugin_lib import PLUGIN_NAMES
 from dettool.runtime.engine_file import EngineHeader, check_compatible, is_engine_file, read_engine, write_engine
 from dettool.runtime.metadata import DeployMetadata, Postprocess, Preprocess
@@ -119,7 +117,7 @@ def test_missing_tensorrt_says_what_to_install(tmp_path: Path):
         tensorrt_env()
 
 
-# ----------------------------------------------------------------------------------- TensorRT 10's FP16 flag
+# ----------------------------------------------------------------------------------- network flags
 
 
 class FakeTensorRT:
@@ -136,78 +134,6 @@ def test_strongly_typed_flag_only_on_tensorrt_10():
     assert _network_flags(FakeTensorRT, True, 10) == 1 << 5
     assert _network_flags(FakeTensorRT, False, 10) == 0
     assert _network_flags(FakeTensorRT, True, 11) == 0  # deprecated and ignored: every network is typed
-
-
-class FakeTensor:
-    def __init__(self, dtype: str):
-        self.dtype = dtype
-
-
-class FakeLayer:
-    def __init__(self, name: str, metadata: str | None, inputs: list[str], outputs: list[str]):
-        self.name, self.metadata = name, metadata
-        self.inputs, self.outputs = [FakeTensor(t) for t in inputs], [FakeTensor(t) for t in outputs]
-        self.precision = None
-        self.output_types: dict[int, str] = {}
-
-    num_inputs = property(lambda self: len(self.inputs))
-    num_outputs = property(lambda self: len(self.outputs))
-
-    def get_input(self, i: int) -> FakeTensor:
-        return self.inputs[i]
-
-    def get_output(self, i: int) -> FakeTensor:
-        return self.outputs[i]
-
-    def set_output_type(self, i: int, dtype: str) -> None:
-        self.output_types[i] = dtype
-
-
-class FakeNetwork:
-    def __init__(self, layers: list[FakeLayer]):
-        self.layers = layers
-
-    num_layers = property(lambda self: len(self.layers))
-
-    def get_layer(self, i: int) -> FakeLayer:
-        return self.layers[i]
-
-
-def test_fp32_regions_are_pinned_under_the_fp16_flag():
-    f32, i32 = FakeTensorRT.float32, FakeTensorRT.int32
-    layers = [
-        FakeLayer("conv", "[ONNX Layer: /backbone/Conv]", [f32], [f32]),
-        FakeLayer("decode_mul", "[ONNX Layer: /decoder/Mul]", [f32, f32], [f32]),
-        # a layer TensorRT fused from two nodes, one of them float32: pinned
-        FakeLayer("fused", "[ONNX Layer: /head/Relu]\x1f[ONNX Layer: /decoder/Add]", [f32], [f32]),
-        FakeLayer("nms", "[ONNX Layer: nms]", [f32, f32], [i32, f32, f32, i32]),  # DettoolBatchedNMS
-        FakeLayer("/decoder/Floor_cast", None, [f32], [i32]),  # no metadata: found by name; int output kept
-        FakeLayer("/decoder/Shape", "[ONNX Layer: /decoder/Shape]", [i32], [i32]),  # nothing float to pin
-    ]
-    nodes = {"/decoder/Mul", "/decoder/Add", "nms", "/decoder/Floor_cast", "/decoder/Shape"}
-    pinned = pin_fp32_layers(FakeTensorRT, FakeNetwork(layers), nodes)
-    assert pinned == ["decode_mul", "fused", "nms", "/decoder/Floor_cast"]
-    conv, mul, fused, nms, cast, shape = layers
-    assert conv.precision is None and not conv.output_types
-    assert mul.precision == fused.precision == nms.precision == cast.precision == f32
-    assert mul.output_types == fused.output_types == {0: f32}
-    assert nms.output_types == {1: f32, 2: f32} and cast.output_types == {}
-    assert shape.precision is None
-
-
-def test_fp32_onnx_nodes_are_the_fp16_conversions_float32_nodes():
-    from dettool.trainer.models.postprocess.dense_decoders import AnchorDecoder
-
-    region = f"{AnchorDecoder.__module__}.{AnchorDecoder.__qualname__}"
-    decode = helper.make_node("Mul", ["x", "s"], ["boxes"], name="decode")
-    decode.metadata_props.add(key=CLASS_KEY, value=repr(["torch.nn.Module", region]))
-    nodes = [decode, helper.make_node("Relu", ["x"], ["feat"], name="relu"),
-             helper.make_node("DettoolBatchedNMS", ["boxes", "feat"], ["dets"], name="nms", domain="dettool")]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 4])],
-                              [helper.make_tensor_value_info("dets", TensorProto.FLOAT, None)],
-                              [helper.make_tensor("s", TensorProto.FLOAT, [1], [2.0])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19), helper.make_opsetid("dettool", 1)])
-    assert fp32_onnx_nodes(model) == {"decode", "nms"}
 
 
 # ----------------------------------------------------------------------------------- loading the plugin library

@@ -106,8 +106,8 @@ def build_engine(model: onnx.ModelProto, profile: dict[str, tuple[tuple, tuple, 
 
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    flags = 0
-    if hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
+    flags = 0  # TensorRT 11: every network is strongly typed, the flag deprecated and ignored
+    if int(trt.__version__.split(".")[0]) < 11:
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
