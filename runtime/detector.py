@@ -133,14 +133,20 @@ class Detector:
         postprocess: the decoding settings (``score_thr`` is the lowest score the model returns).
         class_names, cat_ids: per contiguous label.
         with_masks: whether results carry masks.
+        proposals_only: an RPN: every detection is a class-agnostic proposal, named
+            ``proposal`` with the first category id (as ``dettool eval`` writes them).
 
     Use ``Detector.load`` to build one from a file.
     """
 
     def __init__(self, backend: Backend, *, preprocess: Preprocess, postprocess: Postprocess,
-                 class_names: Sequence[str], cat_ids: Sequence[int], with_masks: bool) -> None:
+                 class_names: Sequence[str], cat_ids: Sequence[int], with_masks: bool,
+                 proposals_only: bool = False) -> None:
         if len(class_names) != len(cat_ids):
             raise BackendError(f"{len(class_names)} class names but {len(cat_ids)} category ids")
+        if proposals_only:
+            class_names, cat_ids = ["proposal"], list(cat_ids[:1])
+        self.proposals_only = proposals_only
         self.backend = backend
         self.preprocess = preprocess
         self.postprocess = postprocess
@@ -182,12 +188,13 @@ class Detector:
         backend = load_backend(kind, model, device, providers=providers, threads=threads)
         meta = backend.meta
         return cls(backend, preprocess=meta.preprocess, postprocess=meta.postprocess, class_names=meta.class_names,
-                   cat_ids=meta.cat_ids, with_masks=meta.with_masks)
+                   cat_ids=meta.cat_ids, with_masks=meta.with_masks, proposals_only=meta.model_type == "rpn")
 
     @classmethod
     def _from_checkpoint(cls, checkpoint: str | Path, config: str | Path | None, *, device: str | None,
                          threads: int | None, overrides: Iterable[str]) -> "Detector":
         from dettool.config import load_config
+        from dettool.config.schema import RPNConfig
         from dettool.runtime.torch_backend import TorchBackend
         from dettool.trainer.builder.data import has_masks
         from dettool.trainer.checkpoint import checkpoint_classes, load_checkpoint
@@ -200,7 +207,8 @@ class Detector:
         names, cat_ids = checkpoint_classes(load_checkpoint(checkpoint), cfg.model.num_classes, cfg.data.category_ids)
         backend = TorchBackend.from_checkpoint(cfg, checkpoint, device)
         return cls(backend, preprocess=Preprocess.of_config(cfg), postprocess=Postprocess.of_config(cfg),
-                   class_names=names, cat_ids=cat_ids, with_masks=has_masks(cfg))
+                   class_names=names, cat_ids=cat_ids, with_masks=has_masks(cfg),
+                   proposals_only=isinstance(cfg.model, RPNConfig))
 
     def prepare(self, images: Sequence[Image.Image]) -> tuple[torch.Tensor, list[dict]]:
         """RGB images -> the backend's input: ``Tensor[B, 3, H, W]`` (normalised, zero-padded to

@@ -224,7 +224,7 @@ def run_infer(detector: Detector, inputs: Sequence[str], out_dir: str | Path, *,
             warn(f"{len(image_rows) - len(evaluated)} of {len(image_rows)} images are not in {ann_file}: their "
                  f"results have new ids and are left out of the metrics")
         metrics = detection_metrics(coco, [r for r in results if r["image_id"] in set(evaluated)],
-                                    image_ids=evaluated)
+                                    proposals_only=detector.proposals_only, image_ids=evaluated)
         summary["ann_file"] = str(ann_file)
         summary["num_evaluated"] = len(evaluated)
         summary["metrics"] = {k: v for k, v in metrics.items() if not k.startswith("_")}

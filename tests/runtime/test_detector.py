@@ -174,3 +174,14 @@ def test_onnx_graph_and_checkpoint_give_the_same_detections(tiny_export, tmp_pat
     summary = diff.summary()
     assert summary["matched"] > 0 and summary["matched_fraction"] == 1.0, summary
     assert summary["box_linf_px_max"] < 1e-2 and summary["score_diff_max"] < 1e-4, summary
+
+
+def test_an_rpn_returns_class_agnostic_proposals(tiny_synth, tmp_path):
+    from runtime_helpers import CONFIGS
+
+    rpn = CONFIGS / "rpn_r18_fpn_synth.yaml"
+    path, sets = tiny_checkpoint(tiny_synth, tmp_path, rpn, class_names=["w", "x", "y", "z"], cat_ids=[2, 4, 6, 8])
+    detector = Detector.load(path, rpn, overrides=sets, device="cpu")
+    (result,) = detector(tiny_synth / "val" / "000000.jpg")
+    assert detector.proposals_only and len(result) > 0
+    assert set(result.class_names) == {"proposal"} and set(result.cat_ids.tolist()) == {2}
