@@ -17,7 +17,7 @@ from test_backends import fake_deploy_graph, fake_metadata
 from dettool.config import load_config
 from dettool.data.coco import load_image
 from dettool.errors import BackendError, DataError
-from dettool.runtime import Detector
+from dettool.runtime import Detector, tensorrt_installed
 from dettool.runtime.detector import model_kind, read_image
 from dettool.runtime.metadata import Preprocess, sidecar_path
 from dettool.runtime.parity import OutputDiff
@@ -158,6 +158,9 @@ def test_wrong_files_in_one_line(tmp_path, tiny_synth):
     engine = tmp_path / "model.engine"
     engine.write_bytes(b"DTTRTENG" + bytes(64))
     assert model_kind(engine) == "tensorrt" and model_kind(path) == "torch" and model_kind(onnx_path) == "onnxruntime"
+    if not tensorrt_installed():
+        with pytest.raises(BackendError, match="TensorRT is not installed"):
+            Detector.load(engine)
 
 
 @pytest.mark.slow
