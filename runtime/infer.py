@@ -55,15 +55,19 @@ class InputImage:
     name: str
 
 
-def collect_inputs(inputs: Sequence[str]) -> list[InputImage]:
+def collect_inputs(inputs: Sequence[str], exclude: Path | None = None) -> list[InputImage]:
     """Expand ``inputs`` (files, folders, glob patterns) into images, in the order given (a
-    folder's files sorted), each file once. A missing path or a pattern matching nothing is
-    warned about; ``DataError`` when nothing at all is found."""
+    folder's files sorted), each file once, none from inside ``exclude`` (the output folder: a
+    second run must not read the first one's pictures). A missing path or a pattern matching
+    nothing is warned about; ``DataError`` when nothing at all is found."""
     found: list[InputImage] = []
     seen: set[Path] = set()
+    excluded = exclude.resolve() if exclude is not None else None
 
     def add(path: Path, name: str) -> None:
         key = path.resolve()
+        if excluded is not None and key.is_relative_to(excluded):
+            return
         if key not in seen:
             seen.add(key)
             found.append(InputImage(path, name))
@@ -159,7 +163,7 @@ def run_infer(detector: Detector, inputs: Sequence[str], out_dir: str | Path, *,
     Returns: the summary dict (also written as ``summary.json``).
     """
     out_dir = Path(out_dir)
-    images = unique_names(collect_inputs(inputs))
+    images = unique_names(collect_inputs(inputs, exclude=out_dir))
     ids, coco = image_ids_from(ann_file, images) if ann_file else ({}, None)
     next_id = max(list(ids.values()) + [0]) + 1 if ann_file else 1
     vis_dir = out_dir / "vis"

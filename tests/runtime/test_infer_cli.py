@@ -61,6 +61,12 @@ def test_a_folder_of_awkward_files(tiny_synth, tmp_path):
     assert [s["path"] for s in summary["skipped"]] == [str(folder / "broken.jpg")]
     assert sum(summary["detections_per_class"].values()) == len(results)
     assert (out / "summary.md").read_text(encoding="utf-8").startswith("| class | detections |")
+    # an output folder inside the input folder: its pictures are not inputs of the next run
+    inner = folder / "out"
+    for _ in range(2):
+        code, stdout, stderr = infer(checkpoint, sets, folder, "--out", inner, "--no-draw" if _ else "--draw-thr=0.5")
+        assert code == 0, stderr
+        assert json.loads((inner / "summary.json").read_text(encoding="utf-8"))["num_images"] == 6
 
 
 def test_results_are_dettool_evals_and_evaluate_to_its_ap(tiny_synth, tmp_path):
