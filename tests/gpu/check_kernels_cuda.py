@@ -8,6 +8,8 @@ prints a pass/fail table and exits 1 if any check fails (2 if it cannot run).
 
     python tests/gpu/check_kernels_cuda.py               # build + check (needs a GPU, nvcc)
     python tests/gpu/check_kernels_cuda.py --build-only  # build and import only (no GPU needed)
+    python tests/gpu/check_gpu.py                        # these checks, then deploy graphs and training
+                                                         # step on CUDA vs CPU / torchvision (check_gpu.py)
 
 Needs torch with CUDA, torchvision and nvcc (CUDA_HOME); no internet. Tolerances:
   NMS                  exact vs the spec's reference (torchvision nms per class on the CPU);
@@ -24,7 +26,6 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -33,7 +34,9 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 PLUGINS = REPO / "plugins_trt"
 sys.path.insert(0, str(REPO / "tests" / "plugins"))
+sys.path.insert(0, str(HERE))
 
+from check_table import Checker  # noqa: E402
 from dettool_op_references import (  # noqa: E402
     reference_batched_nms,
     reference_modulated_deform_conv,
@@ -62,41 +65,6 @@ def build_extension(build_dir: Path, verbose: bool = False):
     return load(name="dettool_kernels_check", sources=[str(s) for s in sources], extra_include_paths=[str(PLUGINS)],
                 extra_cflags=["-O2"], extra_cuda_cflags=["-O3"],
                 build_directory=str(build_dir), verbose=verbose)
-
-
-@dataclass
-class Result:
-    name: str
-    ok: bool
-    detail: str
-    ms: float
-
-
-class Checker:
-    """Runs named checks, records a row each; a check raising counts as a failure."""
-
-    def __init__(self) -> None:
-        self.results: list[Result] = []
-
-    def run(self, name: str, fn) -> None:
-        start = time.perf_counter()
-        try:
-            detail = fn() or ""
-            ok = True
-        except Exception as e:  # noqa: BLE001 - every failure becomes a row of the table
-            ok, detail = False, f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
-        torch.cuda.synchronize()
-        self.results.append(Result(name, ok, detail, 1e3 * (time.perf_counter() - start)))
-        print(f"  {'PASS' if ok else 'FAIL'}  {name}  {detail}", flush=True)
-
-    def table(self) -> str:
-        width = max(len(r.name) for r in self.results)
-        lines = [f"{'check':<{width}}  result  time(ms)  detail", "-" * (width + 40)]
-        for r in self.results:
-            lines.append(f"{r.name:<{width}}  {'pass' if r.ok else 'FAIL':<6}  {r.ms:8.1f}  {r.detail}")
-        failed = sum(not r.ok for r in self.results)
-        lines.append(f"{len(self.results) - failed} passed, {failed} failed")
-        return "\n".join(lines)
 
 
 def max_error(got: torch.Tensor, want: torch.Tensor, atol: float, rtol: float) -> str:
@@ -352,7 +320,7 @@ def main() -> int:
     torch.backends.cuda.matmul.allow_tf32 = False  # torchvision's deform_conv2d GEMM in full float32
     torch.backends.cudnn.allow_tf32 = False
     print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, {torch.cuda.get_device_name()}", flush=True)
-    checker = Checker()
+    checker = Checker("kernels")
     nms_checks(ext, checker)
     roi_align_checks(ext, checker)
     dcn_checks(ext, checker)
