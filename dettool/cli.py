@@ -62,15 +62,17 @@ def train(config: str, work_dir: str | None, resume: str | None, overrides: tupl
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 @click.option("--out", type=click.Path(dir_okay=False), help="Write metrics JSON here (plus .md table, PR curves).")
 @click.option("--show-dir", type=click.Path(file_okay=False), help="Draw detections on val images into this folder.")
+@click.option("--batch-size", default=2, show_default=True, type=click.IntRange(1), help="Images per forward pass.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key (repeatable).")
 @click.option("--device", default=None, help="cpu or cuda (default: cuda when available).")
-def evaluate(config: str, checkpoint: str, out: str | None, show_dir: str | None, overrides: tuple[str, ...],
-             device: str | None) -> None:
+def evaluate(config: str, checkpoint: str, out: str | None, show_dir: str | None, batch_size: int,
+             overrides: tuple[str, ...], device: str | None) -> None:
     """COCO bbox metrics of CHECKPOINT on the config's val split."""
     from dettool.config import load_config
     from dettool.trainer.evaluate import evaluate_checkpoint
 
-    evaluate_checkpoint(load_config(config, overrides), checkpoint, out=out, show_dir=show_dir, device=device)
+    evaluate_checkpoint(load_config(config, overrides), checkpoint, out=out, show_dir=show_dir, device=device,
+                        batch_size=batch_size)
 
 
 @cli.command()
@@ -123,22 +125,27 @@ def export(config: str, checkpoint: str, target: str, fp16: bool, portable: bool
 @click.option("--fp32-tol", default=0.001, show_default=True, type=float, help="Max |delta bbox AP|, FP32 engine.")
 @click.option("--fp16-tol", default=0.003, show_default=True, type=float, help="Max |delta bbox AP|, FP16 engine.")
 @click.option("--mask-tol", default=0.003, show_default=True, type=float, help="Max |delta segm AP|.")
+@click.option("--bootstrap", default=500, show_default=True, type=click.IntRange(0),
+              help="Resamples of the 95% interval of delta AP (0: none, the point estimate decides).")
 @click.option("--show-dir", type=click.Path(file_okay=False),
               help="Draw engine detections here (default: beside --out).")
 @click.option("--num-show", default=8, show_default=True, type=click.IntRange(0), help="Images to draw (0: none).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key (repeatable).")
 def eval_engine(config: str, checkpoint: str, engine: str, backend: str, out: str | None, batch_size: int,
                 max_images: int | None, warmup: int, iters: int, device: str | None, fp32_tol: float, fp16_tol: float,
-                mask_tol: float, show_dir: str | None, num_show: int, overrides: tuple[str, ...]) -> None:
-    """Compare ENGINE with the PyTorch model (CONFIG + CHECKPOINT) on the val split: AP parity,
-    matched-detection differences, latency. Exit status 2 when a parity check fails."""
+                mask_tol: float, bootstrap: int, show_dir: str | None, num_show: int,
+                overrides: tuple[str, ...]) -> None:
+    """Compare ENGINE with the PyTorch model (CONFIG + CHECKPOINT) on the val split: same detections
+    (matched boxes and scores), same AP (with a bootstrap interval over the images), latency.
+    Exit status 2 when the verdict fails (an AP difference the images resolve, or different
+    detections where they cannot resolve the AP)."""
     from dettool.config import load_config
     from dettool.runtime.eval_engine import Tolerances, evaluate_engine
 
     report = evaluate_engine(load_config(config, overrides), checkpoint, engine, backend=backend, out=out,
                              batch_size=batch_size, max_images=max_images, warmup=warmup, iters=iters, device=device,
-                             tolerances=Tolerances(fp32_tol, fp16_tol, mask_tol), show_dir=show_dir,
-                             num_show=num_show)
+                             tolerances=Tolerances(fp32_tol, fp16_tol, mask_tol), bootstrap=bootstrap,
+                             show_dir=show_dir, num_show=num_show)
     if not report["passed"]:
         click.echo(f"dettool: parity check failed: {'; '.join(report['failures'])}", err=True)
         sys.exit(2)

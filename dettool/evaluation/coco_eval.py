@@ -64,13 +64,39 @@ def detections_to_results(dets: list, metas: list[dict], label_to_cat_id: list[i
     return results
 
 
+def _cocoeval(coco_gt: COCO, dets: list[dict], iou_type: str, image_ids: list[int] | None) -> COCOeval:
+    """A ``COCOeval`` of ``dets`` on ``image_ids`` (default all), not yet evaluated."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        ev = COCOeval(coco_gt, coco_gt.loadRes(dets), iou_type)
+    if image_ids is not None:
+        ev.params.imgIds = list(image_ids)
+    return ev
+
+
+def _bbox_dets(results: list[dict]) -> list[dict]:
+    # loadRes edits the dicts it gets (adds polygons), so it gets copies without masks
+    return [{k: v for k, v in r.items() if k != "segmentation"} for r in results]
+
+
+def _segm_dets(results: list[dict]) -> list[dict]:
+    """Copies without ``bbox`` of the results that carry a ``segmentation`` (see ``coco_segm_metrics``)."""
+    return [{"image_id": r["image_id"], "category_id": r["category_id"], "score": r["score"],
+             "segmentation": r["segmentation"]} for r in results if r.get("segmentation") is not None]
+
+
+def cocoeval_of(coco_gt: COCO, results: list[dict], iou_type: str,
+                image_ids: list[int] | None = None) -> COCOeval | None:
+    """The ``COCOeval`` (``bbox`` or ``segm``, not yet evaluated) behind ``coco_bbox_metrics`` /
+    ``coco_segm_metrics``, its detections prepared the same way; None when there are none."""
+    dets = _bbox_dets(results) if iou_type == "bbox" else _segm_dets(results)
+    return _cocoeval(coco_gt, dets, iou_type, image_ids) if dets else None
+
+
 def _run_cocoeval(coco_gt: COCO, dets: list[dict], iou_type: str,
                   image_ids: list[int] | None) -> tuple[COCOeval, list[float]]:
     """Evaluate, accumulate and summarise silently; stats clamped at 0 (pycocotools' -1 = no gt)."""
+    ev = _cocoeval(coco_gt, dets, iou_type, image_ids)
     with contextlib.redirect_stdout(io.StringIO()):
-        ev = COCOeval(coco_gt, coco_gt.loadRes(dets), iou_type)
-        if image_ids is not None:
-            ev.params.imgIds = list(image_ids)
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
@@ -81,9 +107,7 @@ def coco_bbox_metrics(coco_gt: COCO, results: list[dict], image_ids: list[int] |
     """``bbox_AP`` ... ``bbox_AR100`` in [0, 1] (0 for every metric when there are no detections)."""
     if not results:
         return {f"bbox_{k}": 0.0 for k in BBOX_METRICS}
-    # loadRes edits the dicts it gets (adds polygons), so it gets copies without masks
-    ev, stats = _run_cocoeval(coco_gt, [{k: v for k, v in r.items() if k != "segmentation"} for r in results],
-                              "bbox", image_ids)
+    ev, stats = _run_cocoeval(coco_gt, _bbox_dets(results), "bbox", image_ids)
     out = {f"bbox_{k}": stats[i] for i, k in enumerate(BBOX_METRICS)}
     out["_precision"] = ev.eval["precision"]  # [T, R, K, A, M]; for PR curves, not serialised
     return out
@@ -96,8 +120,7 @@ def coco_segm_metrics(coco_gt: COCO, results: list[dict], image_ids: list[int] |
     without ``bbox``: given a box, pycocotools' ``loadRes`` would take the box area as the
     detection's area and shift APs / APm / APl (MMDetection drops it for the same reason).
     """
-    dets = [{"image_id": r["image_id"], "category_id": r["category_id"], "score": r["score"],
-             "segmentation": r["segmentation"]} for r in results if r.get("segmentation") is not None]
+    dets = _segm_dets(results)
     if not dets:
         return {f"segm_{k}": 0.0 for k in SEGM_METRICS}
     missing = [a["id"] for a in coco_gt.dataset["annotations"] if not a.get("segmentation")]

@@ -29,18 +29,8 @@ def proposal_recall(coco_gt: COCO, proposals: list[dict], max_dets: tuple[int, .
     keys = [f"AR@{m}" for m in max_dets]
     if not proposals:
         return {k: 0.0 for k in keys}
-    # COCOeval files detections under their category even with useCats = 0; loadRes edits its input.
-    cat_ids = coco_gt.getCatIds()
-    cat_id = cat_ids[0] if cat_ids else 1
-    results = [{"image_id": p["image_id"], "bbox": [float(v) for v in p["bbox"]], "score": float(p["score"]),
-                "category_id": cat_id} for p in proposals]
+    ev = proposal_cocoeval(coco_gt, proposals, max_dets, image_ids)
     with contextlib.redirect_stdout(io.StringIO()):
-        dt = coco_gt.loadRes(results)
-        ev = COCOeval(coco_gt, dt, "bbox")
-        ev.params.useCats = 0
-        ev.params.maxDets = list(max_dets)
-        if image_ids is not None:
-            ev.params.imgIds = list(image_ids)
         ev.evaluate()
         ev.accumulate()
     recall = ev.eval["recall"]  # [T, K = 1, A, M]; -1 where there is no gt
@@ -51,6 +41,24 @@ def proposal_recall(coco_gt: COCO, proposals: list[dict], max_dets: tuple[int, .
         r = r[r > -1]
         out[k] = float(np.mean(r)) if r.size else 0.0
     return out
+
+
+def proposal_cocoeval(coco_gt: COCO, proposals: list[dict], max_dets: tuple[int, ...] = (100, 300, 1000),
+                      image_ids: list[int] | None = None) -> COCOeval:
+    """The class-agnostic ``COCOeval`` behind ``proposal_recall`` (not yet evaluated); ``proposals``
+    must not be empty."""
+    # COCOeval files detections under their category even with useCats = 0; loadRes edits its input.
+    cat_ids = coco_gt.getCatIds()
+    cat_id = cat_ids[0] if cat_ids else 1
+    results = [{"image_id": p["image_id"], "bbox": [float(v) for v in p["bbox"]], "score": float(p["score"]),
+                "category_id": cat_id} for p in proposals]
+    with contextlib.redirect_stdout(io.StringIO()):
+        ev = COCOeval(coco_gt, coco_gt.loadRes(results), "bbox")
+    ev.params.useCats = 0
+    ev.params.maxDets = list(max_dets)
+    if image_ids is not None:
+        ev.params.imgIds = list(image_ids)
+    return ev
 
 
 def format_recall_table(recall: dict[str, float]) -> str:

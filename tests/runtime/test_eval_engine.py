@@ -89,7 +89,8 @@ def test_report_written_as_json_and_markdown(tmp_path):
         "batch_size": 4,
         "metrics": {"torch": {"bbox_AP": 0.5, "bbox_AP50": 0.7, "segm_AP": 0.4},
                     "engine": {"bbox_AP": 0.5, "bbox_AP50": 0.7, "segm_AP": 0.41}},
-        "parity": [{"metric": "bbox_AP", "torch": 0.5, "engine": 0.5, "delta": 0.0, "tol": 0.001, "passed": True},
+        "parity": [{"metric": "bbox_AP", "torch": 0.5, "engine": 0.5, "delta": 0.0, "tol": 0.001, "passed": True,
+                    "status": "pass", "low": -0.0002, "high": 0.0001, "num_images": 6, "num_resamples": 500},
                    {"metric": "segm_AP", "torch": 0.4, "engine": 0.41, "delta": 0.01, "tol": 0.003, "passed": False}],
         "outputs": {"iou_thr": 0.5, "matched": 10, "unmatched_engine": 1, "unmatched_torch": 0,
                     "box_linf_px_max": 0.25, "box_linf_px_mean": 0.01, "score_diff_max": 1e-6, "score_diff_mean": 1e-7,
@@ -98,9 +99,9 @@ def test_report_written_as_json_and_markdown(tmp_path):
         "passed": False, "failures": ["segm_AP differs by 0.0100 > 0.003 (onnxruntime 0.4100, torch 0.4000)"],
     }
     text = format_report(report)
-    assert "| bbox AP | 0.5000 | 0.5000 | 0.0000 | 0.001 | ok |" in text
-    assert "| segm AP | 0.4000 | 0.4100 | 0.0100 | 0.003 | **FAIL** |" in text
-    assert "| bbox AP50 | 0.7000 | 0.7000 | 0.0000 |  |  |" in text
+    assert "| bbox AP | 0.5000 | 0.5000 | 0.0000 | [-0.0002, +0.0001] | 0.001 | pass |" in text
+    assert "| segm AP | 0.4000 | 0.4100 | 0.0100 |  | 0.003 | **FAIL** |" in text  # a report without intervals
+    assert "| bbox AP50 | 0.7000 | 0.7000 | 0.0000 |  |  |  |" in text
     assert "| 10 | 1 / 0 | 0.2500 / 0.0100 | 1.00e-06 / 1.00e-07 | 0.0200 / 0.0010 |" in text
     assert "| torch | 1 | 10.0 | 12.0 | 95.00 |" in text
     assert "Parity FAILED: segm_AP differs" in text
@@ -155,6 +156,12 @@ def test_eval_engine_report_and_parity(tiny_export, pseudo_gt, tmp_path):
     assert torch_m["bbox_AP"] > 0.8 and torch_m["segm_AP"] > 0.8  # detections that AP can see
     assert [c["metric"] for c in report["parity"]] == ["bbox_AP", "segm_AP"]
     assert report["passed"] and report["failures"] == []
+    # an FP32 graph: the same detections, and every AP difference resolved as within tolerance
+    assert [(c["status"], c["num_images"]) for c in report["parity"]] == [("pass", 6), ("pass", 6)]
+    assert all(c["low"] <= c["high"] and c["high"] - c["low"] < 0.001 for c in report["parity"])
+    assert report["detections_check"]["status"] == "pass" and report["verdict"].startswith("PASSED (6 images, ")
+    assert report["basis"]["matched"] == report["outputs"]["matched"] == report["basis"]["torch_detections"]
+    assert report["bootstrap"]["num_resamples"] == 500 and report["bootstrap"]["seconds"] > 0
     assert abs(engine_m["bbox_AP"] - torch_m["bbox_AP"]) <= 0.001
     outputs = report["outputs"]
     assert outputs["matched"] > 0 and outputs["unmatched_engine"] == outputs["unmatched_torch"] == 0

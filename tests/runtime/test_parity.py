@@ -42,6 +42,9 @@ def test_output_diff_summary():
     assert s["box_linf_px_max"] == pytest.approx(0.5) and s["box_linf_px_mean"] == pytest.approx(0.5)
     assert s["score_diff_max"] == pytest.approx(0.1)
     assert s["matched_fraction"] == pytest.approx(0.5)
+    assert (s["torch_detections"], s["engine_detections"]) == (2, 2)
+    assert s["matched_score_fraction"] == pytest.approx((0.9 + 0.8) / (0.9 + 0.5 + 0.8 + 0.4))
+    assert s["box_linf_px_p99"] == pytest.approx(0.5)
     assert "mask_diff_max" not in s
 
 
@@ -58,6 +61,7 @@ def test_mask_difference_is_one_minus_mask_iou():
 def test_nothing_matched_gives_none():
     s = OutputDiff().summary()
     assert s["matched"] == 0 and s["box_linf_px_max"] is None and s["matched_fraction"] == 1.0
+    assert s["matched_score_fraction"] == 1.0 and s["box_linf_px_p99"] is None
 
 
 def test_equal_boxes_without_area_are_matched():
