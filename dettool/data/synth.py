@@ -5,12 +5,17 @@ mapping). Each shape is painted through the mask pycocotools decodes from the po
 to the JSON, so the annotation's mask, area and box are exactly the painted pixels. Boxes may
 overlap (IoU up to ``MAX_BOX_IOU``) while shapes stay pixel-disjoint, so the
 polygon masks are exact. Every 40th file name has a space and non-ASCII letters.
+
+``SynthOptions`` (the ``data.synth`` keys) give a held-out set from the same generator: other
+image and object size ranges and other category ids; their defaults write the original dataset
+byte for byte.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +34,27 @@ MAX_BOX_IOU = 0.35
 IMAGE_W = (224, 320)
 IMAGE_H = (176, 256)
 OBJECT_SIZE = (20, 110)
+
+
+@dataclass(frozen=True)
+class SynthOptions:
+    """What a synthetic dataset looks like, apart from its seed and split sizes.
+
+    Args:
+        image_width, image_height: (min, max) image size in pixels, both inclusive.
+        object_size: (min, max) of an object's size in pixels (drawn log-uniformly, then split
+            by an aspect ratio in [e^-0.5, e^0.5]).
+        category_ids: the COCO ids of box, disc, triangle and cross, in that order.
+    """
+
+    image_width: tuple[int, int] = IMAGE_W
+    image_height: tuple[int, int] = IMAGE_H
+    object_size: tuple[float, float] = OBJECT_SIZE
+    category_ids: tuple[int, int, int, int] = tuple(c["id"] for c in CATEGORIES)
+
+    def categories(self) -> list[dict]:
+        """The COCO ``categories`` entries, ids from ``category_ids``."""
+        return [{**c, "id": i} for c, i in zip(CATEGORIES, self.category_ids)]
 
 
 def _hsv_to_rgb(h: float, s: float, v: float) -> tuple[int, int, int]:
@@ -90,10 +116,11 @@ def _box_iou(a: list[float], b: list[float]) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def make_image(rng: np.random.Generator) -> tuple[np.ndarray, list[dict]]:
+def make_image(rng: np.random.Generator, options: SynthOptions = SynthOptions()) -> tuple[np.ndarray, list[dict]]:
     """One synthetic image uint8 [H, W, 3] and its objects (category_id, polygon, bbox xyxy)."""
-    w = int(rng.integers(IMAGE_W[0], IMAGE_W[1] + 1))
-    h = int(rng.integers(IMAGE_H[0], IMAGE_H[1] + 1))
+    w = int(rng.integers(options.image_width[0], options.image_width[1] + 1))
+    h = int(rng.integers(options.image_height[0], options.image_height[1] + 1))
+    min_size, max_size = options.object_size
     pixels = _background(rng, h, w)
     occupied = np.zeros((h, w), dtype=bool)
     objects: list[dict] = []
@@ -101,8 +128,9 @@ def make_image(rng: np.random.Generator) -> tuple[np.ndarray, list[dict]]:
     for _ in range(target * 12):
         if len(objects) >= target:
             break
-        cat = CATEGORIES[int(rng.integers(len(CATEGORIES)))]["id"]
-        size = float(np.exp(rng.uniform(math.log(OBJECT_SIZE[0]), math.log(OBJECT_SIZE[1]))))
+        shape = int(rng.integers(len(CATEGORIES)))
+        cat = CATEGORIES[shape]["id"]  # the shape; the written id is options.category_ids[shape]
+        size = float(np.exp(rng.uniform(math.log(min_size), math.log(max_size))))
         aspect = float(np.exp(rng.uniform(-0.5, 0.5)))
         ow, oh = min(size * aspect, w - 4), min(size / aspect, h - 4)
         cx = rng.uniform(ow / 2 + 1, w - ow / 2 - 1)
@@ -126,7 +154,8 @@ def make_image(rng: np.random.Generator) -> tuple[np.ndarray, list[dict]]:
         pixels[mask] = color  # paint exactly the mask pycocotools will decode from the polygon
         rows, cols = np.nonzero(mask)
         box = [float(cols.min()), float(rows.min()), float(cols.max() + 1), float(rows.max() + 1)]
-        objects.append({"category_id": cat, "polygon": poly, "box": box, "area": float(mask.sum())})
+        objects.append({"category_id": options.category_ids[shape], "polygon": poly, "box": box,
+                        "area": float(mask.sum())})
     return pixels, objects
 
 
@@ -134,7 +163,8 @@ def _file_name(index: int) -> str:
     return f"bild ü {index:06d}.jpg" if index % 40 == 7 else f"{index:06d}.jpg"
 
 
-def write_split(out_dir: Path, split: str, num_images: int, seed: int) -> Path:
+def write_split(out_dir: Path, split: str, num_images: int, seed: int,
+                options: SynthOptions = SynthOptions()) -> Path:
     """Write ``out_dir/split/*.jpg`` and ``out_dir/annotations/split.json``; returns the JSON path."""
     img_dir = out_dir / split
     ann_dir = out_dir / "annotations"
@@ -144,7 +174,7 @@ def write_split(out_dir: Path, split: str, num_images: int, seed: int) -> Path:
     images, annotations = [], []
     for i in range(num_images):
         rng = np.random.default_rng([split_seed, i])
-        pixels, objects = make_image(rng)
+        pixels, objects = make_image(rng, options)
         name = _file_name(i)
         Image.fromarray(pixels).save(img_dir / name, quality=92)
         images.append({"id": i + 1, "file_name": name, "height": int(pixels.shape[0]), "width": int(pixels.shape[1])})
@@ -158,13 +188,15 @@ def write_split(out_dir: Path, split: str, num_images: int, seed: int) -> Path:
     ann_path = ann_dir / f"{split}.json"
     tmp = ann_path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps({"info": {"description": f"dettool synthetic {split}", "seed": seed},
-                               "images": images, "annotations": annotations, "categories": CATEGORIES}))
+                               "images": images, "annotations": annotations,
+                               "categories": options.categories()}))
     os.replace(tmp, ann_path)  # the JSON appears last, so its presence means the split is complete
     return ann_path
 
 
-def generate(out_dir: str | Path, num_train: int, num_val: int, seed: int = 0) -> dict[str, Path]:
-    """Generate train and val splits under ``out_dir``; deterministic in ``seed``."""
+def generate(out_dir: str | Path, num_train: int, num_val: int, seed: int = 0,
+             options: SynthOptions = SynthOptions()) -> dict[str, Path]:
+    """Generate train and val splits under ``out_dir``; deterministic in ``seed`` and ``options``."""
     out_dir = Path(out_dir)
-    return {"train": write_split(out_dir, "train", num_train, seed),
-            "val": write_split(out_dir, "val", num_val, seed)}
+    return {"train": write_split(out_dir, "train", num_train, seed, options),
+            "val": write_split(out_dir, "val", num_val, seed, options)}

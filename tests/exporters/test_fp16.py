@@ -3,9 +3,14 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import pytest
+from detector_helpers import CONFIGS, random_detector, tiny_sets
 from onnx import TensorProto, helper
 
+from dettool.config import load_config
+from dettool.exporters.deploy.detector import build_deploy_model
 from dettool.exporters.fp16 import CLASS_KEY, convert_to_fp16
+from dettool.exporters.torch2onnx import example_inputs, trace_to_onnx
 from dettool.runtime.ort_custom_ops import make_session
 from dettool.trainer import builder  # noqa: F401  (defines the detectors' Float32Block modules)
 from dettool.trainer.models.postprocess.batched import float32_block_classes
@@ -65,3 +70,17 @@ def test_integer_division_written_in_float_stays_exact() -> None:
     # ONNX Runtime's CPU may upcast float16 arithmetic itself; TensorRT would not: the chain must stay float32
     casts = [a.i for n in model.graph.node if n.op_type == "Cast" for a in n.attribute if a.name == "to"]
     assert casts == [TensorProto.FLOAT, TensorProto.INT64]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["mask_rcnn", "cascade_rcnn"])
+def test_only_the_image_is_rounded_to_fp16_in_a_two_stage_graph(name, tiny_synth):
+    """In a converted deploy graph every float32 value that reaches an FP16 node is the input image
+    (the converter's one cast to float16): no RoI coordinate, score, decoded box or image shape is
+    rounded on its way back into the network (what the FP16 study of issue 13 checked on trained models)."""
+    cfg = load_config(CONFIGS / f"{name}_r18_fpn_synth.yaml", tiny_sets(tiny_synth))
+    deploy = build_deploy_model(random_detector(cfg))
+    model = convert_to_fp16(trace_to_onnx(deploy, example_inputs(cfg, 1), False, False, cfg.data.size_divisor))
+    to_fp16 = [n.input[0] for n in model.graph.node
+               if n.op_type == "Cast" and any(a.name == "to" and a.i == TensorProto.FLOAT16 for a in n.attribute)]
+    assert to_fp16 == ["images"]

@@ -35,7 +35,7 @@ def ensure_synthetic(cfg: S.DataConfig) -> None:
             raise ConfigError(f"data.{split}: synthetic data lives at {expected[split][0]} and {expected[split][1]}; "
                               f"got {sc.ann_file} and {sc.img_dir}")
     print(f"dettool: generating the synthetic dataset in {root} (first use)", flush=True)
-    generate(root, cfg.synth.num_train, cfg.synth.num_val, cfg.synth.seed)
+    generate(root, cfg.synth.num_train, cfg.synth.num_val, cfg.synth.seed, cfg.synth.options())
 
 
 def has_masks(cfg: S.Config) -> bool:

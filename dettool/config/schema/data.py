@@ -4,7 +4,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Literal, Optional, Union
 
-from dettool.config.schema.common import Fraction, Invalid, NonNegFloat, NonNegInt, PosInt, Range, Section, require
+from dettool.config.schema.common import (
+    Fraction,
+    Invalid,
+    NonNegFloat,
+    NonNegInt,
+    PosFloat,
+    PosInt,
+    Range,
+    Section,
+    require,
+)
+from dettool.data import synth
 from dettool.data.scale import ScaleSpec
 
 
@@ -19,11 +30,36 @@ class SplitConfig(Section):
 
 @dataclass(frozen=True)
 class SynthConfig(Section):
-    """Synthetic dataset generated into the split folders on first use (``dettool data synth``)."""
+    """Synthetic dataset generated into the split folders on first use (``dettool data synth``).
+
+    ``image_width`` / ``image_height`` / ``object_size``: (min, max) in pixels; ``category_ids``:
+    the COCO ids of box, disc, triangle and cross. The defaults are the original dataset's
+    (``dettool.data.synth``); other values (and another ``seed``) give a held-out set.
+    """
 
     num_train: NonNegInt = 1000
     num_val: NonNegInt = 200
     seed: int = 0
+    image_width: tuple[PosInt, PosInt] = synth.IMAGE_W
+    image_height: tuple[PosInt, PosInt] = synth.IMAGE_H
+    object_size: tuple[PosFloat, PosFloat] = synth.OBJECT_SIZE
+    category_ids: tuple[PosInt, PosInt, PosInt, PosInt] = synth.SynthOptions().category_ids
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for key in ("image_width", "image_height", "object_size"):
+            lo, hi = getattr(self, key)
+            require(lo <= hi, key, f"min must not exceed max, got {[lo, hi]}")
+        for key in ("image_width", "image_height"):
+            lo, hi = getattr(self, key)
+            require(lo >= 8, key, f"images need at least 8 pixels a side, got {[lo, hi]}")
+        require(len(set(self.category_ids)) == len(self.category_ids), "category_ids",
+                f"ids must differ, got {list(self.category_ids)}")
+
+    def options(self) -> synth.SynthOptions:
+        """The generator's options (everything but the seed and the split sizes)."""
+        return synth.SynthOptions(image_width=self.image_width, image_height=self.image_height,
+                                  object_size=self.object_size, category_ids=self.category_ids)
 
 
 # ------------------------------------------------------------------------------ pipeline steps
