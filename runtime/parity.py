@@ -10,11 +10,11 @@ differ over the pixels of either mask (1 - mask IoU); unmatched detections on ei
 limits per engine precision (``DETECTION_TOLERANCES``) on
 
 - the score-weighted matched fraction: matched detections' scores (both sides) over all
-  detections' scores. Unweighted, an FP16 graph of a dense detector "loses" 9-42% of its
-  detections (RetinaNet, GHM RetinaNet at 100 per image): near-tied low-score candidates swap in
-  and out at the top-k, NMS and ``max_per_img`` cuts. Weighted, those swaps count for what they
-  score (RetinaNet 0.914 -> 0.979) while a lost confident detection counts fully; a model whose
-  detections are mostly low-score near-duplicates (GHM, median score 0.14: 0.63) still fails.
+  detections' scores. Near-tied low-score candidates of an FP16 graph swap in and out at the
+  top-k, NMS and ``max_per_img`` cuts; weighted, those swaps count for what they score while a
+  lost confident detection counts fully. (FP16 RetinaNet and GHM RetinaNet on the 200 synthetic
+  val images: 0.9992 and 0.9983 of detections matched, 0.9999 and 0.9990 weighted; before boxes
+  without area were paired by distance, 0.91 and 0.59 matched.)
 - the mean and the 99th percentile of the matched boxes' L-inf error (the maximum is reported, not
   checked: on an FP16 graph a swapped low-score detection can match a neighbour 50 px away),
 - the mean score error and, for masks, the mean 1 - mask IoU.
@@ -33,6 +33,13 @@ from torchvision.ops import box_iou
 
 from dettool.structures.detections import Detections
 
+DEGENERATE_MATCH_PX = 0.5  # largest L-inf distance at which a box without area pairs with another
+
+
+def _flat(boxes: torch.Tensor) -> torch.Tensor:
+    """``Tensor[K]`` bool: boxes ``[K, 4]`` xyxy without area (width or height under 1e-2 px)."""
+    return ((boxes[:, 2] - boxes[:, 0]) < 1e-2) | ((boxes[:, 3] - boxes[:, 1]) < 1e-2)
+
 
 def match_detections(ref: Detections, got: Detections, iou_thr: float = 0.5) -> list[tuple[int, int]]:
     """Greedy one-to-one matching of ``got`` to ``ref`` (same label, highest IoU >= ``iou_thr``).
@@ -46,10 +53,13 @@ def match_detections(ref: Detections, got: Detections, iou_thr: float = 0.5) -> 
     if len(ref) == 0 or len(got) == 0:
         return []
     got_boxes, ref_boxes = got.boxes.float().cpu(), ref.boxes.float().cpu()
-    # A box with no area (clipped to the image border) has IoU 0/0 with itself: count a box equal
-    # to a reference box (within 1e-3 px) as overlapping it fully.
-    same = (got_boxes[:, None, :] - ref_boxes[None, :, :]).abs().amax(-1) <= 1e-3
-    iou = box_iou(got_boxes, ref_boxes).nan_to_num(0.0).masked_fill(same, 1.0)  # [K_g, K_r]
+    # A box with no area (clipped flat against the image border; a dense head keeps them with
+    # min_bbox_size -1) has no IoU with anything, itself included: pair it with a reference box
+    # within DEGENERATE_MATCH_PX (L-inf) instead. FP16 moves such boxes by a few thousandths of a
+    # pixel, which an exact-equality rule counted as lost detections (most of GHM RetinaNet's).
+    linf = (got_boxes[:, None, :] - ref_boxes[None, :, :]).abs().amax(-1)  # [K_g, K_r]
+    flat = (_flat(got_boxes)[:, None] | _flat(ref_boxes)[None, :]) & (linf <= DEGENERATE_MATCH_PX)
+    iou = box_iou(got_boxes, ref_boxes).nan_to_num(0.0).masked_fill(flat | (linf <= 1e-3), 1.0)
     iou[got.labels.cpu()[:, None] != ref.labels.cpu()[None, :]] = -1.0
     taken = torch.zeros(len(ref), dtype=torch.bool)
     pairs = []

@@ -70,3 +70,15 @@ def test_equal_boxes_without_area_are_matched():
     got = dets([[0, 0, 10, 10], [30, 5, 30, 20]], [0.9, 0.3], [0, 2])
     assert match_detections(ref, got) == [(1, 0), (0, 1)]
     assert match_detections(ref, dets([[31, 5, 31, 20]], [0.3], [2])) == []  # another degenerate box
+
+
+def test_boxes_without_area_pair_within_half_a_pixel():
+    """FP16 moves a border-flat box by thousandths of a pixel: still the same detection."""
+    ref = dets([[30, 5, 30, 20], [0, 0, 10, 10]], [0.3, 0.9], [2, 0])
+    got = dets([[30.004, 5.003, 30.004, 19.997], [0.2, 0.1, 10.1, 9.9]], [0.31, 0.9], [2, 0])
+    assert sorted(match_detections(ref, got)) == [(0, 0), (1, 1)]
+    # one flat, one with a sliver of area: no IoU to speak of, the distance decides
+    assert match_detections(ref, dets([[29.999, 5, 30.003, 20]], [0.3], [2])) == [(0, 0)]
+    # farther than half a pixel, or another label: another detection
+    assert match_detections(ref, dets([[30.6, 5, 30.6, 20]], [0.3], [2])) == []
+    assert match_detections(ref, dets([[30.004, 5, 30.004, 20]], [0.3], [1])) == []
