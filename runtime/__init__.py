@@ -32,7 +32,7 @@ def _ort_providers(device: str | None) -> list[str] | None:
 
 
 def load_backend(name: str, path: str | Path, device: str | None = None, *, providers: list[str] | None = None,
-                 threads: int | None = None):
+                 threads: int | None = None, spin: bool = True):
     """The ``Backend`` running exported file ``path``.
 
     Args:
@@ -42,6 +42,7 @@ def load_backend(name: str, path: str | Path, device: str | None = None, *, prov
             available; tensorrt: the CUDA device, default ``cuda``).
         providers: onnxruntime execution providers (overrides ``device``).
         threads: onnxruntime intra-op threads (default: torch's thread count).
+        spin: whether onnxruntime's idle intra-op threads spin-wait for the next run.
 
     Returns: an ``OnnxRuntimeBackend`` or a ``TensorRTBackend``; both carry the deploy metadata as ``meta``.
     ``BackendError`` (one line) for an unknown backend, a missing file or a missing TensorRT.
@@ -50,7 +51,7 @@ def load_backend(name: str, path: str | Path, device: str | None = None, *, prov
         from dettool.runtime.onnxruntime_backend import OnnxRuntimeBackend
 
         return OnnxRuntimeBackend(path, providers=list(providers) if providers else _ort_providers(device),
-                                  threads=threads)
+                                  threads=threads, spin=spin)
     if name == "tensorrt":
         if not Path(path).is_file():
             raise BackendError(f"{path}: engine file not found")

@@ -185,7 +185,9 @@ class Detector:
             raise BackendError(f"{model}: a deploy graph carries its own settings; config is only for a checkpoint")
         from dettool.runtime import load_backend
 
-        backend = load_backend(kind, model, device, providers=providers, threads=threads)
+        # ONNX Runtime's threads do not spin between runs: they would take the cores that
+        # pre-process the next batch (benchmarks/detector_overhead.py: 42 -> 37 ms per image)
+        backend = load_backend(kind, model, device, providers=providers, threads=threads, spin=False)
         meta = backend.meta
         return cls(backend, preprocess=meta.preprocess, postprocess=meta.postprocess, class_names=meta.class_names,
                    cat_ids=meta.cat_ids, with_masks=meta.with_masks, proposals_only=meta.model_type == "rpn")

@@ -112,6 +112,7 @@ class OnnxRuntimeBackend(Backend):
         providers: ONNX Runtime execution providers (default: CUDA when available, else CPU).
             dettool's custom ops always run on the CPU (onnxruntime-extensions Python ops).
         threads: intra-op threads (default: torch's thread count).
+        spin: whether idle intra-op threads spin-wait (``ort_custom_ops.make_session``).
 
     Attributes:
         meta: the graph's ``DeployMetadata``.
@@ -120,7 +121,8 @@ class OnnxRuntimeBackend(Backend):
 
     name = "onnxruntime"
 
-    def __init__(self, path: str | Path, providers: list[str] | None = None, threads: int | None = None) -> None:
+    def __init__(self, path: str | Path, providers: list[str] | None = None, threads: int | None = None,
+                 spin: bool = True) -> None:
         from dettool.runtime.ort_custom_ops import make_session
 
         self.path = Path(path)
@@ -128,7 +130,7 @@ class OnnxRuntimeBackend(Backend):
         self.meta = read_deploy_metadata(model, self.path)
         self.providers = select_providers(providers)
         try:
-            self.session = make_session(model, providers=self.providers, threads=threads)
+            self.session = make_session(model, providers=self.providers, threads=threads, spin=spin)
         except DettoolError:
             raise
         except Exception as exc:  # ONNX Runtime rejects the graph (bad opset, broken node, ...)

@@ -296,7 +296,7 @@ class DettoolSession(ort.InferenceSession):
 
 
 def make_session(model: str | Path | onnx.ModelProto, providers: list[str] | None = None,
-                 threads: int | None = None) -> ort.InferenceSession:
+                 threads: int | None = None, spin: bool = True) -> ort.InferenceSession:
     """An ONNX Runtime session for a dettool deploy graph, custom-op or portable, FP32 or FP16.
 
     Args:
@@ -306,6 +306,9 @@ def make_session(model: str | Path | onnx.ModelProto, providers: list[str] | Non
 
         threads: intra-op threads; default as many as torch (``torch.get_num_threads()``, e.g.
             from ``OMP_NUM_THREADS``), so that both run on the same cores when they are compared.
+        spin: let the intra-op threads spin-wait for the next run (ONNX Runtime's default: the
+            lowest latency when runs follow each other). ``False`` suits a caller that does other
+            CPU work between runs (``Detector``'s pre-processing): spinning threads would take its cores.
 
     Returns: a :class:`DettoolSession` (an ``onnxruntime.InferenceSession``).
     """
@@ -314,6 +317,8 @@ def make_session(model: str | Path | onnx.ModelProto, providers: list[str] | Non
     adapted = adapt_model(model)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or torch.get_num_threads()
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if adapted is not model:
         register_python_ops()
         options.register_custom_ops_library(get_library_path())

@@ -133,6 +133,9 @@ def test_a_deploy_graph_alone(tmp_path):
     sidecar_path(path).write_text(meta.to_json())
     detector = Detector.load(path, threads=1)
     assert detector.backend.name == "onnxruntime" and detector.cat_ids.tolist() == [17, 18]
+    options = detector.backend.session.get_session_options()
+    assert options.intra_op_num_threads == 1
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     pixels = np.full((192, 256, 3), 50, np.uint8)  # keep ratio into 128x96: 128 x 96, scale 0.5
     results = detector([pixels, Image.fromarray(pixels[:96, :128])], batch_size=2)
     for res, (h, w) in zip(results, [(192, 256), (96, 128)]):
