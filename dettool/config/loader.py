@@ -202,6 +202,9 @@ def _build_union(tp: Any, value: Any, source: str, prefix: str, base: Any) -> An
         if len(classes) == 1 and "type" not in typing.get_type_hints(classes[0]):
             return _build_dataclass(classes[0], value, source, prefix, base)
         return _build_tagged(classes, value, source, prefix, base)
+    if classes and len(classes) == len(options):  # sections only: a mapping, or a bare type name
+        names = f" or one of the type names {', '.join(repr(str(_tag(c))) for c in tagged)}" if tagged else ""
+        _fail(source, prefix, f"expected a mapping{names}, got {value!r}")
     for option in options:
         try:
             return build(option, value, source, prefix, base)

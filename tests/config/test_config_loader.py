@@ -171,7 +171,7 @@ def test_unknown_top_level_section_lists_valid_keys(tmp_path, base_file):
     ("data.filter_empty_gt=1", "data.filter_empty_gt", "expected true or false"),
     ("data.mean=[1, 2]", "data.mean", "3 items"),
     ("model.bbox_head.anchor.strides=8", "model.bbox_head.anchor.strides", "expected a list"),
-    ("model.backbone=resnet", "model.backbone", "expected a mapping"),
+    ("model.backbone=5", "model.backbone", "expected a mapping or one of the type names 'resnet', 'ssd_vgg'"),
 ])
 def test_wrong_types_name_the_key(base_file, override, key, words):
     msg = load_error(base_file, [override])

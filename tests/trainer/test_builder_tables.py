@@ -17,11 +17,11 @@ from dettool.trainer.builder.detectors import DETECTORS
 from dettool.trainer.builder.losses import LOSSES
 from dettool.trainer.builder.necks import NECKS
 from dettool.trainer.builder.roi_heads import BBOX_HEADS, ROI_HEADS
-from dettool.trainer.builder.task_modules import ASSIGNERS, CODERS, SAMPLERS
+from dettool.trainer.builder.task_modules import ANCHOR_GENERATORS, ASSIGNERS, CODERS, SAMPLERS
 
 TABLES = {"backbone": BACKBONES, "backbone plugin": PLUGINS, "neck": NECKS, "dense head": DENSE_HEADS,
           "detector": DETECTORS, "loss": LOSSES, "RoI box head": BBOX_HEADS, "RoI head": ROI_HEADS,
-          "assigner": ASSIGNERS, "box coder": CODERS, "sampler": SAMPLERS}
+          "assigner": ASSIGNERS, "box coder": CODERS, "sampler": SAMPLERS, "anchor generator": ANCHOR_GENERATORS}
 # Sections with a ``type`` tag that are not built through a class table: the RPN head is the
 # two-stage detector's fixed part; the optimizer's ``type`` is a Literal choice (``OPTIMIZERS``).
 NOT_TABLED = {S.RPNHeadConfig, S.OptimizerConfig}
@@ -58,7 +58,8 @@ def test_union_members_are_in_their_family_table():
                          (S.DenseHeadConfig, DENSE_HEADS), (S.RoIHeadConfig, ROI_HEADS),
                          (S.BBoxHeadConfig, BBOX_HEADS), (S.CoderConfig, CODERS), (S.AssignerConfig, ASSIGNERS),
                          (S.DenseSamplerConfig, SAMPLERS), (S.RoISamplerConfig, SAMPLERS),
-                         (S.ClsLossConfig, LOSSES), (S.BoxLossConfig, LOSSES), (S.ModelConfig, DETECTORS)):
+                         (S.ClsLossConfig, LOSSES), (S.BoxLossConfig, LOSSES), (S.ModelConfig, DETECTORS),
+                         (S.AnchorGeneratorConfig, ANCHOR_GENERATORS)):
         members = typing.get_args(union) or (union,)
         assert all(m in table for m in members), union
 

@@ -7,7 +7,7 @@ from dettool.config import schema as S
 from dettool.errors import ConfigError
 from dettool.trainer.builder.losses import build_loss
 from dettool.trainer.builder.table import Table
-from dettool.trainer.builder.task_modules import ASSIGNERS, CODERS, SAMPLERS, build_anchor_generator
+from dettool.trainer.builder.task_modules import ANCHOR_GENERATORS, ASSIGNERS, CODERS, SAMPLERS
 from dettool.trainer.models.dense_heads.fcos_head import FCOSHead
 from dettool.trainer.models.dense_heads.retina_head import RetinaHead
 from dettool.trainer.models.dense_heads.rpn_head import RPNHead
@@ -36,7 +36,8 @@ def _retina(cfg: S.RetinaHeadConfig, num_classes: int, in_channels: int, num_lev
     _check_levels(cfg.anchor.strides, num_levels, f"{key}.anchor.strides")
     return RetinaHead(
         num_classes=num_classes, in_channels=in_channels, feat_channels=cfg.feat_channels,
-        stacked_convs=cfg.stacked_convs, norm=cfg.norm, anchor_generator=build_anchor_generator(cfg.anchor),
+        stacked_convs=cfg.stacked_convs, norm=cfg.norm,
+        anchor_generator=ANCHOR_GENERATORS.build(cfg.anchor, key=f"{key}.anchor"),
         bbox_coder=CODERS.build(cfg.bbox_coder, key=f"{key}.bbox_coder"),
         assigner=ASSIGNERS.build(cfg.assigner, key=f"{key}.assigner"),
         sampler=SAMPLERS.build(cfg.sampler, key=f"{key}.sampler"),
@@ -73,7 +74,7 @@ def build_rpn_head(cfg: S.RPNHeadConfig, in_channels: int, num_levels: int) -> R
     _check_levels(cfg.anchor.strides, num_levels, f"{key}.anchor.strides")
     return RPNHead(
         in_channels=in_channels, feat_channels=cfg.feat_channels, num_convs=cfg.num_convs,
-        anchor_generator=build_anchor_generator(cfg.anchor),
+        anchor_generator=ANCHOR_GENERATORS.build(cfg.anchor, key=f"{key}.anchor"),
         bbox_coder=CODERS.build(cfg.bbox_coder, key=f"{key}.bbox_coder"),
         assigner=ASSIGNERS.build(cfg.assigner, key=f"{key}.assigner"),
         sampler=SAMPLERS.build(cfg.sampler, key=f"{key}.sampler"),

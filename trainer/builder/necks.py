@@ -8,6 +8,7 @@ from dettool.trainer.builder.table import Table
 from dettool.trainer.models.backbones.norm import norm_layer
 from dettool.trainer.models.necks.fpn import FPN
 from dettool.trainer.models.necks.sequence import NeckSequence
+from dettool.trainer.models.necks.ssd_neck import SSDNeck
 
 
 def _fpn(cfg: S.FPNConfig, in_channels: tuple[int, ...]) -> FPN:
@@ -16,7 +17,13 @@ def _fpn(cfg: S.FPNConfig, in_channels: tuple[int, ...]) -> FPN:
                norm=None if cfg.norm == "none" else norm_layer(cfg.norm))
 
 
-NECKS = Table("neck", {S.FPNConfig: _fpn})
+def _ssd_neck(cfg: S.SSDNeckConfig, in_channels: tuple[int, ...]) -> SSDNeck:
+    return SSDNeck(in_channels=in_channels, out_channels=cfg.out_channels, level_strides=cfg.level_strides,
+                   level_paddings=cfg.level_paddings, l2_norm_scale=cfg.l2_norm_scale,
+                   last_kernel_size=cfg.last_kernel_size)
+
+
+NECKS = Table("neck", {S.FPNConfig: _fpn, S.SSDNeckConfig: _ssd_neck})
 
 
 def build_neck(cfg, in_channels: tuple[int, ...]) -> nn.Module:

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 from dettool.config import schema as S
+from dettool.errors import ConfigError
 from dettool.trainer.builder.table import Table
 from dettool.trainer.models.task_modules.anchor_generator import AnchorGenerator
 from dettool.trainer.models.task_modules.delta_xywh_coder import DeltaXYWHCoder
 from dettool.trainer.models.task_modules.max_iou_assigner import MaxIoUAssigner
 from dettool.trainer.models.task_modules.ohem_sampler import OHEMSampler
 from dettool.trainer.models.task_modules.samplers import PseudoSampler, RandomSampler
+from dettool.trainer.models.task_modules.ssd_anchor_generator import SSDAnchorGenerator, ssd_anchor_sizes
 
 CODERS = Table("box coder", {
     S.DeltaCoderConfig: lambda c: DeltaXYWHCoder(target_means=c.target_means, target_stds=c.target_stds),
@@ -26,7 +28,21 @@ SAMPLERS = Table("sampler", {
 })
 
 
-def build_anchor_generator(cfg: S.AnchorConfig) -> AnchorGenerator:
-    return AnchorGenerator(strides=cfg.strides, ratios=cfg.ratios, octave_base_scale=cfg.octave_base_scale,
-                           scales_per_octave=cfg.scales_per_octave, center_offset=cfg.center_offset,
-                           sizes=cfg.sizes, round_base=cfg.round_base, stride_from_input=cfg.stride_from_input)
+def _ssd_anchor_generator(cfg: S.SSDAnchorConfig) -> SSDAnchorGenerator:
+    if cfg.min_sizes is not None:
+        min_sizes, max_sizes = cfg.min_sizes, cfg.max_sizes
+    else:
+        try:
+            min_sizes, max_sizes = ssd_anchor_sizes(cfg.input_size, cfg.basesize_ratio_range, len(cfg.strides))
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+    return SSDAnchorGenerator(strides=cfg.strides, ratios=cfg.ratios, min_sizes=min_sizes, max_sizes=max_sizes)
+
+
+ANCHOR_GENERATORS = Table("anchor generator", {
+    S.AnchorConfig: lambda c: AnchorGenerator(
+        strides=c.strides, ratios=c.ratios, octave_base_scale=c.octave_base_scale,
+        scales_per_octave=c.scales_per_octave, center_offset=c.center_offset, sizes=c.sizes,
+        round_base=c.round_base, stride_from_input=c.stride_from_input),
+    S.SSDAnchorConfig: _ssd_anchor_generator,
+})

@@ -12,7 +12,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from dettool.config.schema.backbones import BackboneConfig, DCNPluginConfig, PluginConfig, ResNetConfig
+from dettool.config.schema.backbones import (
+    BackboneConfig,
+    DCNPluginConfig,
+    PluginConfig,
+    ResNetConfig,
+    SSDVGGConfig,
+)
 from dettool.config.schema.common import Invalid, Range, Section
 from dettool.config.schema.data import (
     DEFAULT_TRAIN_PIPELINE,
@@ -50,7 +56,7 @@ from dettool.config.schema.losses import (
     L1LossConfig,
     SmoothL1LossConfig,
 )
-from dettool.config.schema.necks import FPNConfig, NeckConfig, NeckSpec
+from dettool.config.schema.necks import FPNConfig, NeckConfig, NeckSpec, SSDNeckConfig
 from dettool.config.schema.roi_heads import (
     BBoxHeadConfig,
     CascadeRoIHeadConfig,
@@ -65,6 +71,7 @@ from dettool.config.schema.roi_heads import (
 )
 from dettool.config.schema.task_modules import (
     AnchorConfig,
+    AnchorGeneratorConfig,
     AssignerConfig,
     CoderConfig,
     DeltaCoderConfig,
@@ -74,6 +81,7 @@ from dettool.config.schema.task_modules import (
     PseudoSamplerConfig,
     RandomSamplerConfig,
     RoISamplerConfig,
+    SSDAnchorConfig,
 )
 from dettool.config.schema.training import DeployConfig, HookConfig, LrConfig, OptimizerConfig, TestConfig, TrainConfig
 
@@ -103,6 +111,7 @@ __all__ = [
     "NeckConfig", "NeckSpec", "OHEMSamplerConfig", "OptimizerConfig", "PluginConfig", "ProposalConfig",
     "PseudoSamplerConfig", "RPNConfig", "RPNHeadConfig", "RandomSamplerConfig", "Range", "ResNetConfig",
     "RetinaHeadConfig", "RoIExtractorConfig", "RoIHeadConfig", "RoISamplerConfig", "Section", "SingleStageConfig",
-    "SmoothL1LossConfig", "SplitConfig", "StandardRoIHeadConfig", "SynthConfig", "TestConfig", "TrainConfig",
-    "TwoStageConfig",
+    "SSDNeckConfig", "SSDVGGConfig", "SmoothL1LossConfig", "SplitConfig", "StandardRoIHeadConfig", "SynthConfig",
+    "TestConfig", "TrainConfig",
+    "TwoStageConfig", "AnchorGeneratorConfig", "SSDAnchorConfig",
 ]

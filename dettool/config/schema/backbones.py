@@ -59,4 +59,29 @@ class ResNetConfig(Section):
                 "ResNeXt grouping needs depth 50 or 101 (bottleneck blocks)")
 
 
-BackboneConfig = Union[ResNetConfig]  # HRNet joins here
+@dataclass(frozen=True)
+class SSDVGGConfig(Section):
+    """VGG backbone of SSD (MMDetection's ``SSDVGG``): VGG's conv layers, then pool5 at stride 1
+    and the dilated conv6 and conv7 (1024 channels).
+
+    ``out_feature_indices``: positions in the layer sequence (convs, ReLUs and pools, numbered as
+    MMDetection numbers them) whose outputs are returned; SSD300's are conv4_3's and conv7's
+    ReLUs. MMDetection's ``out_indices`` is absent: its ``SSDVGG`` ignores it. ``weights``: a local
+    state dict in MMDetection's names (``features.*``) or a detector checkpoint's ``backbone.*``.
+    """
+
+    type: Literal["ssd_vgg"] = "ssd_vgg"
+    depth: Literal[11, 13, 16, 19] = 16
+    with_last_pool: bool = False
+    ceil_mode: bool = True
+    out_feature_indices: tuple[Annotated[int, Range(min=0)], ...] = (22, 34)
+    weights: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        indices = list(self.out_feature_indices)
+        require(len(indices) > 0 and indices == sorted(set(indices)), "out_feature_indices",
+                f"must be increasing layer indices, got {indices}")
+
+
+BackboneConfig = Union[ResNetConfig, SSDVGGConfig]  # HRNet joins here

@@ -14,8 +14,10 @@ class AnchorConfig(Section):
     torchvision's anchors: ``sizes`` (per level, in pixels, in place of the octave scales),
     ``round_base`` (base anchors rounded to whole pixels) and ``stride_from_input`` (a level's
     stride is the padded input size floor-divided by its size: 61 for P6 of an 800-pixel side).
+    SSD's anchors are :class:`SSDAnchorConfig`.
     """
 
+    type: Literal["standard"] = "standard"
     strides: tuple[PosInt, ...] = (8, 16, 32, 64, 128)
     ratios: tuple[PosFloat, ...] = (0.5, 1.0, 2.0)
     octave_base_scale: PosFloat = 4.0
@@ -30,6 +32,40 @@ class AnchorConfig(Section):
         if self.sizes is not None:
             require(len(self.sizes) == len(self.strides) and len({len(s) for s in self.sizes}) == 1, "sizes",
                     f"needs one list of sizes per stride ({len(self.strides)}), all of one length")
+
+
+@dataclass(frozen=True)
+class SSDAnchorConfig(Section):
+    """SSD's anchors (MMDetection's ``SSDAnchorGenerator`` with ``scale_major=False``): per level
+    a square of the level's min size, one of sqrt(min * max), and for each ratio ``r`` a pair with
+    h / w ``1 / r`` and ``r``. ``min_sizes`` / ``max_sizes`` (pixels, both or neither) default to
+    MMDetection's rule from ``input_size`` (300 or 512) and ``basesize_ratio_range`` (fractions of
+    the input; SSD512 COCO: 0.1, 0.9). The defaults are SSD300 COCO's."""
+
+    type: Literal["ssd"] = "ssd"
+    strides: tuple[PosInt, ...] = (8, 16, 32, 64, 100, 300)
+    ratios: tuple[tuple[PosFloat, ...], ...] = ((2.0,), (2.0, 3.0), (2.0, 3.0), (2.0, 3.0), (2.0,), (2.0,))
+    basesize_ratio_range: tuple[Fraction, Fraction] = (0.15, 0.9)
+    input_size: PosInt = 300
+    min_sizes: Optional[tuple[PosFloat, ...]] = None
+    max_sizes: Optional[tuple[PosFloat, ...]] = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(len(self.ratios) == len(self.strides), "ratios",
+                f"needs one list of ratios per stride ({len(self.strides)}), got {len(self.ratios)}")
+        require((self.min_sizes is None) == (self.max_sizes is None), "min_sizes", "needs max_sizes with it")
+        for name in ("min_sizes", "max_sizes"):
+            sizes = getattr(self, name)
+            require(sizes is None or len(sizes) == len(self.strides), name,
+                    f"needs one size per stride ({len(self.strides)})")
+        require(self.basesize_ratio_range[0] < self.basesize_ratio_range[1], "basesize_ratio_range",
+                f"{self.basesize_ratio_range} does not increase")
+        require(len(self.strides) > 2 or self.min_sizes is not None, "strides",
+                "needs 3 or more levels for sizes from basesize_ratio_range")
+
+
+AnchorGeneratorConfig = Union[AnchorConfig, SSDAnchorConfig]
 
 
 @dataclass(frozen=True)
