@@ -1,13 +1,10 @@
 """ResNet-18/34/50/101 and ResNeXt backbones built from torchvision's blocks."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import nn
 from torchvision.models.resnet import ResNet as TVResNet
 
-from dettool.errors import CheckpointError
 from dettool.trainer.models.backbones.norm import norm_layer
 from dettool.trainer.models.backbones.stage_plugins import (
     PluginBasicBlock,
@@ -15,6 +12,7 @@ from dettool.trainer.models.backbones.stage_plugins import (
     StagePlugin,
     apply_plugins,
 )
+from dettool.trainer.models.backbones.weights import load_backbone_weights
 
 ARCH = {18: (PluginBasicBlock, (2, 2, 2, 2)), 34: (PluginBasicBlock, (3, 4, 6, 3)),
         50: (PluginBottleneck, (3, 4, 6, 3)), 101: (PluginBottleneck, (3, 4, 23, 3))}
@@ -81,33 +79,9 @@ class ResNet(nn.Module):
         """Load a local torchvision-format state dict (``fc.*`` ignored), or the backbone of a
         detector checkpoint (dettool's or MMDetection's: the ``backbone.*`` entries of its
         ``model`` / ``state_dict``); names what doesn't fit."""
-        p = Path(path)
-        if not p.is_file():
-            raise CheckpointError(f"{p}: backbone weights file not found")
-        try:
-            state = torch.load(p, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises many types for corrupt files
-            raise CheckpointError(f"{p}: cannot read backbone weights ({type(exc).__name__}: {exc})") from None
-        if isinstance(state, dict) and "state_dict" in state:
-            state = state["state_dict"]
-        if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-            state = state["model"]
-        if any(k.startswith("backbone.") for k in state):  # a whole detector: its backbone only
-            state = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
-        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-        own = self.state_dict()
-        bad = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
-        if bad:
-            raise CheckpointError(f"{p}: shape mismatch for {bad[0]} ({tuple(state[bad[0]].shape)} vs "
-                                  f"{tuple(own[bad[0]].shape)}); wrong depth?")
-        missing, unexpected = self.load_state_dict(state, strict=False)
-        missing = [k for k in missing if "conv_offset" not in k and "num_batches_tracked" not in k]
-        unexpected = [k for k in unexpected if not k.endswith("num_batches_tracked")]
-        if missing:
-            raise CheckpointError(f"{p}: backbone weights lack {len(missing)} tensors, e.g. {missing[0]}")
-        if unexpected:
-            raise CheckpointError(f"{p}: backbone weights have {len(unexpected)} unexpected tensors, "
-                                  f"e.g. {unexpected[0]}; wrong depth?")
+        # a torchvision file has no DCN offsets (zero-initialised) and may predate num_batches_tracked
+        load_backbone_weights(self, path, "fc.",
+                              optional=lambda key: "conv_offset" in key or "num_batches_tracked" in key)
 
     def _freeze(self) -> None:
         if self.frozen_stages >= 0:

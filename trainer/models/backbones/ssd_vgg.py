@@ -1,12 +1,10 @@
 """VGG backbone of SSD: VGG without its classifier, pool5 at stride 1 and the dilated fc6/fc7 convs."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import nn
 
-from dettool.errors import CheckpointError
+from dettool.trainer.models.backbones.weights import load_backbone_weights
 
 STAGE_BLOCKS = {11: (1, 1, 2, 2, 2), 13: (2, 2, 2, 2, 2), 16: (2, 2, 3, 3, 3), 19: (2, 2, 4, 4, 4)}
 
@@ -81,30 +79,7 @@ class SSDVGG(nn.Module):
     def load_weights(self, path: str) -> None:
         """Load a local state dict of this module (``classifier.*`` ignored), or the backbone of a
         detector checkpoint (``backbone.*`` of its ``model`` / ``state_dict``); names what doesn't fit."""
-        p = Path(path)
-        if not p.is_file():
-            raise CheckpointError(f"{p}: backbone weights file not found")
-        try:
-            state = torch.load(p, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises many types for corrupt files
-            raise CheckpointError(f"{p}: cannot read backbone weights ({type(exc).__name__}: {exc})") from None
-        for wrapper in ("state_dict", "model"):
-            if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
-                state = state[wrapper]
-        if any(k.startswith("backbone.") for k in state):  # a whole detector: its backbone only
-            state = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
-        state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
-        own = self.state_dict()
-        bad = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
-        if bad:
-            raise CheckpointError(f"{p}: shape mismatch for {bad[0]} ({tuple(state[bad[0]].shape)} vs "
-                                  f"{tuple(own[bad[0]].shape)}); wrong depth?")
-        missing, unexpected = self.load_state_dict(state, strict=False)
-        if missing:
-            raise CheckpointError(f"{p}: backbone weights lack {len(missing)} tensors, e.g. {missing[0]}")
-        if unexpected:
-            raise CheckpointError(f"{p}: backbone weights have {len(unexpected)} unexpected tensors, "
-                                  f"e.g. {unexpected[0]}; wrong depth?")
+        load_backbone_weights(self, path, "classifier.")
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         outs = []
