@@ -95,3 +95,19 @@ def test_first_use_generation_follows_the_config(tmp_path):
     assert dataset.cat_ids == [2, 5, 9, 17]
     for info in dataset.coco.imgs.values():
         assert 100 <= info["width"] <= 120 and 90 <= info["height"] <= 100
+
+
+def test_a_folder_generated_with_other_settings_is_refused(tmp_path):
+    from dettool.errors import ConfigError
+    from dettool.trainer import builder
+
+    root = tmp_path / "synth"
+    base = [f"data.train.ann_file={root / 'annotations/train.json'}", f"data.train.img_dir={root / 'train'}",
+            f"data.val.ann_file={root / 'annotations/val.json'}", f"data.val.img_dir={root / 'val'}",
+            "data.synth.num_train=2", "data.synth.num_val=2"]
+    config = Path(__file__).resolve().parents[2] / "configs" / "retinanet_r18_fpn_synth.yaml"
+    builder.build_dataset(load_config(config, base), "val")
+    assert json.loads((root / "synth.json").read_text())["seed"] == 0
+    builder.build_dataset(load_config(config, base), "val")  # the same settings: reused
+    with pytest.raises(ConfigError, match=r"data.synth.seed: .* was generated with seed=0, the config asks for 7"):
+        builder.build_dataset(load_config(config, [*base, "data.synth.seed=7"]), "val")

@@ -1,6 +1,7 @@
 """Data configs -> pipelines, datasets (generating the synthetic one on first use) and data loaders."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -17,17 +18,37 @@ from dettool.data.scale import ScaleSpec
 from dettool.errors import ConfigError, DataError
 from dettool.trainer.builder.table import Table
 
+SYNTH_STAMP = "synth.json"  # beside annotations/: the data.synth settings the folder was generated with
+
 
 def ensure_synthetic(cfg: S.DataConfig) -> None:
-    """Generate the synthetic dataset where the config asks for it and its files are missing."""
+    """Generate the synthetic dataset where the config asks for it and its files are missing.
+
+    The settings are stamped into ``<root>/synth.json``; a dataset already there that was
+    generated with other ``data.synth`` settings is refused (it would be reused silently)."""
     if cfg.synth is None:
         return
+    from dataclasses import asdict
+
     from dettool.data.synth import generate
+    from dettool.io import atomic_write_bytes
 
     train_ann, val_ann = Path(cfg.train.ann_file), Path(cfg.val.ann_file)
-    if train_ann.is_file() and val_ann.is_file():
-        return
     root = train_ann.parent.parent
+    wanted = json.loads(json.dumps(asdict(cfg.synth)))  # tuples as lists, as the stamp reads back
+    stamp = root / SYNTH_STAMP
+    if train_ann.is_file() and val_ann.is_file():
+        if stamp.is_file():
+            try:
+                made = json.loads(stamp.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise DataError(f"{stamp}: unreadable ({exc}); delete it or the dataset folder") from None
+            differ = [k for k in wanted if made.get(k) != wanted[k]]
+            if differ:
+                k = differ[0]
+                raise ConfigError(f"data.synth.{k}: {root} was generated with {k}={made.get(k)}, the config asks for "
+                                  f"{wanted[k]}; point data.train / data.val at another folder or delete {root}")
+        return
     expected = {"train": (root / "annotations" / "train.json", root / "train"),
                 "val": (root / "annotations" / "val.json", root / "val")}
     for split, sc in (("train", cfg.train), ("val", cfg.val)):
@@ -36,6 +57,7 @@ def ensure_synthetic(cfg: S.DataConfig) -> None:
                               f"got {sc.ann_file} and {sc.img_dir}")
     print(f"dettool: generating the synthetic dataset in {root} (first use)", flush=True)
     generate(root, cfg.synth.num_train, cfg.synth.num_val, cfg.synth.seed, cfg.synth.options())
+    atomic_write_bytes(json.dumps(wanted, indent=1).encode(), stamp)
 
 
 def has_masks(cfg: S.Config) -> bool:
