@@ -5,7 +5,9 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
+from torchvision.ops import box_convert
 
 from dettool.data.coco import load_image
 
@@ -120,7 +122,7 @@ def draw_results(dataset, results: list[dict], show_dir: Path, num_show: int) ->
     for image_id in dataset.image_ids[:num_show]:
         info = dataset.coco.imgs[image_id]
         dets = by_image.get(image_id, [])
-        boxes = [[d["bbox"][0], d["bbox"][1], d["bbox"][0] + d["bbox"][2], d["bbox"][1] + d["bbox"][3]] for d in dets]
+        boxes = box_convert(torch.tensor([d["bbox"] for d in dets], dtype=torch.float64).reshape(-1, 4), "xywh", "xyxy")
         img = draw_detections(load_image(dataset.img_dir / info["file_name"]), boxes, [d["score"] for d in dets],
                               [dataset.cat_id_to_label[d["category_id"]] for d in dets], dataset.class_names)
         img.save(show_dir / f"{Path(info['file_name']).stem}.png")

@@ -33,6 +33,7 @@ import torch
 from PIL import Image
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+from torchvision.ops import box_convert
 
 from dettool.config import load_config
 from dettool.data.synth import SynthOptions, generate
@@ -89,8 +90,7 @@ def by_image(results: list[dict]) -> dict[int, Detections]:
         out.setdefault(r["image_id"], []).append(r)
 
     def dets(rows: list[dict]) -> Detections:
-        boxes = torch.tensor([[r["bbox"][0], r["bbox"][1], r["bbox"][0] + r["bbox"][2], r["bbox"][1] + r["bbox"][3]]
-                              for r in rows], dtype=torch.float64).reshape(-1, 4)
+        boxes = box_convert(torch.tensor([r["bbox"] for r in rows], dtype=torch.float64).reshape(-1, 4), "xywh", "xyxy")
         return Detections(boxes, torch.tensor([r["score"] for r in rows], dtype=torch.float64),
                           torch.tensor([r["category_id"] for r in rows]))
 
