@@ -227,7 +227,8 @@ def run_infer(detector: Detector, inputs: Sequence[str], out_dir: str | Path, *,
         if len(evaluated) < len(image_rows):
             warn(f"{len(image_rows) - len(evaluated)} of {len(image_rows)} images are not in {ann_file}: their "
                  f"results have new ids and are left out of the metrics")
-        metrics = detection_metrics(coco, [r for r in results if r["image_id"] in set(evaluated)],
+        known = set(evaluated)
+        metrics = detection_metrics(coco, [r for r in results if r["image_id"] in known],
                                     proposals_only=detector.proposals_only, image_ids=evaluated)
         summary["ann_file"] = str(ann_file)
         summary["num_evaluated"] = len(evaluated)
