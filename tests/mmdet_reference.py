@@ -3,7 +3,8 @@
 ``pip install mmdet==3.3.0 mmengine==0.10.7 mmcv-lite==2.1.0`` installs MMDetection's model code
 without mmcv's compiled ops (``mmcv._ext``). :func:`import_mmdet` puts a stand-in module there
 before the first import: ``nms`` and ``roi_align_forward`` computed by torchvision.ops (what
-inference needs) and the deformable convolutions' forwards (``deform_conv2d``); any other
+inference needs), the deformable convolutions' forwards (``deform_conv2d``) and the masked
+convolution's columns (``masked_im2col_forward`` / ``masked_col2im_forward``); any other
 compiled op raises if called. Nothing here is part of dettool.
 """
 from __future__ import annotations
@@ -53,6 +54,17 @@ class _CompiledOpsStandIn(types.ModuleType):
                                                    stride=(stride_h, stride_w), padding=(pad_h, pad_w),
                                                    dilation=(dilation_h, dilation_w), mask=mask))
 
+    @staticmethod
+    def masked_im2col_forward(features, mask_h_idx, mask_w_idx, data_col, kernel_h, kernel_w, pad_h, pad_w) -> None:
+        """MaskedConv2d's columns at the masked locations (a stride-1 conv's ``unfold``)."""
+        cols = torch.nn.functional.unfold(features, (kernel_h, kernel_w), padding=(pad_h, pad_w))[0]
+        data_col.copy_(cols[:, mask_h_idx * features.shape[3] + mask_w_idx])
+
+    @staticmethod
+    def masked_col2im_forward(col, mask_h_idx, mask_w_idx, output, height, width, channels) -> None:
+        """MaskedConv2d's outputs written back at the masked locations (zero elsewhere)."""
+        output[0, :, mask_h_idx, mask_w_idx] = col
+
     def __getattr__(self, name: str):
         if name.startswith("__"):
             raise AttributeError(name)
@@ -72,3 +84,16 @@ def import_mmdet():
     import mmdet.models  # noqa: F401  (registers the model classes)
 
     return mmdet
+
+
+def without_ssd_predict_bug(model):
+    """MMDetection 3.3's ``SSDHead`` cannot predict: its shared decoding reads ``self.loss_cls``,
+    which ``SSDHead`` never sets (open-mmlab/mmdetection#11780, #11063, #11305; fix proposed in
+    #11524, unmerged). Setting it to None on every SSD head of ``model`` gives the decoding its
+    softmax branch, which is what the fix does."""
+    from mmdet.models.dense_heads import SSDHead
+
+    for module in model.modules():
+        if isinstance(module, SSDHead) and "loss_cls" not in module.__dict__ and "loss_cls" not in module._modules:
+            module.loss_cls = None
+    return model

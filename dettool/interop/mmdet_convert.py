@@ -131,7 +131,24 @@ def _resnet(t: Translation, s: Section) -> tuple[int, ...]:
     return out
 
 
-BACKBONES: dict[str, Callable[[Translation, Section], tuple[int, ...]]] = {"ResNet": _resnet, "ResNeXt": _resnet}
+def _ssd_vgg(t: Translation, s: Section) -> tuple[int, ...]:
+    """SSD's VGG: dettool's ``SSDVGG`` numbers its layers as MMDetection does (same weight names)."""
+    b = t.config["model"]["backbone"] = {"type": "ssd_vgg"}
+    b["depth"] = s.expect("depth", (11, 13, 16, 19))
+    b["with_last_pool"] = bool(s.get("with_last_pool", False))
+    b["ceil_mode"] = bool(s.get("ceil_mode", True))
+    b["out_feature_indices"] = list(s.get("out_feature_indices", (22, 34)))
+    s.get("out_indices", (3, 4))  # MMDetection's SSDVGG ignores it: out_feature_indices choose the outputs
+    s.expect("pretrained", (None,), None)
+    s.expect("input_size", (None,), None)  # deprecated there: the L2 norm is the neck's
+    s.expect("l2_norm_scale", (None,), None)
+    b["weights"] = None
+    s.done()
+    return tuple(range(len(b["out_feature_indices"])))
+
+
+BACKBONES: dict[str, Callable[[Translation, Section], tuple[int, ...]]] = {
+    "ResNet": _resnet, "ResNeXt": _resnet, "SSDVGG": _ssd_vgg}
 
 
 # -------------------------------------------------------------------------------------------- necks
@@ -180,7 +197,62 @@ def _fpn(t: Translation, s: Section, backbone_out: tuple[int, ...]) -> int:
     return n["num_outs"]
 
 
-NECKS: dict[str, Callable[[Translation, Section, tuple[int, ...]], int]] = {"FPN": _fpn}
+def _bfp(t: Translation, s: Section, inputs: tuple[int, ...]) -> int:
+    """MMDetection's BFP (Libra R-CNN), after an FPN of ``len(inputs)`` levels; returns that count."""
+    n = t.config["model"]["neck"] = {"type": "bfp"}
+    s.get("in_channels")  # the FPN's out_channels: dettool takes the previous neck's
+    s.expect("num_levels", (len(inputs),))
+    n["refine_level"] = s.get("refine_level", 2)
+    refine = s.expect("refine_type", (None, "conv", "non_local"), None)
+    n["refine_type"] = "none" if refine is None else refine
+    s.expect("conv_cfg", (None,), None)
+    s.expect("norm_cfg", (None,), None)
+    s.done()
+    t.rules += [(r"^neck\.refine\.(g|theta|phi|conv_out)\.conv\.", r"neck.refine.\1."),  # NonLocal2d's ConvModules
+                (r"^neck\.refine\.conv\.", "neck.refine.0.")]  # the 'conv' refinement: a ConvModule
+    return len(inputs)
+
+
+def _ssd_neck(t: Translation, s: Section, inputs: tuple[int, ...]) -> int:
+    """MMDetection's SSDNeck (same weight names: ``l2_norm.weight``, ``extra_layers.i.j.conv.*``)."""
+    n = t.config["model"]["neck"] = {"type": "ssd_neck"}
+    if len(s.get("in_channels")) != len(inputs):
+        raise t.fail(f"{s.where}.in_channels", f"{len(s.get('in_channels'))} inputs for {len(inputs)} backbone outputs")
+    n["out_channels"] = list(s.get("out_channels"))
+    n["level_strides"] = list(s.get("level_strides"))
+    n["level_paddings"] = list(s.get("level_paddings"))
+    n["l2_norm_scale"] = s.get("l2_norm_scale", 20.0)
+    n["last_kernel_size"] = s.get("last_kernel_size", 3)
+    s.expect("use_depthwise", (False,), False)
+    s.expect("norm_cfg", (None,), None)
+    s.expect("act_cfg", ({"type": "ReLU"},), {"type": "ReLU"})
+    s.done()
+    return len(n["out_channels"])
+
+
+NECKS: dict[str, Callable[[Translation, Section, tuple[int, ...]], int]] = {"FPN": _fpn, "BFP": _bfp,
+                                                                           "SSDNeck": _ssd_neck}
+
+
+def _necks(t: Translation, m: Section, backbone_out: tuple[int, ...]) -> None:
+    """``model.neck``: one neck, or a list applied in order (Libra R-CNN's FPN then BFP), which
+    dettool holds as a neck sequence: MMDetection's ``neck.<i>.`` weights are ``neck.necks.<i>.``."""
+    if not isinstance(m.get("neck"), list):
+        _table(t, NECKS, m.sub("neck"), "neck")(t, m.sub("neck"), backbone_out)
+        return
+    necks, inputs = [], backbone_out
+    for i, value in enumerate(m.get("neck")):
+        s = Section(t, value, f"{m.where}.neck[{i}]")
+        first_rule = len(t.rules)
+        levels = _table(t, NECKS, s, "neck")(t, s, inputs)
+        necks.append(t.config["model"].pop("neck"))
+        inputs = tuple(range(levels))
+        for j, (pattern, repl) in enumerate(t.rules[first_rule:], start=first_rule):
+            if not pattern.startswith(r"^neck\.") or not isinstance(repl, (str, type(None))):
+                raise t.fail(f"{m.where}.neck[{i}]", f"{s.type} cannot be placed in a list of necks by dettool convert")
+            t.rules[j] = (rf"^neck\.{i}\." + pattern[len(r"^neck\."):],
+                          repl if repl is None else f"neck.necks.{i}." + repl.removeprefix("neck."))
+    t.config["model"]["neck"] = necks
 
 
 # -------------------------------------------------------------------------------------- task modules
@@ -218,7 +290,8 @@ def _loss(t: Translation, s: Section, prefix: str) -> dict:
     running bin counts (under ``prefix``, MMDetection's module name) are carried; its bin edges
     are rebuilt from ``bins``."""
     kinds = {"FocalLoss": "focal", "L1Loss": "l1", "SmoothL1Loss": "smooth_l1", "GIoULoss": "giou",
-             "IoULoss": "iou", "CrossEntropyLoss": "ce", "GHMC": "ghmc", "GHMR": "ghmr"}
+             "IoULoss": "iou", "CrossEntropyLoss": "ce", "GHMC": "ghmc", "GHMR": "ghmr",
+             "BalancedL1Loss": "balanced_l1", "BoundedIoULoss": "bounded_iou"}
     kind = kinds.get(s.type)
     if kind == "ce" and s.get("use_sigmoid", False):
         kind = "bce"
@@ -229,6 +302,8 @@ def _loss(t: Translation, s: Section, prefix: str) -> dict:
         s.expect("use_sigmoid", (True,), True)
     elif kind == "smooth_l1":
         out["beta"] = s.get("beta", 1.0)
+    elif kind == "balanced_l1":
+        out.update(alpha=s.get("alpha", 0.5), gamma=s.get("gamma", 1.5), beta=s.get("beta", 1.0))
     elif kind in ("ghmc", "ghmr"):
         out.update(bins=s.get("bins", 10), momentum=s.get("momentum", 0.0))
         p = re.escape(prefix)
@@ -239,6 +314,8 @@ def _loss(t: Translation, s: Section, prefix: str) -> dict:
             s.expect("use_sigmoid", (True,), True)
     elif kind == "iou":
         out["mode"] = s.get("mode", "log")
+    elif kind == "bounded_iou":
+        out.update(beta=s.get("beta", 0.2), eps=s.get("eps", 1e-3))
     if kind is None:
         t.dropped.append(f"{s.where} ({s.type})")
         return {}
@@ -246,8 +323,31 @@ def _loss(t: Translation, s: Section, prefix: str) -> dict:
     return out
 
 
+def _tblr_coder(t: Translation, s: Section) -> dict:
+    s.expect("type", ("TBLRBBoxCoder",))
+    normalizer = s.get("normalizer", 4.0)
+    if not isinstance(normalizer, (int, float)):
+        raise t.fail(f"{s.where}.normalizer", f"{normalizer!r} (one factor per side) is not implemented by dettool")
+    s.expect("clip_border", (True,), True)
+    s.done()
+    return {"type": "tblr", "normalizer": float(normalizer)}
+
+
+def _center_region_assigner(t: Translation, s: Section) -> dict:
+    out = {"type": "center_region", "pos_scale": s.get("pos_scale"), "neg_scale": s.get("neg_scale"),
+           "min_pos_iof": s.get("min_pos_iof", 1e-2), "ignore_gt_scale": s.get("ignore_gt_scale", 0.5),
+           "foreground_dominate": s.get("foreground_dominate", False)}
+    iou = s.sub("iou_calculator", {"type": "BboxOverlaps2D"})
+    iou.expect("type", ("BboxOverlaps2D",))
+    iou.done()
+    s.done()
+    return out
+
+
 def _assigner(t: Translation, s: Section) -> dict:
-    s.expect("type", ("MaxIoUAssigner",))
+    if s.type == "CenterRegionAssigner":
+        return _center_region_assigner(t, s)
+    kind = s.expect("type", ("MaxIoUAssigner", "ApproxMaxIoUAssigner"))
     out = {"pos_iou_thr": s.get("pos_iou_thr"), "neg_iou_thr": s.get("neg_iou_thr"),
            "min_pos_iou": s.get("min_pos_iou", 0.0), "ignore_iof_thr": s.get("ignore_iof_thr", -1.0),
            "gt_max_assign_all": s.get("gt_max_assign_all", True),
@@ -257,6 +357,8 @@ def _assigner(t: Translation, s: Section) -> dict:
     iou.expect("type", ("BboxOverlaps2D",))
     iou.done()
     s.done(ignore=("gpu_assign_thr",))  # where the assignment runs, not what it computes
+    if kind == "ApproxMaxIoUAssigner":  # Guided Anchoring's shape targets (its ga_assigner)
+        out["type"] = "approx_max_iou"
     return out
 
 
@@ -361,8 +463,102 @@ def _tower_rules(prefix: str, with_norm: bool) -> list:
              lambda m: f"{prefix}.{m[1]}_convs.{step * int(m[2]) + 1}.")]
 
 
+def _fsaf_head(t: Translation, s: Section, train: Section | None) -> None:
+    """FSAFHead: RetinaHead's layers (same weight names), TBLR coder, centre-region assigner."""
+    h = t.config["model"]["bbox_head"] = {"type": "fsaf"}
+    t.config["model"]["num_classes"] = s.get("num_classes")
+    s.get("in_channels")
+    h["feat_channels"] = s.get("feat_channels", 256)
+    h["stacked_convs"] = s.get("stacked_convs", 4)
+    s.expect("conv_cfg", (None,), None)
+    s.expect("norm_cfg", (None,), None)
+    s.expect("reg_decoded_bbox", (True,), False)
+    h["anchor"] = _anchor(t, s.sub("anchor_generator"))
+    h["bbox_coder"] = _tblr_coder(t, s.sub("bbox_coder"))
+    _losses(t, s, h, ("loss_cls", "loss_bbox"))
+    if s.get("score_threshold", None) is not None:  # only the logged pos_recall's threshold
+        t.dropped.append(f"{s.where}.score_threshold")
+    s.done()
+    t.rules += _tower_rules("bbox_head", with_norm=False)
+    if train is not None:
+        h["assigner"] = _assigner(t, train.sub("assigner"))
+        if _sampler(t, train.sub("sampler", {"type": "PseudoSampler"}))["type"] != "pseudo":
+            raise t.fail("model.train_cfg.sampler", "FSAF trains every location: only PseudoSampler is implemented")
+        h["allowed_border"] = train.get("allowed_border", -1)
+        train.expect("pos_weight", (-1,), -1)
+        train.done(ignore=("debug",))
+
+
+def _ssd_anchor(t: Translation, s: Section) -> dict:
+    s.expect("type", ("SSDAnchorGenerator",))
+    s.expect("scale_major", (False,))  # every shipped SSD config; dettool implements this order
+    out = {"type": "ssd", "strides": list(s.get("strides")), "ratios": [list(r) for r in s.get("ratios")],
+           "input_size": s.get("input_size", 300), "basesize_ratio_range": list(s.get("basesize_ratio_range"))}
+    if s.get("min_sizes", None) is not None:
+        out.update(min_sizes=list(s.get("min_sizes")), max_sizes=list(s.get("max_sizes")))
+    s.expect("use_box_type", (False,), False)
+    s.done()
+    return out
+
+
+def _ssd_head(t: Translation, s: Section, train: Section | None) -> None:
+    """SSDHead: per-level convs (same weight names), softmax classes, hard negative mining."""
+    h = t.config["model"]["bbox_head"] = {"type": "ssd"}
+    t.config["model"]["num_classes"] = s.get("num_classes")
+    s.get("in_channels")  # the neck's out_channels: dettool takes the neck's
+    s.expect("stacked_convs", (0,), 0)
+    s.get("feat_channels", 256)  # used by stacked convs only
+    s.expect("use_depthwise", (False,), False)
+    for key in ("conv_cfg", "norm_cfg", "act_cfg"):
+        s.expect(key, (None,), None)
+    s.expect("reg_decoded_bbox", (False,), False)
+    h["anchor"] = _ssd_anchor(t, s.sub("anchor_generator"))
+    h["bbox_coder"] = _delta_coder(t, s.sub("bbox_coder", {"type": "DeltaXYWHBBoxCoder"}))
+    s.done()
+    if train is not None:
+        h["assigner"] = _assigner(t, train.sub("assigner"))
+        if _sampler(t, train.sub("sampler", {"type": "PseudoSampler"}))["type"] != "pseudo":
+            raise t.fail("model.train_cfg.sampler", "SSD mines its negatives: only PseudoSampler is implemented")
+        h["allowed_border"] = train.get("allowed_border", -1)
+        h["neg_pos_ratio"] = train.get("neg_pos_ratio")
+        h["loss_bbox"] = {"type": "smooth_l1", "beta": train.get("smoothl1_beta")}
+        train.expect("pos_weight", (-1,), -1)
+        train.done(ignore=("debug",))
+
+
+def _ga_retina_head(t: Translation, s: Section, train: Section | None) -> None:
+    """GARetinaHead: RetinaHead's towers, location / shape branches, feature adaption (its
+    deformable conv's weight is dettool's ``feature_adaption_*.weight``), the ga train settings."""
+    h = t.config["model"]["bbox_head"] = {"type": "ga_retina"}
+    t.config["model"]["num_classes"] = s.get("num_classes")
+    s.get("in_channels")
+    h["feat_channels"] = s.get("feat_channels", 256)
+    h["stacked_convs"] = s.get("stacked_convs", 4)
+    h["deform_groups"] = s.get("deform_groups", 4)
+    s.expect("conv_cfg", (None,), None)
+    s.expect("norm_cfg", (None,), None)
+    s.expect("reg_decoded_bbox", (False,), False)
+    h["approx_anchor"] = _anchor(t, s.sub("approx_anchor_generator"))
+    h["square_anchor"] = _anchor(t, s.sub("square_anchor_generator"))
+    for key in ("anchor_coder", "bbox_coder"):
+        h[key] = _delta_coder(t, s.sub(key, {"type": "DeltaXYWHBBoxCoder"}))
+    h["loc_filter_thr"] = s.get("loc_filter_thr", 0.01)
+    _losses(t, s, h, ("loss_loc", "loss_shape", "loss_cls", "loss_bbox"))
+    s.done()
+    t.rules += [*_tower_rules("bbox_head", with_norm=False),
+                (r"^bbox_head\.feature_adaption_(cls|reg)\.conv_adaption\.weight$",
+                 r"bbox_head.feature_adaption_\1.weight")]
+    if train is not None:
+        h["ga_assigner"] = _assigner(t, train.sub("ga_assigner"))
+        h["ga_sampler"] = _sampler(t, train.sub("ga_sampler", {"type": "PseudoSampler"}))
+        h["center_ratio"] = train.get("center_ratio", 0.2)
+        h["ignore_ratio"] = train.get("ignore_ratio", 0.5)
+        _train_settings(t, train, h, anchors=True)
+
+
 DENSE_HEADS: dict[str, Callable[[Translation, Section, Section | None], None]] = {
-    "RetinaHead": _retina_head, "FCOSHead": _fcos_head}
+    "SSDHead": _ssd_head, "GARetinaHead": _ga_retina_head,
+    "RetinaHead": _retina_head, "FCOSHead": _fcos_head, "FSAFHead": _fsaf_head}
 
 
 def _rpn_head(t: Translation, s: Section, train: Section | None, train_proposals: Section | None,
@@ -562,7 +758,7 @@ def _dense_test(t: Translation, s: Section) -> None:
 def _single_stage(t: Translation, m: Section) -> None:
     t.config["model"] = {"type": "single_stage"}
     out = _table(t, BACKBONES, m.sub("backbone"), "backbone")(t, m.sub("backbone"))
-    _table(t, NECKS, m.sub("neck"), "neck")(t, m.sub("neck"), out)
+    _necks(t, m, out)
     head = m.sub("bbox_head")
     train = m.sub("train_cfg") if m.get("train_cfg", None) is not None else None
     _table(t, DENSE_HEADS, head, "dense head")(t, head, train)
@@ -573,7 +769,7 @@ def _features(t: Translation, m: Section, kind: str) -> tuple[Section | None, Se
     """Model type, backbone and neck; returns the train_cfg (or None) and test_cfg sections."""
     t.config["model"] = {"type": kind}
     out = _table(t, BACKBONES, m.sub("backbone"), "backbone")(t, m.sub("backbone"))
-    _table(t, NECKS, m.sub("neck"), "neck")(t, m.sub("neck"), out)
+    _necks(t, m, out)
     return (m.sub("train_cfg") if m.get("train_cfg", None) is not None else None), m.sub("test_cfg")
 
 
@@ -605,7 +801,7 @@ def _two_stage(t: Translation, m: Section) -> None:
 
 DETECTORS: dict[str, Callable[[Translation, Section], None]] = {
     "RetinaNet": _single_stage, "FCOS": _single_stage, "RPN": _rpn, "FastRCNN": _two_stage, "FasterRCNN": _two_stage,
-    "MaskRCNN": _two_stage, "CascadeRCNN": _two_stage}
+    "MaskRCNN": _two_stage, "CascadeRCNN": _two_stage, "FSAF": _single_stage, "SingleStageDetector": _single_stage}
 
 
 # ---------------------------------------------------------------------------------------- data, train
@@ -625,11 +821,45 @@ def _preprocessor(t: Translation, s: Section) -> None:
 
 
 def _scale(t: Translation, s: Section) -> str:
+    """A ``Resize``'s scale: keeping the ratio ``LONGxSHORT``; without (SSD) the exact ``WxH``,
+    and ``data.keep_ratio`` false (train and test must agree)."""
     scale = s.get("scale")
-    s.expect("keep_ratio", (True,), False)
+    keep = s.expect("keep_ratio", (True, False), False)
     if not (isinstance(scale, (list, tuple)) and len(scale) == 2):
         raise t.fail(f"{s.where}.scale", f"{scale!r} is not one (width, height) scale")
-    return f"{max(scale)}x{min(scale)}"
+    d = t.config.setdefault("data", {})
+    if d.get("keep_ratio", True) != keep and ("train_scale" in d or "test_scale" in d):
+        raise t.fail(f"{s.where}.keep_ratio", f"{keep} here, {not keep} in the other pipeline: dettool's train "
+                                              "and test pipelines share data.keep_ratio")
+    if keep:
+        return f"{max(scale)}x{min(scale)}"
+    d["keep_ratio"] = False
+    return f"{scale[0]}x{scale[1]}"
+
+
+def _ssd_transform(t: Translation, s: Section) -> dict:
+    """SSD's augmentations as dettool's pipeline steps (same names and settings)."""
+    step: dict = {"type": s.type}
+    if s.type == "Expand":
+        d = t.config.get("data", {})
+        rgb = d.get("channel_order") == "rgb"
+        if list(s.get("mean", (0, 0, 0))) != d.get("mean") or s.get("to_rgb", True) != rgb:
+            raise t.fail(f"{s.where}.mean", "dettool's Expand fills with data.mean (the data_preprocessor's, in its "
+                                            "channel order); this one differs")
+        step.update(ratio_range=list(s.get("ratio_range", (1, 4))), prob=s.get("prob", 0.5))
+        s.expect("seg_ignore_label", (None,), None)
+    elif s.type == "MinIoURandomCrop":
+        step.update(min_ious=list(s.get("min_ious", (0.1, 0.3, 0.5, 0.7, 0.9))),
+                    min_crop_size=s.get("min_crop_size", 0.3), bbox_clip_border=s.get("bbox_clip_border", True))
+    else:
+        step.update(brightness_delta=s.get("brightness_delta", 32),
+                    contrast_range=list(s.get("contrast_range", (0.5, 1.5))),
+                    saturation_range=list(s.get("saturation_range", (0.5, 1.5))), hue_delta=s.get("hue_delta", 18))
+    s.done()
+    return step
+
+
+_SSD_TRANSFORMS = ("Expand", "MinIoURandomCrop", "PhotoMetricDistortion")
 
 
 _LOADING = ("LoadImageFromFile", "LoadAnnotations", "LoadProposals", "PackDetInputs")
@@ -685,16 +915,24 @@ def _pipelines(t: Translation, cfg: dict) -> None:
         elif s.type not in _LOADING:
             raise t.fail(f"{s.where}.type", f"test transform {s.type!r} is not implemented by dettool")
     train_ds, _ = _dataset(cfg.get("train_dataloader", {}).get("dataset", {}))
+    steps: list[dict] = []
     for i, step in enumerate(_flat(train_ds.get("pipeline") or [])):
         s = Section(t, step, f"train_pipeline[{i}]")
         if s.type == "Resize":
             d["train_scale"] = _scale(t, s)
+            steps.append({"type": "Resize"})
         elif s.type in ("RandomResize", "RandomChoiceResize") and _multi_scale(step):
             d["train_scale"] = _multi_scale(step)
+            steps.append({"type": "Resize"})
         elif s.type == "RandomFlip":
             d["flip_prob"] = s.get("prob")
+            steps.append({"type": "RandomFlip"})
+        elif s.type in _SSD_TRANSFORMS:
+            steps.append(_ssd_transform(t, s))
         elif s.type not in _LOADING:
             t.dropped.append(f"{s.where} ({s.type})")
+    if any(step["type"] in _SSD_TRANSFORMS for step in steps):  # otherwise dettool's default pipeline
+        d["train_pipeline"] = steps + [{"type": "Normalize"}, {"type": "Pad"}]
     for split, key in (("train", "train_dataloader"), ("val", "val_dataloader")):
         ds = train_ds if split == "train" else cfg.get(key, {}).get("dataset", {})
         root = ds.get("data_root", "")

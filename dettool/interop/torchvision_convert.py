@@ -10,8 +10,9 @@ test_score``, ``RoIExtractorConfig.aligned``, ``RPNHeadConfig.num_convs``, BN in
 Class layout: torchvision's COCO models score 91 classes, index 0 "__background__" and 11 "N/A"
 slots among COCO's ids 1-90. The sigmoid heads (RetinaNet, FCOS) keep all 91 as classes (the
 background index is a class they can, rarely, detect: category id 0, which COCO ignores); the
-softmax heads (Faster / Mask R-CNN) keep ids 1-90 as 90 classes, torchvision's background
-column moving to dettool's last one and its background box and mask rows dropped.
+softmax heads (Faster / Mask R-CNN, SSD) keep ids 1-90 as 90 classes, torchvision's background
+column moving to dettool's last one (in SSD's convs, within each anchor's group) and its
+background box and mask rows dropped.
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def _below(value: float) -> float:
 class TorchvisionModel:
     """A torchvision detection model as dettool sees it.
 
-    ``kind``: ``retinanet`` | ``fcos`` | ``faster`` | ``mask``; ``v2``: the ``_v2`` variant
+    ``kind``: ``retinanet`` | ``fcos`` | ``ssd`` | ``faster`` | ``mask``; ``v2``: the ``_v2`` variant
     (BN in backbone, FPN and RoI heads, GN in the RetinaNet head, P6 from C5, two RPN convs).
     """
 
@@ -46,7 +47,7 @@ class TorchvisionModel:
 
     @property
     def softmax(self) -> bool:
-        return self.kind in ("faster", "mask")
+        return self.kind in ("faster", "mask", "ssd")
 
     @property
     def num_classes(self) -> int:
@@ -61,6 +62,7 @@ MODELS: dict[str, TorchvisionModel] = {
     "retinanet_resnet50_fpn": TorchvisionModel("retinanet", False),
     "retinanet_resnet50_fpn_v2": TorchvisionModel("retinanet", True),
     "fcos_resnet50_fpn": TorchvisionModel("fcos", False),
+    "ssd300_vgg16": TorchvisionModel("ssd", False),
     "fasterrcnn_resnet50_fpn": TorchvisionModel("faster", False),
     "fasterrcnn_resnet50_fpn_v2": TorchvisionModel("faster", True),
     "maskrcnn_resnet50_fpn": TorchvisionModel("mask", False),
@@ -105,7 +107,28 @@ def _anchor(sizes: tuple, strides: list[int]) -> dict:
             "round_base": True, "stride_from_input": True}
 
 
+SSD300_SIZES = ([21, 45, 99, 153, 207, 261], [45, 99, 153, 207, 261, 315])  # scales 0.07 ... 1.05 of 300
+
+
+def _ssd300() -> dict:
+    """torchvision's SSD300: MMDetection's SSDVGG numbering (torchvision ceil-rounds only pool3, which
+    at SSD's 300x300 input gives the same sizes), its L2 norm and extra levels in SSDNeck, and
+    DefaultBoxGenerator's boxes (the sizes above, sides capped at the input: clip=True)."""
+    return {"type": "single_stage", "num_classes": 90,
+            "backbone": {"type": "ssd_vgg", "depth": 16, "with_last_pool": False, "ceil_mode": True,
+                         "out_feature_indices": [22, 34]},
+            "neck": {"type": "ssd_neck", "out_channels": [512, 1024, 512, 256, 256, 256],
+                     "level_strides": [2, 2, 1, 1], "level_paddings": [1, 1, 0, 0], "l2_norm_scale": 20.0},
+            "bbox_head": {"type": "ssd", "anchor": {
+                "type": "ssd", "input_size": 300, "strides": [8, 16, 32, 64, 100, 300],
+                "ratios": [[2], [2, 3], [2, 3], [2, 3], [2], [2]], "min_sizes": SSD300_SIZES[0],
+                "max_sizes": SSD300_SIZES[1], "clip_to_input": True},
+                "bbox_coder": {"target_means": [0.0] * 4, "target_stds": [0.1, 0.1, 0.2, 0.2]}}}
+
+
 def _model(m: TorchvisionModel) -> dict:
+    if m.kind == "ssd":
+        return _ssd300()
     model: dict = {"num_classes": m.num_classes, "backbone": _backbone(m), "neck": _neck(m)}
     if m.kind == "retinanet":
         model["type"] = "single_stage"
@@ -142,6 +165,7 @@ def _model(m: TorchvisionModel) -> dict:
 _TEST = {  # torchvision's defaults of each model's constructor
     "retinanet": {"score_thr": 0.05, "nms_pre": 1000, "nms_iou_thr": 0.5, "max_per_img": 300},
     "fcos": {"score_thr": 0.2, "nms_pre": 1000, "nms_iou_thr": 0.6, "max_per_img": 100},
+    "ssd": {"score_thr": 0.01, "nms_pre": 400, "nms_pre_per_class": True, "nms_iou_thr": 0.45, "max_per_img": 200},
     "faster": {"score_thr": 0.05, "nms_iou_thr": 0.5, "max_per_img": 100, "min_bbox_size": _below(1e-2)},
     "mask": {"score_thr": 0.05, "nms_iou_thr": 0.5, "max_per_img": 100, "min_bbox_size": _below(1e-2),
              "mask_thr": 0.5, "mask_paste": "torchvision"},
@@ -153,6 +177,19 @@ def build_config(name: str, ann_file: str, img_dir: str) -> dict:
     ``ann_file`` / ``img_dir`` (COCO val2017 by default)."""
     m = model_spec(name)
     split = {"ann_file": ann_file, "img_dir": img_dir}
+    if m.kind == "ssd":
+        # GeneralizedRCNNTransform(fixed_size=(300, 300)): RGB in [0, 1] minus (0.48235, 0.45882, 0.40784),
+        # divided by 1 / 255 (in 0-255 units: minus the mean x 255, std 1); training as torchvision's
+        # SSD recipe (photometric distortion, zoom out 1-4 with the mean, IoU crop, flip)
+        pipeline = [{"type": "PhotoMetricDistortion"}, {"type": "Expand", "ratio_range": [1, 4]},
+                    {"type": "MinIoURandomCrop"}, {"type": "Resize"}, {"type": "RandomFlip"},
+                    {"type": "Normalize"}, {"type": "Pad"}]
+        return {"model": _model(m),
+                "data": {"train": split, "val": split, "train_scale": "300x300", "test_scale": "300x300",
+                         "keep_ratio": False, "train_pipeline": pipeline, "channel_order": "rgb",
+                         "mean": [0.48235 * 255, 0.45882 * 255, 0.40784 * 255], "std": [1.0, 1.0, 1.0],
+                         "size_divisor": 1, "category_ids": m.category_ids},
+                "test": dict(_TEST[m.kind])}
     return {
         "model": _model(m),
         # GeneralizedRCNNTransform: ImageNet mean / std on RGB in [0, 1] (the same in 0-255 units),
@@ -220,7 +257,22 @@ def _roi_rules(m: TorchvisionModel) -> list[Rule]:
     return rules
 
 
+def _ssd_rules() -> list[Rule]:
+    """SSDFeatureExtractorVGG -> SSDVGG's one ``features`` sequence (conv4_3 ends at 22; ``extra.0``
+    holds pool4 to conv5_3, then pool5, conv6, conv7 in its last entry) and SSDNeck."""
+    rules = [(r"backbone\.features\.(\d+)\.(.+)$", r"backbone.features.\1.\2"),
+             (r"backbone\.scale_weight$", "neck.l2_norm.weight")]
+    rules += [(rf"backbone\.extra\.0\.7\.{k}\.(.+)$", rf"backbone.features.{30 + k}.\1") for k in range(5)]
+    rules += [(rf"backbone\.extra\.0\.{j}\.(.+)$", rf"backbone.features.{23 + j}.\1") for j in range(7)]
+    rules += [(rf"backbone\.extra\.{i}\.{2 * j}\.(.+)$", rf"neck.extra_layers.{i - 1}.{j}.conv.\1")
+              for i in range(1, 5) for j in range(2)]
+    return rules + [(r"head\.classification_head\.module_list\.(\d+)\.(.+)$", r"bbox_head.cls_convs.\1.0.\2"),
+                    (r"head\.regression_head\.module_list\.(\d+)\.(.+)$", r"bbox_head.reg_convs.\1.0.\2")]
+
+
 def rename_rules(m: TorchvisionModel) -> list[Rule]:
+    if m.kind == "ssd":
+        return _ssd_rules()
     rules: list[Rule] = [(r"backbone\.body\.(.+)$", r"backbone.\1")] + _fpn_rules(m) + _dense_rules(m)
     return rules + (_roi_rules(m) if m.softmax else [])
 
@@ -243,6 +295,9 @@ def _move_background(key: str, value: torch.Tensor, m: TorchvisionModel) -> torc
     dropped from class-specific boxes and masks."""
     if key.endswith(("fc_cls.weight", "fc_cls.bias")):
         return torch.cat([value[1:], value[:1]])
+    if m.kind == "ssd" and re.fullmatch(r"bbox_head\.cls_convs\.\d+\.0\.(weight|bias)", key):
+        per_anchor = value.reshape(-1, m.num_classes + 1, *value.shape[1:])  # [A, 91, ...], class 0 first
+        return torch.cat([per_anchor[:, 1:], per_anchor[:, :1]], 1).reshape(value.shape)
     if key.endswith(("fc_reg.weight", "fc_reg.bias")):
         return value[4:]
     if key.endswith(("conv_logits.weight", "conv_logits.bias")):

@@ -17,8 +17,11 @@ from torch import nn
 
 from dettool.errors import ExportError
 from dettool.trainer.models.dense_heads.fcos_head import FCOSHead
+from dettool.trainer.models.dense_heads.fsaf_head import FSAFHead
+from dettool.trainer.models.dense_heads.ga_retina_head import GARetinaHead
 from dettool.trainer.models.dense_heads.retina_head import RetinaHead
 from dettool.trainer.models.dense_heads.rpn_head import RPNHead
+from dettool.trainer.models.dense_heads.ssd_head import SSDHead
 from dettool.trainer.models.detectors.single_stage import SingleStageDetector
 from dettool.trainer.models.detectors.two_stage import TwoStageDetector
 from dettool.trainer.models.roi_heads.cascade_roi_head import CascadeRoIHead
@@ -47,6 +50,9 @@ def _named(name: str, *, masks: str | None = None, check: Callable[[nn.Module], 
 DENSE_HEAD_ADAPTERS: dict[type, Callable[[nn.Module], str]] = {
     RetinaHead: _named("retinanet"),
     FCOSHead: _named("fcos"),
+    FSAFHead: _named("fsaf"),
+    GARetinaHead: _named("ga_retinanet"),
+    SSDHead: _named("ssd"),
     RPNHead: _named("rpn", check=lambda head: None),
 }
 ROI_HEAD_ADAPTERS: dict[type, Callable[[nn.Module], str]] = {

@@ -25,6 +25,7 @@ MODELS = {
     "double_head": {"type": "two_stage", "num_classes": 3, "roi_head": {"type": "double_head"}},
     "rpn": {"type": "rpn", "num_classes": 1},
     "fcos": {"type": "single_stage", "num_classes": 3, "bbox_head": {"type": "fcos"}},
+    "fsaf": {"type": "single_stage", "num_classes": 3, "bbox_head": {"type": "fsaf"}},
 }
 
 

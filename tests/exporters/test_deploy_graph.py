@@ -13,17 +13,24 @@ from dettool.exporters.deploy.detector import build_deploy_model
 from dettool.structures.detections import DetOutputs, image_shapes_tensor, outputs_to_detections
 from dettool.trainer import builder
 
-MODELS = ["retinanet", "ghm_retinanet", "fcos", "faster_rcnn", "dh_faster_rcnn", "mask_rcnn", "cascade_rcnn",
-          "cascade_mask_rcnn", "faster_rcnn_r18_fpn_dconv"]
+MODELS = ["retinanet", "ghm_retinanet", "libra_retinanet", "fcos", "fsaf", "faster_rcnn", "dh_faster_rcnn",
+          "mask_rcnn", "cascade_rcnn", "cascade_mask_rcnn", "faster_rcnn_r18_fpn_dconv", "ssd300",
+          "scratchdet_rootres18", "m2det_vgg16", "ga_retinanet"]
+# single-shot models whose last levels need their input size (unpadded 3x3 convs down to 1x1)
+FIXED_INPUT = {"ssd300": "300x300", "scratchdet": "300x300", "m2det": "320x320"}
 
 
 def config_path(name: str) -> Path:
-    return CONFIGS / (f"{name}_synth.yaml" if name.endswith("dconv") else f"{name}_r18_fpn_synth.yaml")
+    path = CONFIGS / f"{name}_synth.yaml"
+    return path if path.exists() else CONFIGS / f"{name}_r18_fpn_synth.yaml"
 
 
 def tiny_cfg(name: str, root: Path, *extra: str):
     if name == "ghm_retinanet":  # randomly initialised here, not from the RetinaNet synth backbone
         extra = ("model.backbone.weights=null", *extra)
+    fixed = [size for prefix, size in FIXED_INPUT.items() if name.startswith(prefix)]
+    if fixed:  # SSD300's, ScratchDet's and M2Det's extra levels need their input size
+        extra = (f"data.test_scale={fixed[0]}", *extra)
     return load_config(config_path(name), tiny_sets(root, "test.score_thr=0.001", *extra))
 
 
@@ -55,7 +62,9 @@ def test_deploy_graph_equals_predict(name, tiny_synth):
     assert deploy.with_masks == ("mask" in name)
     dataset = builder.build_dataset(cfg, "val")
     images, _, metas = next(iter(builder.build_dataloader(cfg, dataset, train=False, batch_size=3)))
-    assert len({m["img_shape"] for m in metas}) > 1  # varied sizes, padded into one batch
+    keep_ratio = cfg.data.keep_ratio  # without it (SSD) every image is resized to exactly test_scale
+    num_shapes = len({m["img_shape"] for m in metas})
+    assert num_shapes > 1 if keep_ratio else num_shapes == 1  # varied sizes, padded into one batch
     ref = model.predict(images, metas)
     assert sum(len(r) for r in ref) > 0
     assert_same(ref, deploy_detections(deploy, images, metas))

@@ -10,7 +10,7 @@ from dettool.errors import ConfigError
 from dettool.interop.mmdet_config import read_mmdet_config
 
 FAMILIES = ("retinanet", "fcos", "rpn", "fast_rcnn", "faster_rcnn", "mask_rcnn", "cascade_rcnn", "dcn", "dcnv2",
-            "ghm", "double_heads", "gn")
+            "ghm", "double_heads", "gn", "fsaf", "libra_rcnn", "ssd")
 
 
 def shipped_configs() -> list[Path]:

@@ -41,6 +41,14 @@ FAMILIES = {
     "mask_rcnn": ("mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py", {**RCNN_LAYERS, "roi_head.mask_head.conv_logits": 2.0}),
     "mask_rcnn_gn": ("gn/mask-rcnn_r50_fpn_gn-all_2x_coco.py", {**RCNN_LAYERS, "roi_head.mask_head.conv_logits": 2.0}),
     "ghm": ("ghm/retinanet_r50_fpn_ghm-1x_coco.py", {"bbox_head.retina_cls": 2.0, "bbox_head.retina_reg": 0.3}),
+    # FSAF's distances pass a ReLU: a positive bias keeps most of them (and the boxes' sides) above 0
+    "fsaf": ("fsaf/fsaf_r50_fpn_1x_coco.py", {"bbox_head.retina_cls": 2.0, "bbox_head.retina_reg": (0.1, 0.25)}),
+    "libra_retinanet": ("libra_rcnn/libra-retinanet_r50_fpn_1x_coco.py",
+                        {"bbox_head.retina_cls": 2.0, "bbox_head.retina_reg": 0.3}),
+    # location logits around -3 leave about a fifth of the locations below loc_filter_thr (0.01)
+    "ga_retinanet": ("guided_anchoring/ga-retinanet_r50_fpn_1x_coco.py",
+                     {"bbox_head.conv_loc": (2.0, -3.0), "bbox_head.conv_shape": 0.3, "bbox_head.retina_cls": 2.0,
+                      "bbox_head.retina_reg": 0.3}),
     "double_heads": ("double_heads/dh-faster-rcnn_r50_fpn_1x_coco.py", RCNN_LAYERS),
     "dcn": ("dcn/faster-rcnn_r50-dconv-c3-c5_fpn_1x_coco.py", RCNN_LAYERS),
     "dcnv2": ("dcnv2/faster-rcnn_r50-mdconv-group4-c3-c5_fpn_1x_coco.py", RCNN_LAYERS),
@@ -59,7 +67,14 @@ FAMILIES = {
                                             for k, v in (("cls", 2.0), ("reg", 0.3))},
                            **{f"roi_head.mask_head.{i}.conv_logits": 2.0 for i in range(3)}}),
 }
+
+def ssd_layers(num_levels: int) -> dict:
+    return {f"bbox_head.{k}_convs.{lvl}.0": v for lvl in range(num_levels) for k, v in (("cls", 2.0), ("reg", 0.3))}
+
+
+FAMILIES.update({"ssd300": ("ssd/ssd300_coco.py", ssd_layers(6)), "ssd512": ("ssd/ssd512_coco.py", ssd_layers(7))})
 H, W = 256, 320
+INPUT_SIZES = {"ssd300": (300, 300), "ssd512": (512, 512)}  # SSD's extra levels need its own input size
 SCORE_TOL = 5e-4
 
 
@@ -72,7 +87,7 @@ def mmdet_model(config: Path, final_layers: dict[str, float], seed: int = 0,
     """MMDetection's model with random weights, BN statistics measured on a calibration image
     (activations of a trained network's scale) and each final layer rescaled so that its outputs
     have the given std (spread-out scores, boxes of sensible size)."""
-    from mmdet_reference import import_mmdet
+    from mmdet_reference import import_mmdet, without_ssd_predict_bug
 
     import_mmdet()
     from mmdet.registry import MODELS
@@ -85,7 +100,7 @@ def mmdet_model(config: Path, final_layers: dict[str, float], seed: int = 0,
     torch.manual_seed(seed)
     model = MODELS.build(cfg.model)
     model.init_weights()
-    model.eval()
+    without_ssd_predict_bug(model).eval()
     fast_rcnn = is_fast_rcnn(model)
     if calibration is None:  # a pre-processed image [1, 3, h, w]; by default random values
         calibration = torch.randn(1, 3, H, W, generator=torch.Generator().manual_seed(seed))
@@ -161,7 +176,9 @@ def shipped_or_capped(family: str, tmp_path: Path) -> Path:
 
 def convert(family: str, tmp_path: Path):
     config = shipped_or_capped(family, tmp_path)
-    reference = mmdet_model(config, FAMILIES[family][1])
+    h, w = INPUT_SIZES.get(family, (H, W))
+    reference = mmdet_model(config, FAMILIES[family][1],
+                            calibration=torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(0)))
     ckpt = tmp_path / "mmdet.pth"
     torch.save({"meta": {"dataset_meta": {"classes": tuple(f"c{i}" for i in range(80))}},
                 "state_dict": reference.state_dict()}, ckpt)
@@ -176,16 +193,21 @@ def run_family(family: str, tmp_path: Path) -> dict:
     """Convert the family's MMDetection model and run both on the same input: the raw output
     pairs (float64) and each image's detections, MMDetection's and dettool's (float32)."""
     reference, model, cfg = convert(family, tmp_path)
-    images = torch.randn(2, 3, H, W, generator=torch.Generator().manual_seed(1))
+    h, w = INPUT_SIZES.get(family, (H, W))
+    images = torch.randn(2, 3, h, w, generator=torch.Generator().manual_seed(1))
     # In float64: a difference is the implementations', not float32 rounding amplified by random weights.
     with torch.no_grad():
         pairs = raw_output_pairs(reference.double(), model.double(), images.double())
     reference.float(), model.float()  # MMDetection's mask pasting runs in float32 only
-    metas = [{"img_shape": (H, W), "ori_shape": (H, W), "scale_factor": (1.0, 1.0), "proposals": p}
-             for p in proposals(2)]
+    metas = [{"img_shape": (h, w), "ori_shape": (h, w), "scale_factor": (1.0, 1.0), "proposals": p}
+             for p in proposals(2, h=h, w=w)]
     with torch.no_grad():
-        samples = data_samples(2, with_proposals=is_fast_rcnn(reference))
-        ref_dets = [s.pred_instances for s in reference.predict(images, samples, rescale=True)]
+        samples = data_samples(2, h, w, with_proposals=is_fast_rcnn(reference))
+        if is_guided_anchoring(reference):  # MMDetection's MaskedConv2d takes one image at a time
+            ref_dets = [s.pred_instances for i in range(len(images))
+                        for s in reference.predict(images[i:i + 1], samples[i:i + 1], rescale=True)]
+        else:
+            ref_dets = [s.pred_instances for s in reference.predict(images, samples, rescale=True)]
     return {"pairs": pairs, "ref_dets": ref_dets, "dets": model.predict(images, metas)}
 
 
@@ -202,7 +224,11 @@ def assert_same_outputs(family: str, result: dict) -> None:
             assert max(flips) <= 1e-3, f"mask pixels differ: {max(flips):.4f}"
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
+SLOW_FAMILIES = {"ssd512"}  # VGG16 at 512 x 512 in float64: minutes on 2 cores (-m slow runs it)
+
+
+@pytest.mark.parametrize("family", [pytest.param(f, marks=pytest.mark.slow) if f in SLOW_FAMILIES else f
+                                    for f in sorted(FAMILIES)])
 def test_raw_outputs_and_detections_equal_mmdetection(family: str, tmp_path: Path) -> None:
     assert_same_outputs(family, run_family(family, tmp_path))
 
@@ -212,11 +238,12 @@ def raw_output_pairs(reference, model, images) -> list[tuple[str, torch.Tensor, 
     the FPN levels, the RPN's and the RoI head's on the same RoIs (MMDetection's proposals, or
     Fast R-CNN's given ones)."""
     if not hasattr(reference, "roi_head"):
-        ref, out = reference._forward(images), model(images)
+        ref, out = dense_forward(reference, images), model(images)
         head = model.bbox_head
         if getattr(head, "norm_on_bbox", False):  # dettool's distances are in strides; MMDetection's (eval) pixels
             out = (out[0], [r * s for r, s in zip(out[1], head.strides)], *out[2:])
-        return [(f"{k}[{lvl}]", r, d) for k, (rs, ds) in zip(("cls", "reg", "centerness"), zip(ref, out))
+        names = ("cls", "reg", "shape", "loc") if is_guided_anchoring(reference) else ("cls", "reg", "centerness")
+        return [(f"{k}[{lvl}]", r, d) for k, (rs, ds) in zip(names, zip(ref, out))
                 for lvl, (r, d) in enumerate(zip(rs, ds))]
     from mmdet.structures.bbox import bbox2roi
 
@@ -238,6 +265,26 @@ def raw_output_pairs(reference, model, images) -> list[tuple[str, torch.Tensor, 
         ref_roi = reference.roi_head._bbox_forward(feats_ref, rois)
         cls, reg = model.roi_head.bbox_forward(feats, rois)
     return pairs + [("roi_cls", ref_roi["cls_score"], cls), ("roi_reg", ref_roi["bbox_pred"], reg)]
+
+
+def is_guided_anchoring(mmdet_model) -> bool:
+    """A guided-anchor head: its test-time MaskedConv2d convs run only where the location score
+    passes ``loc_filter_thr``, one image at a time."""
+    return hasattr(getattr(mmdet_model, "bbox_head", None), "loc_filter_thr")
+
+
+def dense_forward(reference, images):
+    """MMDetection's raw head outputs at every location. A guided-anchor head in eval mode leaves
+    its cls / reg outputs 0 where the location score is below ``loc_filter_thr`` (dettool's are
+    dense; its decode zeroes those locations' scores); in training mode, which changes nothing
+    else in that head, it computes them everywhere."""
+    if not is_guided_anchoring(reference):
+        return reference._forward(images)
+    reference.bbox_head.train()
+    try:
+        return reference._forward(images)
+    finally:
+        reference.bbox_head.eval()
 
 
 def assert_same_detections(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,

@@ -35,7 +35,14 @@ FINAL_LAYERS = {  # layer: std of its outputs, or (std, bias)
              "head.regression_head.bbox_ctrness": 1.0},
     "faster": RCNN,
     "mask": {**RCNN, "roi_heads.mask_predictor.mask_fcn_logits": 2.0},
+    "ssd": {f"head.{head}.module_list.{lvl}": std for lvl in range(6)
+            for head, std in (("classification_head", 2.0), ("regression_head", 0.3))},
 }
+INPUT_SIZES = {"ssd": (300, 300)}  # SSD300's fixed input
+
+
+def input_size(name: str) -> tuple[int, int]:
+    return INPUT_SIZES.get(MODELS[name].kind, (H, W))
 
 
 def torchvision_model(name: str, images: torch.Tensor, seed: int = 0) -> torch.nn.Module:
@@ -44,7 +51,9 @@ def torchvision_model(name: str, images: torch.Tensor, seed: int = 0) -> torch.n
     the final layers rescaled (in order) to the output std of ``FINAL_LAYERS``."""
     torch.manual_seed(seed)
     model = getattr(torchvision.models.detection, name)(weights=None, weights_backbone=None).eval()
-    model.transform.min_size, model.transform.max_size = (H,), max(H, W)  # no resize
+    h, w = images.shape[-2:]
+    model.transform.min_size, model.transform.max_size = (min(h, w),), max(h, w)  # no resize
+    model.transform.fixed_size = None
     model.transform.image_mean, model.transform.image_std = [0.0] * 3, [1.0] * 3  # input is pre-processed
     norms = (torchvision.ops.FrozenBatchNorm2d, torch.nn.BatchNorm2d)
 
@@ -93,7 +102,7 @@ def convert(name: str, tmp_path: Path, images: torch.Tensor):
     torch.save(reference.state_dict(), weights)
     yaml_path, ckpt_path = convert_torchvision(name, weights, tmp_path / "out", log=lambda _: None)
     overrides = []
-    if MODELS[name].softmax:  # 100 proposals per image instead of 1000 (from 300 per level), to keep the test fast
+    if MODELS[name].kind in ("faster", "mask"):  # 100 proposals per image, not 1000 (from 300 per level): faster
         reference.rpn._pre_nms_top_n["testing"], reference.rpn._post_nms_top_n["testing"] = 300, 100
         overrides = ["model.rpn_head.test_proposals.nms_pre=300", "model.rpn_head.test_proposals.max_per_img=100"]
     cfg = load_config(yaml_path, overrides)
@@ -108,6 +117,15 @@ def raw_output_pairs(name: str, reference, model, images) -> list[tuple[str, tor
     features = reference.backbone(images)
     feats_ref = list(features.values())
     kind = MODELS[name].kind
+    if kind == "ssd":  # six levels of (location, anchor) rows; torchvision's background class first
+        out = model(images)
+        pairs = [(f"level[{i}]", r, d) for i, (r, d) in
+                 enumerate(zip(feats_ref, model.neck(model.backbone(images))))]
+        ref = reference.head(feats_ref)
+        ref_cls = torch.cat([ref["cls_logits"][..., 1:], ref["cls_logits"][..., :1]], -1)
+        cls = torch.cat([levels_to_rows(x, model.bbox_head.num_classes + 1) for x in out[0]], 1)
+        reg = torch.cat([levels_to_rows(x, 4) for x in out[1]], 1)
+        return pairs + [("cls", ref_cls, cls), ("reg", ref["bbox_regression"], reg)]
     if kind in ("retinanet", "fcos"):
         out = model(images)
         feats = model.neck(model.backbone(images))
@@ -151,12 +169,13 @@ def raw_output_pairs(name: str, reference, model, images) -> list[tuple[str, tor
 def run_model(name: str, tmp_path: Path) -> dict:
     """Convert torchvision's ``name`` and run both on the same input: the raw output pairs
     (float64) and each image's detections, torchvision's and dettool's (float32)."""
-    images = torch.randn(2, 3, H, W, generator=torch.Generator().manual_seed(1))
+    h, w = input_size(name)
+    images = torch.randn(2, 3, h, w, generator=torch.Generator().manual_seed(1))
     reference, model, cfg = convert(name, tmp_path, images)
     with torch.no_grad():
         pairs = raw_output_pairs(name, reference.double(), model.double(), images.double())
     reference.float(), model.float()
-    metas = [{"img_shape": (H, W), "ori_shape": (H, W), "scale_factor": (1.0, 1.0)} for _ in range(2)]
+    metas = [{"img_shape": (h, w), "ori_shape": (h, w), "scale_factor": (1.0, 1.0)} for _ in range(2)]
     with torch.no_grad():
         ref_dets = reference(list(images))
         dets = model.predict(images, metas)

@@ -1,4 +1,4 @@
-"""GHM RetinaNet and Double-Head Faster R-CNN exported to ONNX (custom-op and portable) give the
+"""GHM RetinaNet, Double-Head Faster R-CNN, Libra RetinaNet and FSAF exported to ONNX (custom-op and portable) give the
 PyTorch model's detections on ONNX Runtime (``slow``: each export traces for a minute or two)."""
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from dettool.runtime.torch_backend import TorchBackend
 
 @pytest.mark.slow
 @pytest.mark.parametrize("flavour", ["custom", "portable"])
-@pytest.mark.parametrize("name", ["ghm_retinanet_r18_fpn_synth", "dh_faster_rcnn_r18_fpn_synth"])
+@pytest.mark.parametrize("name", ["ghm_retinanet_r18_fpn_synth", "dh_faster_rcnn_r18_fpn_synth",
+                                  "libra_retinanet_r18_fpn_synth", "fsaf_r18_fpn_synth"])
 def test_new_members_export_and_match_torch(name, flavour, tiny_synth, tmp_path):
     sets = tiny_sets(tiny_synth) if name.startswith("dh_") else dense_sets(tiny_synth, "model.backbone.weights=null")
     cfg = load_config(CONFIGS / f"{name}.yaml", sets)

@@ -9,6 +9,7 @@ from dettool.config import schema as S
 from dettool.trainer.builder.table import Table
 from dettool.trainer.models.backbones.deform_conv import DeformConv2dPack
 from dettool.trainer.models.backbones.resnet import ResNet
+from dettool.trainer.models.backbones.root_resnet import RootResNet
 from dettool.trainer.models.backbones.ssd_vgg import SSDVGG
 from dettool.trainer.models.backbones.stage_plugins import StagePlugin
 
@@ -31,10 +32,16 @@ def _resnet(cfg: S.ResNetConfig) -> ResNet:
 
 def _ssd_vgg(cfg: S.SSDVGGConfig) -> SSDVGG:
     return SSDVGG(depth=cfg.depth, with_last_pool=cfg.with_last_pool, ceil_mode=cfg.ceil_mode,
-                  out_feature_indices=cfg.out_feature_indices, weights=cfg.weights)
+                  out_feature_indices=cfg.out_feature_indices, base_channels=cfg.base_channels, norm=cfg.norm,
+                  weights=cfg.weights)
 
 
-BACKBONES = Table("backbone", {S.ResNetConfig: _resnet, S.SSDVGGConfig: _ssd_vgg})
+def _root_resnet(cfg: S.RootResNetConfig) -> RootResNet:
+    return RootResNet(depth=cfg.depth, out_indices=cfg.out_indices, base_channels=cfg.base_channels,
+                      norm=cfg.norm, weights=cfg.weights)
+
+
+BACKBONES = Table("backbone", {S.ResNetConfig: _resnet, S.SSDVGGConfig: _ssd_vgg, S.RootResNetConfig: _root_resnet})
 
 
 def build_backbone(cfg) -> nn.Module:

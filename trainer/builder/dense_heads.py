@@ -1,4 +1,4 @@
-"""Dense-head configs -> RetinaNet, FCOS and RPN heads."""
+"""Dense-head configs -> RetinaNet, FCOS, SSD and RPN heads."""
 from __future__ import annotations
 
 from torch import nn
@@ -9,16 +9,22 @@ from dettool.trainer.builder.losses import build_loss
 from dettool.trainer.builder.table import Table
 from dettool.trainer.builder.task_modules import ANCHOR_GENERATORS, ASSIGNERS, CODERS, SAMPLERS
 from dettool.trainer.models.dense_heads.fcos_head import FCOSHead
+from dettool.trainer.models.dense_heads.fsaf_head import FSAFHead
+from dettool.trainer.models.dense_heads.ga_retina_head import GARetinaHead
 from dettool.trainer.models.dense_heads.retina_head import RetinaHead
 from dettool.trainer.models.dense_heads.rpn_head import RPNHead
+from dettool.trainer.models.dense_heads.ssd_head import SSDHead
 from dettool.trainer.models.postprocess.nms import NMSSettings, ProposalSettings
+from dettool.trainer.models.task_modules.delta_xywh_coder import DeltaXYWHCoder
+from dettool.trainer.models.task_modules.samplers import PseudoSampler
 
 
 def nms_settings(cfg: S.TestConfig) -> NMSSettings:
     """The model-side test-time settings of ``test``."""
     return NMSSettings(score_thr=cfg.score_thr, nms_pre=cfg.nms_pre, iou_thr=cfg.nms_iou_thr,
                        max_per_img=cfg.max_per_img, nms_type=cfg.nms_type, soft_nms_sigma=cfg.soft_nms_sigma,
-                       soft_nms_min_score=cfg.soft_nms_min_score, min_bbox_size=cfg.min_bbox_size)
+                       soft_nms_min_score=cfg.soft_nms_min_score, min_bbox_size=cfg.min_bbox_size,
+                       nms_pre_per_class=cfg.nms_pre_per_class)
 
 
 def proposal_settings(cfg: S.ProposalConfig) -> ProposalSettings:
@@ -31,8 +37,18 @@ def _check_levels(strides: tuple[int, ...], num_levels: int, key: str) -> None:
         raise ConfigError(f"{key}: {len(strides)} strides for {num_levels} neck levels")
 
 
-def _retina(cfg: S.RetinaHeadConfig, num_classes: int, in_channels: int, num_levels: int, test: S.TestConfig,
+def _uniform(level_channels: tuple[int, ...], key: str) -> int:
+    """The one channel count of every input level, for a head whose convs are shared across levels."""
+    channels = set(level_channels)
+    if len(channels) != 1:
+        raise ConfigError(f"{key}: the head shares its convs across levels and needs one channel count on "
+                          f"every level, the neck gives {list(level_channels)}")
+    return channels.pop()
+
+
+def _retina(cfg: S.RetinaHeadConfig, num_classes: int, level_channels: tuple[int, ...], test: S.TestConfig,
             key: str) -> RetinaHead:
+    in_channels, num_levels = _uniform(level_channels, key), len(level_channels)
     _check_levels(cfg.anchor.strides, num_levels, f"{key}.anchor.strides")
     return RetinaHead(
         num_classes=num_classes, in_channels=in_channels, feat_channels=cfg.feat_channels,
@@ -45,8 +61,9 @@ def _retina(cfg: S.RetinaHeadConfig, num_classes: int, in_channels: int, num_lev
         allowed_border=cfg.allowed_border, reg_decoded_bbox=cfg.reg_decoded_bbox, test_cfg=nms_settings(test))
 
 
-def _fcos(cfg: S.FCOSHeadConfig, num_classes: int, in_channels: int, num_levels: int, test: S.TestConfig,
+def _fcos(cfg: S.FCOSHeadConfig, num_classes: int, level_channels: tuple[int, ...], test: S.TestConfig,
           key: str) -> FCOSHead:
+    in_channels, num_levels = _uniform(level_channels, key), len(level_channels)
     _check_levels(cfg.strides, num_levels, f"{key}.strides")
     return FCOSHead(
         num_classes=num_classes, in_channels=in_channels, feat_channels=cfg.feat_channels,
@@ -59,13 +76,65 @@ def _fcos(cfg: S.FCOSHeadConfig, num_classes: int, in_channels: int, num_levels:
         loss_centerness=build_loss(cfg.loss_centerness, f"{key}.loss_centerness"), test_cfg=nms_settings(test))
 
 
-DENSE_HEADS = Table("dense head", {S.RetinaHeadConfig: _retina, S.FCOSHeadConfig: _fcos})
+def _ssd(cfg: S.SSDHeadConfig, num_classes: int, level_channels: tuple[int, ...], test: S.TestConfig,
+         key: str) -> SSDHead:
+    _check_levels(cfg.anchor.strides, len(level_channels), f"{key}.anchor.strides")
+    return SSDHead(
+        num_classes=num_classes, in_channels=level_channels, neg_pos_ratio=cfg.neg_pos_ratio,
+        predictor_norm=cfg.predictor_norm, anchor_generator=ANCHOR_GENERATORS.build(cfg.anchor, key=f"{key}.anchor"),
+        bbox_coder=CODERS.build(cfg.bbox_coder, key=f"{key}.bbox_coder"),
+        assigner=ASSIGNERS.build(cfg.assigner, key=f"{key}.assigner"),
+        sampler=SAMPLERS.build(cfg.sampler, key=f"{key}.sampler"),
+        loss_bbox=build_loss(cfg.loss_bbox, f"{key}.loss_bbox"), allowed_border=cfg.allowed_border,
+        test_cfg=nms_settings(test))
 
 
-def build_dense_head(cfg, num_classes: int, in_channels: int, num_levels: int, test: S.TestConfig) -> nn.Module:
-    """The dense head of ``model.bbox_head`` on ``num_levels`` neck levels of ``in_channels``."""
+def _fsaf(cfg: S.FSAFHeadConfig, num_classes: int, level_channels: tuple[int, ...], test: S.TestConfig,
+          key: str) -> FSAFHead:
+    in_channels, num_levels = _uniform(level_channels, key), len(level_channels)
+    _check_levels(cfg.anchor.strides, num_levels, f"{key}.anchor.strides")
+    return FSAFHead(
+        num_classes=num_classes, in_channels=in_channels, feat_channels=cfg.feat_channels,
+        stacked_convs=cfg.stacked_convs, norm=cfg.norm, reg_bias=cfg.reg_bias,
+        anchor_generator=ANCHOR_GENERATORS.build(cfg.anchor, key=f"{key}.anchor"),
+        bbox_coder=CODERS.build(cfg.bbox_coder, key=f"{key}.bbox_coder"),
+        assigner=ASSIGNERS.build(cfg.assigner, key=f"{key}.assigner"), sampler=PseudoSampler(),
+        loss_cls=build_loss(cfg.loss_cls, f"{key}.loss_cls"), loss_bbox=build_loss(cfg.loss_bbox, f"{key}.loss_bbox"),
+        allowed_border=cfg.allowed_border, test_cfg=nms_settings(test))
+
+
+def _ga_retina(cfg: S.GARetinaHeadConfig, num_classes: int, level_channels: tuple[int, ...], test: S.TestConfig,
+               key: str) -> GARetinaHead:
+    in_channels, num_levels = _uniform(level_channels, key), len(level_channels)
+    _check_levels(cfg.square_anchor.strides, num_levels, f"{key}.square_anchor.strides")
+    return GARetinaHead(
+        num_classes=num_classes, in_channels=in_channels, feat_channels=cfg.feat_channels,
+        stacked_convs=cfg.stacked_convs, norm=cfg.norm, deform_groups=cfg.deform_groups,
+        anchor_generator=ANCHOR_GENERATORS.build(cfg.square_anchor, key=f"{key}.square_anchor"),
+        approx_generator=ANCHOR_GENERATORS.build(cfg.approx_anchor, key=f"{key}.approx_anchor"),
+        octave_base_scale=cfg.approx_anchor.octave_base_scale,
+        anchor_coder=DeltaXYWHCoder(target_means=cfg.anchor_coder.target_means,
+                                    target_stds=cfg.anchor_coder.target_stds, wh_ratio_clip=1e-6),
+        bbox_coder=CODERS.build(cfg.bbox_coder, key=f"{key}.bbox_coder"),
+        ga_assigner=ASSIGNERS.build(cfg.ga_assigner, key=f"{key}.ga_assigner"),
+        ga_sampler=SAMPLERS.build(cfg.ga_sampler, key=f"{key}.ga_sampler"),
+        assigner=ASSIGNERS.build(cfg.assigner, key=f"{key}.assigner"),
+        sampler=SAMPLERS.build(cfg.sampler, key=f"{key}.sampler"),
+        loss_loc=build_loss(cfg.loss_loc, f"{key}.loss_loc"),
+        loss_shape=build_loss(cfg.loss_shape, f"{key}.loss_shape"),
+        loss_cls=build_loss(cfg.loss_cls, f"{key}.loss_cls"), loss_bbox=build_loss(cfg.loss_bbox, f"{key}.loss_bbox"),
+        center_ratio=cfg.center_ratio, ignore_ratio=cfg.ignore_ratio, loc_filter_thr=cfg.loc_filter_thr,
+        allowed_border=cfg.allowed_border, reg_decoded_bbox=cfg.reg_decoded_bbox, test_cfg=nms_settings(test))
+
+
+DENSE_HEADS = Table("dense head", {S.RetinaHeadConfig: _retina, S.FCOSHeadConfig: _fcos, S.SSDHeadConfig: _ssd,
+                                   S.FSAFHeadConfig: _fsaf, S.GARetinaHeadConfig: _ga_retina})
+
+
+def build_dense_head(cfg, num_classes: int, level_channels: tuple[int, ...], test: S.TestConfig) -> nn.Module:
+    """The dense head of ``model.bbox_head`` on neck levels of ``level_channels`` (one per level)."""
     key = "model.bbox_head"
-    return DENSE_HEADS.build(cfg, num_classes, in_channels, num_levels, test, key, key=key)
+    return DENSE_HEADS.build(cfg, num_classes, tuple(level_channels), test, key, key=key)
 
 
 def build_rpn_head(cfg: S.RPNHeadConfig, in_channels: int, num_levels: int) -> RPNHead:

@@ -14,20 +14,27 @@ from dettool.trainer.models.detectors.single_stage import SingleStageDetector
 from dettool.trainer.models.detectors.two_stage import TwoStageDetector
 
 
-def _features(m) -> tuple[nn.Module, nn.Module, int, int]:
-    """Backbone, neck, the neck's channels (equal on every level) and its number of levels."""
-    backbone = build_backbone(m.backbone)
-    neck = build_neck(m.neck, backbone.out_channels)
+def _uniform(neck: nn.Module) -> int:
+    """The neck's channel count, which must be equal on every level (heads shared across levels)."""
     channels = set(neck.out_channels)
     if len(channels) != 1:
         raise ConfigError(f"model.neck: heads need one channel count on every level, the neck gives "
                           f"{list(neck.out_channels)}")
-    return backbone, neck, channels.pop(), len(neck.out_channels)
+    return channels.pop()
+
+
+def _features(m) -> tuple[nn.Module, nn.Module, int, int]:
+    """Backbone, neck, the neck's channels (equal on every level) and its number of levels."""
+    backbone = build_backbone(m.backbone)
+    neck = build_neck(m.neck, backbone.out_channels)
+    return backbone, neck, _uniform(neck), len(neck.out_channels)
 
 
 def _single_stage(m: S.SingleStageConfig, test: S.TestConfig) -> SingleStageDetector:
-    backbone, neck, channels, levels = _features(m)
-    return SingleStageDetector(backbone, neck, build_dense_head(m.bbox_head, m.num_classes, channels, levels, test))
+    backbone = build_backbone(m.backbone)
+    neck = build_neck(m.neck, backbone.out_channels)
+    head = build_dense_head(m.bbox_head, m.num_classes, tuple(neck.out_channels), test)
+    return SingleStageDetector(backbone, neck, head)
 
 
 def _rpn(m: S.RPNConfig, test: S.TestConfig) -> SingleStageDetector:

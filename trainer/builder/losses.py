@@ -17,6 +17,8 @@ LOSSES = Table("loss", {
     S.IoULossConfig: lambda c: L.IoULoss(mode=c.mode, weight=c.weight),
     S.GIoULossConfig: lambda c: L.GIoULoss(weight=c.weight),
     S.GHMRLossConfig: lambda c: L.GHMRLoss(mu=c.mu, bins=c.bins, momentum=c.momentum, weight=c.weight),
+    S.BalancedL1LossConfig: lambda c: L.BalancedL1Loss(alpha=c.alpha, gamma=c.gamma, beta=c.beta, weight=c.weight),
+    S.BoundedIoULossConfig: lambda c: L.BoundedIoULoss(beta=c.beta, weight=c.weight, eps=c.eps),
 })
 
 

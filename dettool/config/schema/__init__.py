@@ -17,6 +17,7 @@ from dettool.config.schema.backbones import (
     DCNPluginConfig,
     PluginConfig,
     ResNetConfig,
+    RootResNetConfig,
     SSDVGGConfig,
 )
 from dettool.config.schema.common import Invalid, Range, Section
@@ -38,13 +39,18 @@ from dettool.config.schema.data import (
 from dettool.config.schema.dense_heads import (
     DenseHeadConfig,
     FCOSHeadConfig,
+    FSAFHeadConfig,
+    GARetinaHeadConfig,
     ProposalConfig,
     RetinaHeadConfig,
     RPNHeadConfig,
+    SSDHeadConfig,
 )
 from dettool.config.schema.detectors import ModelConfig, RPNConfig, SingleStageConfig, TwoStageConfig
 from dettool.config.schema.losses import (
+    BalancedL1LossConfig,
     BCELossConfig,
+    BoundedIoULossConfig,
     BoxLossConfig,
     ClsLossConfig,
     CrossEntropyLossConfig,
@@ -56,7 +62,7 @@ from dettool.config.schema.losses import (
     L1LossConfig,
     SmoothL1LossConfig,
 )
-from dettool.config.schema.necks import FPNConfig, NeckConfig, NeckSpec, SSDNeckConfig
+from dettool.config.schema.necks import BFPConfig, FPNConfig, MLFPNConfig, NeckConfig, NeckSpec, SSDNeckConfig
 from dettool.config.schema.roi_heads import (
     BBoxHeadConfig,
     CascadeRoIHeadConfig,
@@ -72,7 +78,9 @@ from dettool.config.schema.roi_heads import (
 from dettool.config.schema.task_modules import (
     AnchorConfig,
     AnchorGeneratorConfig,
+    ApproxMaxIoUAssignerConfig,
     AssignerConfig,
+    CenterRegionAssignerConfig,
     CoderConfig,
     DeltaCoderConfig,
     DenseSamplerConfig,
@@ -82,6 +90,7 @@ from dettool.config.schema.task_modules import (
     RandomSamplerConfig,
     RoISamplerConfig,
     SSDAnchorConfig,
+    TBLRCoderConfig,
 )
 from dettool.config.schema.training import DeployConfig, HookConfig, LrConfig, OptimizerConfig, TestConfig, TrainConfig
 
@@ -102,7 +111,8 @@ class Config(Section):
 __all__ = [
     "DEFAULT_TRAIN_PIPELINE", "ExpandConfig", "MinIoURandomCropConfig", "NormalizeConfig", "PadConfig",
     "PhotoMetricDistortionConfig", "RandomFlipConfig", "ResizeConfig", "TEST_PIPELINE", "TransformConfig",
-    "AnchorConfig", "AssignerConfig", "BBoxHeadConfig", "BCELossConfig", "BackboneConfig", "BoxLossConfig",
+    "AnchorConfig", "AssignerConfig", "BBoxHeadConfig", "BCELossConfig", "BFPConfig", "BackboneConfig",
+    "BalancedL1LossConfig", "BoxLossConfig",
     "CascadeRoIHeadConfig", "CascadeStageConfig", "ClsLossConfig", "CoderConfig", "Config", "ConvFCBBoxHeadConfig",
     "CrossEntropyLossConfig", "DCNPluginConfig", "DataConfig", "DeltaCoderConfig", "DenseHeadConfig",
     "DenseSamplerConfig", "DeployConfig", "DoubleConvFCBBoxHeadConfig", "DoubleHeadRoIHeadConfig", "FCOSHeadConfig",
@@ -113,5 +123,8 @@ __all__ = [
     "RetinaHeadConfig", "RoIExtractorConfig", "RoIHeadConfig", "RoISamplerConfig", "Section", "SingleStageConfig",
     "SSDNeckConfig", "SSDVGGConfig", "SmoothL1LossConfig", "SplitConfig", "StandardRoIHeadConfig", "SynthConfig",
     "TestConfig", "TrainConfig",
-    "TwoStageConfig", "AnchorGeneratorConfig", "SSDAnchorConfig",
+    "TwoStageConfig", "AnchorGeneratorConfig", "SSDAnchorConfig", "SSDHeadConfig",
+    "CenterRegionAssignerConfig", "FSAFHeadConfig", "TBLRCoderConfig",
+    "ApproxMaxIoUAssignerConfig", "BoundedIoULossConfig", "GARetinaHeadConfig",
+    "RootResNetConfig", "MLFPNConfig",
 ]

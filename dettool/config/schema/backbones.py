@@ -66,7 +66,11 @@ class SSDVGGConfig(Section):
 
     ``out_feature_indices``: positions in the layer sequence (convs, ReLUs and pools, numbered as
     MMDetection numbers them) whose outputs are returned; SSD300's are conv4_3's and conv7's
-    ReLUs. MMDetection's ``out_indices`` is absent: its ``SSDVGG`` ignores it. ``weights``: a local
+    ReLUs, which ``null`` selects whatever the numbering (with ``norm: bn`` it counts the BN layers).
+    MMDetection's ``out_indices`` is absent: its ``SSDVGG`` ignores it. ``base_channels``: the
+    first stage's channels (64; a narrower VGG for small budgets, conv6 / conv7 get 16x);
+    ``norm``: ``bn`` adds BatchNorm after every conv (mmcv's ``VGG(with_bn=True)``), for training
+    from scratch. ``weights``: a local
     state dict in MMDetection's names (``features.*``) or a detector checkpoint's ``backbone.*``.
     """
 
@@ -74,14 +78,41 @@ class SSDVGGConfig(Section):
     depth: Literal[11, 13, 16, 19] = 16
     with_last_pool: bool = False
     ceil_mode: bool = True
-    out_feature_indices: tuple[Annotated[int, Range(min=0)], ...] = (22, 34)
+    out_feature_indices: Optional[tuple[Annotated[int, Range(min=0)], ...]] = (22, 34)
+    base_channels: PosInt = 64
+    norm: Literal["none", "bn"] = "none"
     weights: Optional[str] = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        indices = list(self.out_feature_indices)
-        require(len(indices) > 0 and indices == sorted(set(indices)), "out_feature_indices",
-                f"must be increasing layer indices, got {indices}")
+        if self.out_feature_indices is not None:
+            indices = list(self.out_feature_indices)
+            require(len(indices) > 0 and indices == sorted(set(indices)), "out_feature_indices",
+                    f"must be increasing layer indices, got {indices}")
 
 
-BackboneConfig = Union[ResNetConfig, SSDVGGConfig]  # HRNet joins here
+@dataclass(frozen=True)
+class RootResNetConfig(Section):
+    """Root-ResNet (ScratchDet): ResNet-18/34 basic blocks with BatchNorm behind a root block of
+    three 3x3 stride-1 convs and a 2x2 max pool, so the stages run at strides 2 to 16 (a 300x300
+    input gives 38x38 at stage 2 and 19x19 at stage 3, SSD's first two levels). ``out_indices``:
+    0-based stages returned; ``base_channels``: the root block's and first stage's channels (64;
+    stage ``i`` has ``base * 2**i``); ``norm``: ``bn``, or ``syncbn`` across processes; ``weights``:
+    a local state dict of the module or a detector checkpoint's ``backbone.*`` (ScratchDet trains
+    from scratch: none).
+    """
+
+    type: Literal["root_resnet"] = "root_resnet"
+    depth: Literal[18, 34] = 34
+    out_indices: tuple[Annotated[int, Range(0, 3)], ...] = (2, 3)
+    base_channels: PosInt = 64
+    norm: Literal["bn", "syncbn"] = "bn"
+    weights: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(len(self.out_indices) > 0 and list(self.out_indices) == sorted(set(self.out_indices)),
+                "out_indices", f"must be increasing stage indices, got {list(self.out_indices)}")
+
+
+BackboneConfig = Union[ResNetConfig, SSDVGGConfig, RootResNetConfig]  # HRNet joins here

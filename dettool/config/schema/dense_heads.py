@@ -1,4 +1,4 @@
-"""Config of dense heads: RetinaNet, FCOS and the RPN."""
+"""Config of dense heads: RetinaNet, FCOS, SSD and the RPN."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -7,6 +7,7 @@ from typing import Annotated, Literal, Optional, Union
 from dettool.config.schema.common import Fraction, NonNegFloat, NonNegInt, PosFloat, PosInt, Range, Section, require
 from dettool.config.schema.losses import (
     BCELossConfig,
+    BoundedIoULossConfig,
     BoxLossConfig,
     ClsLossConfig,
     FocalLossConfig,
@@ -16,13 +17,17 @@ from dettool.config.schema.losses import (
 )
 from dettool.config.schema.task_modules import (
     AnchorConfig,
+    ApproxMaxIoUAssignerConfig,
     AssignerConfig,
+    CenterRegionAssignerConfig,
     CoderConfig,
     DeltaCoderConfig,
     DenseSamplerConfig,
     MaxIoUAssignerConfig,
     PseudoSamplerConfig,
     RandomSamplerConfig,
+    SSDAnchorConfig,
+    TBLRCoderConfig,
 )
 
 AllowedBorder = Annotated[int, Range(min=-1)]  # -1 = anchors may cross the border by any amount
@@ -85,7 +90,116 @@ class FCOSHeadConfig(Section):
             require(lo < hi, f"regress_ranges[{i}]", f"lower bound {lo} is not below upper bound {hi}")
 
 
-DenseHeadConfig = Union[RetinaHeadConfig, FCOSHeadConfig]
+def _ssd_coder() -> DeltaCoderConfig:
+    return DeltaCoderConfig(target_stds=(0.1, 0.1, 0.2, 0.2))
+
+
+def _ssd_assigner() -> MaxIoUAssignerConfig:
+    return MaxIoUAssignerConfig(pos_iou_thr=0.5, neg_iou_thr=0.5, min_pos_iou=0.0, gt_max_assign_all=False)
+
+
+@dataclass(frozen=True)
+class SSDHeadConfig(Section):
+    """SSD head (MMDetection's ``SSDHead`` and its SSD300 ``train_cfg``): a 3x3 classification
+    conv (C + 1 logits per anchor, softmax, background last) and a 3x3 box conv per level; every
+    anchor is assigned, and the classification loss keeps the positives and the ``neg_pos_ratio``
+    x as many negatives of highest loss (hard negative mining). ``loss_bbox``: smooth L1 with
+    MMDetection's ``smoothl1_beta`` (1.0) on the deltas. The level channels are the neck's.
+    ``predictor_norm``: ``bn`` puts a BatchNorm after each predictor conv (which then has no
+    bias), ScratchDet's head for training from scratch; ``none`` is SSD's."""
+
+    type: Literal["ssd"] = "ssd"
+    anchor: SSDAnchorConfig = field(default_factory=SSDAnchorConfig)
+    bbox_coder: CoderConfig = field(default_factory=_ssd_coder)
+    assigner: AssignerConfig = field(default_factory=_ssd_assigner)
+    sampler: PseudoSamplerConfig = field(default_factory=PseudoSamplerConfig)
+    allowed_border: AllowedBorder = -1
+    neg_pos_ratio: PosInt = 3
+    predictor_norm: Literal["none", "bn"] = "none"
+    loss_bbox: Union[SmoothL1LossConfig, L1LossConfig] = field(default_factory=lambda: SmoothL1LossConfig(beta=1.0))
+
+
+def _fsaf_anchor() -> AnchorConfig:
+    return AnchorConfig(ratios=(1.0,), octave_base_scale=1.0, scales_per_octave=1)
+
+
+@dataclass(frozen=True)
+class FSAFHeadConfig(Section):
+    """FSAF head (MMDetection's ``FSAFHead``): RetinaNet's towers, one square "anchor" of the
+    stride per location (only the reference of the TBLR distances), centre-region assignment, focal
+    loss and a box loss on decoded boxes, each gt trained on the level of its lowest loss.
+    ``reg_bias``: initial bias of the distance outputs (MMDetection's ``retina_reg`` init, 0.25)."""
+
+    type: Literal["fsaf"] = "fsaf"
+    feat_channels: PosInt = 256
+    stacked_convs: NonNegInt = 4
+    norm: Literal["none", "gn", "bn"] = "none"
+    anchor: AnchorConfig = field(default_factory=_fsaf_anchor)
+    bbox_coder: TBLRCoderConfig = field(default_factory=TBLRCoderConfig)
+    assigner: CenterRegionAssignerConfig = field(default_factory=CenterRegionAssignerConfig)
+    allowed_border: AllowedBorder = -1
+    reg_bias: float = 0.25
+    loss_cls: FocalLossConfig = field(default_factory=FocalLossConfig)
+    loss_bbox: BoxLossConfig = field(default_factory=IoULossConfig)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.loss_bbox.type in ("iou", "giou"), "loss_bbox",
+                f"{self.loss_bbox.type!r}: FSAF regresses decoded boxes and needs a loss on them (iou, giou)")
+
+
+def _ga_square_anchor() -> AnchorConfig:
+    return AnchorConfig(ratios=(1.0,), octave_base_scale=4.0, scales_per_octave=1)
+
+
+@dataclass(frozen=True)
+class GARetinaHeadConfig(Section):
+    """Guided Anchoring RetinaNet head (MMDetection's ``GARetinaHead``; defaults: its
+    ga-retinanet_r50_fpn_1x_coco). ``square_anchor``: one anchor per location, the one the shape
+    branch scales (``octave_base_scale`` and ``strides`` those of ``approx_anchor``);
+    ``approx_anchor``: the anchors a location's shape target is assigned through (``ga_assigner``,
+    ``ga_sampler``, ``loss_shape``); ``center_ratio`` / ``ignore_ratio``: sides of the location
+    targets' positive and ignore regions, fractions of the gt's (``loss_loc``);
+    ``loc_filter_thr``: test-time locations of lower centre probability give no detections;
+    ``assigner``, ``sampler``, ``loss_cls``, ``loss_bbox``: on the guided anchors."""
+
+    type: Literal["ga_retina"] = "ga_retina"
+    feat_channels: PosInt = 256
+    stacked_convs: NonNegInt = 4
+    norm: Literal["none", "gn", "bn"] = "none"
+    deform_groups: PosInt = 4
+    approx_anchor: AnchorConfig = field(default_factory=AnchorConfig)
+    square_anchor: AnchorConfig = field(default_factory=_ga_square_anchor)
+    anchor_coder: DeltaCoderConfig = field(default_factory=DeltaCoderConfig)
+    bbox_coder: DeltaCoderConfig = field(default_factory=DeltaCoderConfig)
+    loc_filter_thr: Fraction = 0.01
+    center_ratio: Fraction = 0.2
+    ignore_ratio: Fraction = 0.5
+    ga_assigner: ApproxMaxIoUAssignerConfig = field(default_factory=ApproxMaxIoUAssignerConfig)
+    ga_sampler: DenseSamplerConfig = field(default_factory=lambda: RandomSamplerConfig(num=256, pos_fraction=0.5))
+    assigner: MaxIoUAssignerConfig = field(default_factory=lambda: MaxIoUAssignerConfig(neg_iou_thr=0.5))
+    sampler: DenseSamplerConfig = field(default_factory=PseudoSamplerConfig)
+    allowed_border: AllowedBorder = -1
+    reg_decoded_bbox: bool = False
+    loss_loc: FocalLossConfig = field(default_factory=FocalLossConfig)
+    loss_shape: BoundedIoULossConfig = field(default_factory=BoundedIoULossConfig)
+    loss_cls: FocalLossConfig = field(default_factory=FocalLossConfig)
+    loss_bbox: BoxLossConfig = field(default_factory=lambda: SmoothL1LossConfig(beta=0.04))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        sq, ap = self.square_anchor, self.approx_anchor
+        require(len(sq.ratios) * sq.scales_per_octave == 1 and sq.sizes is None, "square_anchor",
+                "needs one anchor per location (one ratio, scales_per_octave 1, no sizes)")
+        require(sq.strides == ap.strides, "square_anchor.strides", f"{sq.strides} differ from approx_anchor's "
+                                                                   f"{ap.strides}")
+        require(sq.octave_base_scale == ap.octave_base_scale and ap.sizes is None, "square_anchor.octave_base_scale",
+                f"{sq.octave_base_scale} differs from approx_anchor's {ap.octave_base_scale}")
+        require(self.center_ratio <= self.ignore_ratio, "center_ratio",
+                f"{self.center_ratio} is above ignore_ratio {self.ignore_ratio}")
+
+
+DenseHeadConfig = Union[RetinaHeadConfig, FCOSHeadConfig, SSDHeadConfig, FSAFHeadConfig, GARetinaHeadConfig]
 
 
 @dataclass(frozen=True)

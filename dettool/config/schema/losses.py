@@ -91,5 +91,29 @@ class GHMRLossConfig(Section):
     weight: NonNegFloat = 1.0
 
 
+@dataclass(frozen=True)
+class BalancedL1LossConfig(Section):
+    """Balanced L1 on deltas (Libra R-CNN; MMDetection's ``BalancedL1Loss``): ``alpha`` scales the
+    inliers' gradient, ``gamma`` is the outliers' slope, ``beta`` the transition point."""
+
+    type: Literal["balanced_l1"] = "balanced_l1"
+    alpha: PosFloat = 0.5
+    gamma: PosFloat = 1.5
+    beta: PosFloat = 1.0
+    weight: NonNegFloat = 1.0
+
+
+@dataclass(frozen=True)
+class BoundedIoULossConfig(Section):
+    """Bounded IoU loss on decoded boxes (MMDetection's ``BoundedIoULoss``): smooth L1 with
+    transition ``beta`` of the bounded-IoU distances; Guided Anchoring's anchor-shape loss."""
+
+    type: Literal["bounded_iou"] = "bounded_iou"
+    beta: PosFloat = 0.2
+    eps: PosFloat = 1e-3
+    weight: NonNegFloat = 1.0
+
+
 ClsLossConfig = Union[FocalLossConfig, BCELossConfig, GHMCLossConfig]
-BoxLossConfig = Union[L1LossConfig, SmoothL1LossConfig, IoULossConfig, GIoULossConfig, GHMRLossConfig]
+BoxLossConfig = Union[L1LossConfig, SmoothL1LossConfig, IoULossConfig, GIoULossConfig, GHMRLossConfig,
+                      BalancedL1LossConfig]

@@ -26,7 +26,8 @@ class SSDNeckConfig(Section):
     level per entry of ``level_strides``: a 1x1 conv to half its channels and a conv of
     ``level_strides[i]`` / ``level_paddings[i]`` (3x3; ``last_kernel_size`` for the last level),
     each followed by a ReLU. ``out_channels`` lists every output level, the input levels'
-    first; the input levels' channels are the backbone's. Defaults are SSD300's.
+    first; the input levels' channels are the backbone's. ``norm``: ``bn`` adds a BatchNorm after
+    every extra conv (MMDetection's ``norm_cfg=dict(type='BN')``; ScratchDet). Defaults are SSD300's.
     """
 
     type: Literal["ssd_neck"] = "ssd_neck"
@@ -35,6 +36,7 @@ class SSDNeckConfig(Section):
     level_paddings: tuple[NonNegInt, ...] = (1, 1, 0, 0)
     l2_norm_scale: Optional[PosFloat] = 20.0
     last_kernel_size: PosInt = 3
+    norm: Literal["none", "bn"] = "none"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -45,5 +47,47 @@ class SSDNeckConfig(Section):
                 f"{len(self.out_channels)} levels), got {len(self.level_strides)}")
 
 
-NeckConfig = Union[FPNConfig, SSDNeckConfig]  # the balanced feature pyramid (Libra R-CNN) joins here
+@dataclass(frozen=True)
+class BFPConfig(Section):
+    """Balanced feature pyramid (Libra R-CNN; MMDetection's ``BFP``), placed after an FPN in a
+    neck sequence: its levels are integrated at level ``refine_level`` (an index into the FPN's
+    outputs, finest first), refined by ``refine_type`` ('non_local': an embedded-Gaussian non-local
+    block; 'conv': a 3x3 conv + ReLU; 'none'), and added back to every level. Its channels and
+    level count are the previous neck's.
+    """
+
+    type: Literal["bfp"] = "bfp"
+    refine_level: NonNegInt = 2
+    refine_type: Literal["none", "conv", "non_local"] = "none"
+
+
+@dataclass(frozen=True)
+class MLFPNConfig(Section):
+    """M2Det's multi-level feature pyramid (MLFPN) on two backbone levels (VGG16's conv4_3 and
+    conv7): FFMv1 fuses them into the base feature (``base_channels``: the shallow level's 3x3 and
+    the deep level's 1x1 conv outputs, concatenated), ``num_levels`` thinned U-shape modules of
+    ``tum_channels`` and ``num_scales`` scales each (``smooth``: their 1x1 smoothing convs), FFMv2
+    feeding each the base feature compressed to ``tum_channels / 2`` and the previous one's largest
+    output, and SFAM concatenating each scale over the TUMs (``tum_channels x num_levels``
+    channels per output level), with ``sfam`` its squeeze-excitation channel attention (squeeze
+    ratio ``sfam_reduction``). Defaults are M2Det320's (VGG16, 8 TUMs of 256, 6 scales).
+    """
+
+    type: Literal["mlfpn"] = "mlfpn"
+    base_channels: tuple[PosInt, PosInt] = (256, 512)
+    tum_channels: PosInt = 256
+    num_levels: PosInt = 8
+    num_scales: PosInt = 6
+    smooth: bool = True
+    sfam: bool = True
+    sfam_reduction: PosInt = 16
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.num_scales >= 3, "num_scales", f"a TUM needs at least 3 scales, got {self.num_scales}")
+        require(self.tum_channels % 2 == 0, "tum_channels", f"must be even (TUM inputs take half), got "
+                f"{self.tum_channels}")
+
+
+NeckConfig = Union[FPNConfig, SSDNeckConfig, BFPConfig, MLFPNConfig]
 NeckSpec = Union[NeckConfig, tuple[NeckConfig, ...]]  # one neck, or several applied in order

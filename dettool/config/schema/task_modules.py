@@ -40,7 +40,8 @@ class SSDAnchorConfig(Section):
     a square of the level's min size, one of sqrt(min * max), and for each ratio ``r`` a pair with
     h / w ``1 / r`` and ``r``. ``min_sizes`` / ``max_sizes`` (pixels, both or neither) default to
     MMDetection's rule from ``input_size`` (300 or 512) and ``basesize_ratio_range`` (fractions of
-    the input; SSD512 COCO: 0.1, 0.9). The defaults are SSD300 COCO's."""
+    the input; SSD512 COCO: 0.1, 0.9). ``clip_to_input``: anchor sides capped at ``input_size``
+    (torchvision's ``DefaultBoxGenerator(clip=True)``). The defaults are SSD300 COCO's."""
 
     type: Literal["ssd"] = "ssd"
     strides: tuple[PosInt, ...] = (8, 16, 32, 64, 100, 300)
@@ -49,6 +50,7 @@ class SSDAnchorConfig(Section):
     input_size: PosInt = 300
     min_sizes: Optional[tuple[PosFloat, ...]] = None
     max_sizes: Optional[tuple[PosFloat, ...]] = None
+    clip_to_input: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -77,7 +79,16 @@ class DeltaCoderConfig(Section):
     target_stds: tuple[PosFloat, PosFloat, PosFloat, PosFloat] = (1.0, 1.0, 1.0, 1.0)
 
 
-CoderConfig = Union[DeltaCoderConfig]  # TBLR (FSAF) joins here
+@dataclass(frozen=True)
+class TBLRCoderConfig(Section):
+    """(top, bottom, left, right) distances from the prior's centre in units of its size, divided
+    by ``normalizer`` (FSAF; MMDetection's ``TBLRBBoxCoder``)."""
+
+    type: Literal["tblr"] = "tblr"
+    normalizer: PosFloat = 4.0
+
+
+CoderConfig = Union[DeltaCoderConfig, TBLRCoderConfig]
 
 
 @dataclass(frozen=True)
@@ -100,7 +111,43 @@ class MaxIoUAssignerConfig(Section):
                 f"{self.neg_iou_thr} is above pos_iou_thr {self.pos_iou_thr}")
 
 
-AssignerConfig = Union[MaxIoUAssignerConfig]
+@dataclass(frozen=True)
+class ApproxMaxIoUAssignerConfig(Section):
+    """Guided Anchoring's shape-target assignment (MMDetection's ``ApproxMaxIoUAssigner``): a
+    location overlaps a gt by the best IoU of its approximating anchors, then the max-IoU rules
+    of :class:`MaxIoUAssignerConfig`. The defaults are MMDetection's GA-RetinaNet ``ga_assigner``."""
+
+    type: Literal["approx_max_iou"] = "approx_max_iou"
+    pos_iou_thr: Fraction = 0.5
+    neg_iou_thr: Fraction = 0.4
+    min_pos_iou: Fraction = 0.4
+    gt_max_assign_all: bool = True
+    ignore_iof_thr: Annotated[float, Range(-1, 1)] = -1.0
+    match_low_quality: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.neg_iou_thr <= self.pos_iou_thr, "neg_iou_thr",
+                f"{self.neg_iou_thr} is above pos_iou_thr {self.pos_iou_thr}")
+
+
+@dataclass(frozen=True)
+class CenterRegionAssignerConfig(Section):
+    """FSAF's centre-region assignment (MMDetection's ``CenterRegionAssigner``): positives have
+    their centre in the gt box and overlap (IoF > ``min_pos_iof``) its core, the box scaled by
+    ``pos_scale``; candidates overlapping the box scaled by ``neg_scale`` otherwise are not trained
+    on its class; centres in an ignore box scaled by ``ignore_gt_scale`` are ignored;
+    ``foreground_dominate``: a positive also shadowed for its own class stays positive."""
+
+    type: Literal["center_region"] = "center_region"
+    pos_scale: PosFloat = 0.2
+    neg_scale: PosFloat = 0.2
+    min_pos_iof: Fraction = 0.01
+    ignore_gt_scale: PosFloat = 0.5
+    foreground_dominate: bool = False
+
+
+AssignerConfig = Union[MaxIoUAssignerConfig, CenterRegionAssignerConfig]
 
 
 @dataclass(frozen=True)

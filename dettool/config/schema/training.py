@@ -15,10 +15,13 @@ class TestConfig(Section):
     disables; MMDetection's RetinaNet and FCOS set 0, its RoI heads have none, torchvision's drop
     boxes under 0.01 px), batched NMS or soft-NMS (linear or
     Gaussian, Bodla et al.), detections kept, mask binarisation threshold and pasting rule
-    (``mmdet``: MMDetection's sampling; ``torchvision``: its ``paste_masks_in_image``)."""
+    (``mmdet``: MMDetection's sampling; ``torchvision``: its ``paste_masks_in_image``).
+    ``nms_pre_per_class``: anchor heads take instead the best ``nms_pre`` boxes of each class
+    over all levels (torchvision's SSD: ``topk_candidates`` 400)."""
 
     score_thr: Fraction = 0.05
     nms_pre: int = 1000
+    nms_pre_per_class: bool = False
     min_bbox_size: Annotated[float, Range(min=-1)] = -1.0
     nms_type: Literal["nms", "soft_nms_linear", "soft_nms_gaussian"] = "nms"
     nms_iou_thr: Fraction = 0.5

@@ -23,7 +23,7 @@ def _retina(**test) -> RetinaHead:
     cfg = S.RetinaHeadConfig(feat_channels=16, stacked_convs=1,
                              anchor=S.AnchorConfig(strides=(8, 16), ratios=(0.5, 1.0, 2.0), octave_base_scale=4.0,
                                                    scales_per_octave=1))
-    head = build_dense_head(cfg, NUM_CLASSES, IN_CHANNELS, 2, S.TestConfig(**test))
+    head = build_dense_head(cfg, NUM_CLASSES, (IN_CHANNELS,) * 2, S.TestConfig(**test))
     assert isinstance(head, RetinaHead)
     return head
 
@@ -31,7 +31,7 @@ def _retina(**test) -> RetinaHead:
 def _fcos(**test) -> FCOSHead:
     cfg = S.FCOSHeadConfig(feat_channels=16, stacked_convs=1, strides=(8, 16),
                            regress_ranges=((-1.0, 64.0), (64.0, 1e8)))
-    head = build_dense_head(cfg, NUM_CLASSES, IN_CHANNELS, 2, S.TestConfig(**test))
+    head = build_dense_head(cfg, NUM_CLASSES, (IN_CHANNELS,) * 2, S.TestConfig(**test))
     assert isinstance(head, FCOSHead)
     return head
 
@@ -60,7 +60,7 @@ def test_build_dense_head_rejects_stride_level_mismatch():
     from dettool.errors import ConfigError
 
     with pytest.raises(ConfigError, match="strides"):
-        build_dense_head(S.FCOSHeadConfig(feat_channels=16, stacked_convs=1), NUM_CLASSES, IN_CHANNELS, 2,
+        build_dense_head(S.FCOSHeadConfig(feat_channels=16, stacked_convs=1), NUM_CLASSES, (IN_CHANNELS,) * 2,
                          S.TestConfig())
 
 
@@ -156,3 +156,11 @@ def test_fcos_predict_clips_to_image_then_rescales():
     assert det.scores.item() == pytest.approx(0.5 / (1 + math.exp(-10.0)), rel=1e-5)  # x sigmoid(0) centerness
     sx, sy = META["scale_factor"]
     torch.testing.assert_close(det.boxes, torch.tensor([[24 / sx, 16 / sy, 64 / sx, 24 / sy]]))
+
+
+def test_shared_head_rejects_levels_of_different_channels():
+    from dettool.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"model.bbox_head: .*one channel count.*\[8, 16\]"):
+        build_dense_head(S.RetinaHeadConfig(feat_channels=16, stacked_convs=1, anchor=S.AnchorConfig(strides=(8, 16))),
+                         NUM_CLASSES, (8, 16), S.TestConfig())

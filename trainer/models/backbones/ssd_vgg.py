@@ -9,20 +9,31 @@ from dettool.trainer.models.backbones.weights import load_backbone_weights
 STAGE_BLOCKS = {11: (1, 1, 2, 2, 2), 13: (2, 2, 2, 2, 2), 16: (2, 2, 3, 3, 3), 19: (2, 2, 4, 4, 4)}
 
 
-def vgg_layers(depth: int, ceil_mode: bool, with_last_pool: bool) -> list[nn.Module]:
-    """The layers of VGG-``depth``'s feature part: per stage, 3x3 conv + ReLU blocks, then a 2x2
-    stride-2 max pool (the last stage's pool only if ``with_last_pool``)."""
+def conv_block(in_channels: int, out_channels: int, norm: str, **conv_args) -> list[nn.Module]:
+    """A conv, BatchNorm when ``norm`` is 'bn' (mmcv's ``VGG(with_bn=True)``), and a ReLU."""
+    bn = [nn.BatchNorm2d(out_channels)] if norm == "bn" else []
+    return [nn.Conv2d(in_channels, out_channels, **conv_args), *bn, nn.ReLU(inplace=True)]
+
+
+def vgg_layers(depth: int, ceil_mode: bool, with_last_pool: bool, base_channels: int = 64,
+               norm: str = "none") -> tuple[list[nn.Module], list[int]]:
+    """The layers of VGG-``depth``'s feature part: per stage, 3x3 conv (+ BN) + ReLU blocks of
+    ``base_channels * 2**i`` channels (at most 8x), then a 2x2 stride-2 max pool (the last
+    stage's pool only if ``with_last_pool``). Returns the layers and the index of each stage's
+    last ReLU."""
     layers: list[nn.Module] = []
+    stage_ends = []
     in_channels = 3
     for i, num_blocks in enumerate(STAGE_BLOCKS[depth]):
-        channels = min(64 * 2 ** i, 512)
+        channels = base_channels * min(2 ** i, 8)
         for _ in range(num_blocks):
-            layers += [nn.Conv2d(in_channels, channels, 3, padding=1), nn.ReLU(inplace=True)]
+            layers += conv_block(in_channels, channels, norm, kernel_size=3, padding=1)
             in_channels = channels
+        stage_ends.append(len(layers) - 1)
         layers.append(nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=ceil_mode))
     if not with_last_pool:
         layers.pop()
-    return layers
+    return layers, stage_ends
 
 
 class SSDVGG(nn.Module):
@@ -33,13 +44,19 @@ class SSDVGG(nn.Module):
     one ``features`` sequence, numbered as MMDetection numbers them, so state-dict keys
     (``features.{i}.weight``) equal MMDetection's and its SSD checkpoints load unchanged. The
     outputs are the features after the layers ``out_feature_indices``; SSD300's (22, 34) are
-    conv4_3's ReLU (512 channels, stride 8) and conv7's ReLU (1024 channels, stride 16).
+    conv4_3's ReLU (512 channels, stride 8) and conv7's ReLU (1024 channels, stride 16), which
+    ``None`` selects whatever the layer numbering.
 
     Args:
         depth: 11, 13, 16 or 19.
         with_last_pool: keep VGG's stage-5 2x2 pool before pool5.
         ceil_mode: round pooled sizes up (SSD: 300 -> 150 -> 75 -> 38 -> 19).
-        out_feature_indices: indices into ``features`` whose outputs are returned, increasing.
+        out_feature_indices: indices into ``features`` whose outputs are returned, increasing
+            (None: conv4_3's and conv7's ReLUs).
+        base_channels: channels of the first stage (VGG: 64); stage ``i`` has ``base * 2**i``, at most
+            ``8 * base``, conv6 / conv7 ``16 * base``. Narrower VGGs train on small budgets.
+        norm: 'none' (VGG, MMDetection's SSD) or 'bn': BatchNorm after every conv, which training
+            from scratch needs (DSOD, ScratchDet); the layer numbering then counts the BN layers.
         weights: optional local file with this module's state dict (``features.*``; ``classifier.*``
             ignored) or a detector checkpoint whose ``backbone.*`` entries are it.
 
@@ -48,16 +65,20 @@ class SSDVGG(nn.Module):
     """
 
     def __init__(self, *, depth: int, with_last_pool: bool, ceil_mode: bool,
-                 out_feature_indices: tuple[int, ...], weights: str | None = None) -> None:
+                 out_feature_indices: tuple[int, ...] | None, base_channels: int = 64, norm: str = "none",
+                 weights: str | None = None) -> None:
         super().__init__()
         if depth not in STAGE_BLOCKS:
             raise ValueError(f"VGG depth must be one of {sorted(STAGE_BLOCKS)}, got {depth}")
-        layers = vgg_layers(depth, ceil_mode, with_last_pool)
+        if norm not in ("none", "bn"):
+            raise ValueError(f"SSDVGG norm must be 'none' or 'bn', got {norm!r}")
+        layers, stage_ends = vgg_layers(depth, ceil_mode, with_last_pool, base_channels, norm)
+        top, fc = 8 * base_channels, 16 * base_channels
         layers += [nn.MaxPool2d(kernel_size=3, stride=1, padding=1),
-                   nn.Conv2d(512, 1024, kernel_size=3, padding=6, dilation=6), nn.ReLU(inplace=True),
-                   nn.Conv2d(1024, 1024, kernel_size=1), nn.ReLU(inplace=True)]
+                   *conv_block(top, fc, norm, kernel_size=3, padding=6, dilation=6),
+                   *conv_block(fc, fc, norm, kernel_size=1)]
         self.features = nn.Sequential(*layers)
-        indices = list(out_feature_indices)
+        indices = [stage_ends[3], len(layers) - 1] if out_feature_indices is None else list(out_feature_indices)
         if not indices or indices != sorted(set(indices)) or indices[0] < 0 or indices[-1] >= len(layers):
             raise ValueError(f"out_feature_indices must be increasing indices below {len(layers)}, got {indices}")
         self.out_feature_indices = tuple(indices)
@@ -68,6 +89,9 @@ class SSDVGG(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):  # MMDetection's init when no pretrained weights are given
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
         if weights:
             self.load_weights(weights)

@@ -27,6 +27,7 @@ class RetinaHead(AnchorHead):
     def __init__(self, *, feat_channels: int, stacked_convs: int, norm: str, prior_prob: float = 0.01,
                  **kwargs) -> None:
         super().__init__(**kwargs)
+        self.num_anchors = self.anchor_generator.num_base_anchors
         self.cls_convs = conv_tower(self.in_channels, feat_channels, stacked_convs, norm)
         self.reg_convs = conv_tower(self.in_channels, feat_channels, stacked_convs, norm)
         self.retina_cls = nn.Conv2d(feat_channels, self.num_anchors * self.num_classes, 3, padding=1)

@@ -51,6 +51,7 @@ class RPNHead(AnchorHead):
                          bbox_coder=bbox_coder, assigner=assigner, sampler=sampler, loss_cls=loss_cls,
                          loss_bbox=loss_bbox, allowed_border=allowed_border, reg_decoded_bbox=reg_decoded_bbox,
                          test_cfg=None)
+        self.num_anchors = anchor_generator.num_base_anchors
         self.feat_channels = feat_channels
         self.train_proposals, self.test_proposals = train_proposals, test_proposals
         self.proposal_decoder = ProposalDecoder(anchor_generator, bbox_coder)

@@ -25,8 +25,12 @@ class FocalLoss(nn.Module):
                 avg_factor: float | torch.Tensor | None = None) -> torch.Tensor:
         """Args: ``logits`` ``[N, C]``; ``labels`` ``[N]`` in ``[0, C]`` (C = background);
         ``weight`` ``[N]``. Returns a scalar."""
-        onehot = one_hot_targets(labels, logits.shape[1])
-        loss = sigmoid_focal_loss(logits.float(), onehot, alpha=self.alpha, gamma=self.gamma, reduction="none")
         if weight is not None:
             weight = weight.float()[:, None]
-        return self.weight * weight_reduce(loss, weight, avg_factor)
+        return weight_reduce(self.elementwise(logits, labels), weight, avg_factor)
+
+    def elementwise(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The weighted loss of each (row, class) ``[N, C]``, unreduced (FSAF weighs and sums it itself)."""
+        onehot = one_hot_targets(labels, logits.shape[1])
+        return self.weight * sigmoid_focal_loss(logits.float(), onehot, alpha=self.alpha, gamma=self.gamma,
+                                                reduction="none")

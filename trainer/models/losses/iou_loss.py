@@ -32,9 +32,12 @@ class IoULoss(nn.Module):
     def forward(self, pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
                 avg_factor: float | torch.Tensor | None = None) -> torch.Tensor:
         """Args: ``pred``, ``target`` ``[N, 4]`` xyxy; ``weight`` ``[N]``. Returns a scalar."""
+        return weight_reduce(self.elementwise(pred, target), weight, avg_factor)
+
+    def elementwise(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The weighted loss of each box pair ``[N]``, unreduced (FSAF weighs and sums it itself)."""
         iou = aligned_iou(pred.float(), target.float()).clamp(min=self.eps)
-        loss = -iou.log() if self.mode == "log" else 1 - iou
-        return self.weight * weight_reduce(loss, weight, avg_factor)
+        return self.weight * (-iou.log() if self.mode == "log" else 1 - iou)
 
 
 class GIoULoss(nn.Module):
@@ -49,5 +52,8 @@ class GIoULoss(nn.Module):
     def forward(self, pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
                 avg_factor: float | torch.Tensor | None = None) -> torch.Tensor:
         """Args: ``pred``, ``target`` ``[N, 4]`` xyxy; ``weight`` ``[N]``. Returns a scalar."""
-        loss = generalized_box_iou_loss(pred.float(), target.float(), reduction="none")
-        return self.weight * weight_reduce(loss, weight, avg_factor)
+        return weight_reduce(self.elementwise(pred, target), weight, avg_factor)
+
+    def elementwise(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The weighted loss of each box pair ``[N]``, unreduced (FSAF weighs and sums it itself)."""
+        return self.weight * generalized_box_iou_loss(pred.float(), target.float(), reduction="none")

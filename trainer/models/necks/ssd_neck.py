@@ -33,23 +33,28 @@ class L2Norm(nn.Module):
 
 
 class ConvReLU(nn.Module):
-    """A conv and a ReLU; the conv sits at ``.conv`` so that state-dict keys equal those of
-    MMDetection's ``ConvModule`` (``extra_layers.{i}.{j}.conv.weight``)."""
+    """A conv, with ``bn`` a BatchNorm (the conv then without bias), and a ReLU; the conv sits at
+    ``.conv`` and the norm at ``.bn`` so that state-dict keys equal those of MMDetection's
+    ``ConvModule`` (``extra_layers.{i}.{j}.conv.weight``)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
-                 padding: int = 0) -> None:
+                 padding: int = 0, bn: bool = False) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding)
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=not bn)
+        self.bn = nn.BatchNorm2d(out_channels) if bn else None
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.relu(self.conv(x))
+        x = self.conv(x)
+        if self.bn is not None:
+            x = self.bn(x)
+        return self.relu(x)
 
 
 class SSDNeck(nn.Module):
     """The input levels (the first one L2-normalised) and extra levels above the last, each a 1x1
     conv to half its channels and a strided conv, both followed by a ReLU (MMDetection's
-    ``SSDNeck`` with its default ReLU, no norm, no depthwise convs).
+    ``SSDNeck`` with its default ReLU, no depthwise convs, and no norm or ``norm_cfg=dict(type='BN')``).
 
     Args:
         in_channels: channels of the input levels (SSD: conv4_3 and conv7, ``(512, 1024)``).
@@ -59,6 +64,7 @@ class SSDNeck(nn.Module):
         l2_norm_scale: initial scale of the first level's L2 normalisation; ``None`` leaves the
             first level as it is.
         last_kernel_size: kernel size of the last extra level's second conv (3; SSD512: 4).
+        norm: 'none' (SSD) or 'bn': BatchNorm after every extra conv (ScratchDet's extra layers).
 
     Shapes: list of ``[B, in_channels[i], H_i, W_i]`` -> list of ``[B, out_channels[i], H_i, W_i]``
     (for SSD300 on a 300x300 image: 38, 19, 10, 5, 3, 1).
@@ -66,7 +72,7 @@ class SSDNeck(nn.Module):
 
     def __init__(self, *, in_channels: tuple[int, ...], out_channels: tuple[int, ...],
                  level_strides: tuple[int, ...], level_paddings: tuple[int, ...],
-                 l2_norm_scale: float | None, last_kernel_size: int) -> None:
+                 l2_norm_scale: float | None, last_kernel_size: int, norm: str) -> None:
         super().__init__()
         in_channels, out_channels = tuple(in_channels), tuple(out_channels)
         num_extra = len(out_channels) - len(in_channels)
@@ -76,6 +82,9 @@ class SSDNeck(nn.Module):
         if not len(level_strides) == len(level_paddings) == num_extra:
             raise ValueError(f"need one stride and one padding per extra level ({num_extra}), got "
                              f"{len(level_strides)} and {len(level_paddings)}")
+        if norm not in ("none", "bn"):
+            raise ValueError(f"SSDNeck norm must be 'none' or 'bn', got {norm!r}")
+        bn = norm == "bn"
         self.out_channels = out_channels
         self.l2_norm = L2Norm(in_channels[0], l2_norm_scale) if l2_norm_scale else None
         self.extra_layers = nn.ModuleList()
@@ -83,12 +92,13 @@ class SSDNeck(nn.Module):
             cin, cout = out_channels[len(in_channels) - 1 + i], out_channels[len(in_channels) + i]
             kernel_size = last_kernel_size if i == num_extra - 1 else 3
             self.extra_layers.append(nn.Sequential(
-                ConvReLU(cin, cout // 2, 1),
-                ConvReLU(cout // 2, cout, kernel_size, stride=level_strides[i], padding=level_paddings[i])))
+                ConvReLU(cin, cout // 2, 1, bn=bn),
+                ConvReLU(cout // 2, cout, kernel_size, stride=level_strides[i], padding=level_paddings[i], bn=bn)))
         for m in self.extra_layers.modules():
             if isinstance(m, nn.Conv2d):  # MMDetection's init of this neck
                 nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
 
     def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
         outs = list(features)

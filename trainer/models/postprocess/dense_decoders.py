@@ -1,4 +1,4 @@
-"""Batched, fixed-size test-time decoding of dense heads: RetinaNet, FCOS and RPN proposals.
+"""Batched, fixed-size test-time decoding of dense heads: RetinaNet, SSD, FCOS and RPN proposals.
 
 Inputs are a head's raw ``forward`` outputs and ``image_shapes`` ``[B, 2]`` (h, w of each
 unpadded image); every decoder ends in :func:`multiclass_nms` and returns ``DetOutputs``.
@@ -11,7 +11,7 @@ from dettool.structures.boxes import clip_boxes
 from dettool.structures.detections import DetOutputs
 from dettool.trainer.models.postprocess.batched import Float32Block, gather_rows, levels_to_rows, top_k_rows
 from dettool.trainer.models.postprocess.nms import NMSSettings, ProposalSettings, multiclass_nms
-from dettool.trainer.models.task_modules.anchor_generator import AnchorGenerator
+from dettool.trainer.models.task_modules.anchor_generator import AnchorGenerator, AnchorGrid
 from dettool.trainer.models.task_modules.delta_xywh_coder import DeltaXYWHCoder
 from dettool.trainer.models.task_modules.distance_point_coder import distance_to_box
 from dettool.trainer.models.task_modules.point_generator import grid_points
@@ -39,36 +39,67 @@ def pair_scores(boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor
     return out.scatter(2, classes.unsqueeze(-1), scores.unsqueeze(-1))
 
 
+def class_scores(logits: torch.Tensor, num_classes: int, softmax: bool) -> torch.Tensor:
+    """Class probabilities ``[B, n, C]`` of one level's logits ``[B, A * C, H, W]`` (sigmoid), or
+    with ``softmax`` of ``[B, A * (C + 1), H, W]`` (background last, dropped after the softmax)."""
+    if not softmax:
+        return levels_to_rows(logits.float(), num_classes).sigmoid()
+    return levels_to_rows(logits.float(), num_classes + 1).softmax(-1)[..., :num_classes]
+
+
 class AnchorDecoder(Float32Block):
-    """Anchor heads with sigmoid scores (RetinaNet): per level the ``nms_pre`` best (anchor,
-    class) pairs above ``score_thr`` (MMDetection 3.x), delta decoding, clipping, the minimum
-    box size, then class-wise NMS.
+    """Anchor heads: per level the ``nms_pre`` best (anchor, class) pairs above ``score_thr``
+    (MMDetection 3.x), delta decoding, clipping, the minimum box size, then class-wise NMS.
 
     Args:
         anchor_generator, bbox_coder: the head's.
         num_classes: C.
         nms: test-time settings.
+        softmax: scores are a softmax over C + 1 logits, background last (SSD); otherwise a
+            sigmoid per class (RetinaNet).
     """
 
-    def __init__(self, anchor_generator: AnchorGenerator, bbox_coder: DeltaXYWHCoder, num_classes: int,
-                 nms: NMSSettings) -> None:
+    def __init__(self, anchor_generator: AnchorGrid, bbox_coder: DeltaXYWHCoder, num_classes: int,
+                 nms: NMSSettings, softmax: bool = False) -> None:
         super().__init__()
         self.anchor_generator, self.bbox_coder = anchor_generator, bbox_coder
-        self.num_classes, self.nms = num_classes, nms
+        self.num_classes, self.nms, self.softmax = num_classes, nms, softmax
 
     def forward(self, cls_scores: list[torch.Tensor], bbox_preds: list[torch.Tensor],
                 image_shapes: torch.Tensor) -> DetOutputs:
-        """Per level ``[B, A * C, H, W]`` logits and ``[B, A * 4, H, W]`` deltas -> detections."""
+        """Per level ``[B, A * C, H, W]`` (softmax: ``A * (C + 1)``) logits and ``[B, A * 4, H, W]``
+        deltas -> detections."""
         anchors = self.anchor_generator.grid_anchors([tuple(c.shape[-2:]) for c in cls_scores], cls_scores[0].device)
+        if self.nms.nms_pre_per_class:
+            return self._per_class(cls_scores, bbox_preds, anchors, image_shapes)
         boxes_l, scores_l = [], []
         for c, r, a in zip(cls_scores, bbox_preds, anchors):
-            scores = levels_to_rows(c.float(), self.num_classes).sigmoid()  # [B, n, C]
+            scores = class_scores(c, self.num_classes, self.softmax)  # [B, n, C]
             top_scores, rows, classes = top_pairs(scores, self.nms.score_thr, self.nms.nms_pre)
             deltas = gather_rows(levels_to_rows(r.float(), 4), rows)
             boxes = clip_boxes(self.bbox_coder.decode(gather_rows(a, rows), deltas), image_shapes)
             boxes_l.append(boxes)
             scores_l.append(pair_scores(boxes, top_scores, classes, self.num_classes, self.nms.min_bbox_size))
         return multiclass_nms(torch.cat(boxes_l, 1), torch.cat(scores_l, 1), self.nms)
+
+
+    def _per_class(self, cls_scores: list[torch.Tensor], bbox_preds: list[torch.Tensor], anchors: list[torch.Tensor],
+                   image_shapes: torch.Tensor) -> DetOutputs:
+        """torchvision's SSD: all anchors decoded and clipped, then per class the ``nms_pre`` best
+        scores above ``score_thr`` over all levels (``[B, C * k]`` candidates), then class-wise NMS."""
+        scores = torch.cat([class_scores(c, self.num_classes, self.softmax) for c in cls_scores], 1)  # [B, N, C]
+        deltas = torch.cat([levels_to_rows(r.float(), 4) for r in bbox_preds], 1)
+        boxes = clip_boxes(self.bbox_coder.decode(torch.cat(anchors)[None].expand_as(deltas), deltas), image_shapes)
+        per_class = scores.transpose(1, 2)  # [B, C, N]
+        per_class = torch.where(per_class > self.nms.score_thr, per_class, torch.zeros_like(per_class))
+        k = per_class.shape[2] if self.nms.nms_pre <= 0 else torch.sym_min(self.nms.nms_pre, per_class.shape[2])
+        top, rows = per_class.topk(k, dim=2)  # [B, C, k]
+        batch = scores.shape[0]
+        rows = rows.reshape(batch, -1)
+        classes = torch.arange(self.num_classes, device=rows.device).repeat_interleave(k)[None].expand(batch, -1)
+        picked = gather_rows(boxes, rows)
+        return multiclass_nms(picked, pair_scores(picked, top.reshape(batch, -1), classes, self.num_classes,
+                                                  self.nms.min_bbox_size), self.nms)
 
 
 class PointDecoder(Float32Block):

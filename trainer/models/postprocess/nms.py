@@ -31,6 +31,8 @@ class NMSSettings:
         soft_nms_sigma: spread of the gaussian Soft-NMS decay.
         soft_nms_min_score: Soft-NMS drops boxes whose decayed score falls below this.
         min_bbox_size: dense heads drop boxes whose width or height is not larger; < 0 disables.
+        nms_pre_per_class: anchor heads keep the ``nms_pre`` best boxes of each class over all
+            levels instead (torchvision's SSD).
     """
 
     score_thr: float
@@ -41,6 +43,7 @@ class NMSSettings:
     soft_nms_sigma: float = 0.5
     soft_nms_min_score: float = 0.001
     min_bbox_size: float = -1.0
+    nms_pre_per_class: bool = False
 
     def __post_init__(self) -> None:
         if self.nms_type not in NMS_TYPES:

@@ -66,6 +66,12 @@ class MaxIoUAssigner:
         if self.ignore_iof_thr > 0 and ignore_boxes is not None and ignore_boxes.numel():
             # Candidates inside crowd regions are neither negative nor picked by the per-gt rule.
             overlaps[:, box_iof(boxes, ignore_boxes).max(dim=1).values > self.ignore_iof_thr] = -1
+        return self.assign_overlaps(overlaps, gt_labels)
+
+    def assign_overlaps(self, overlaps: torch.Tensor, gt_labels: torch.Tensor) -> AssignResult:
+        """Rules 1-4 on given ``overlaps`` ``[G, N]`` (G, N > 0; -1 marks ignored candidates)."""
+        g, n = overlaps.shape
+        device = overlaps.device
         max_overlaps, argmax = overlaps.max(dim=0)
         gt_inds = torch.full((n,), -1, dtype=torch.long, device=device)
         gt_inds[(max_overlaps >= 0) & (max_overlaps < self.neg_iou_thr)] = 0

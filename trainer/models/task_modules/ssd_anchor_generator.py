@@ -60,10 +60,12 @@ class SSDAnchorGenerator(AnchorGrid):
         ratios: per level the aspect ratios ``r`` above, e.g. ((2,), (2, 3), (2, 3), (2, 3), (2,), (2,)).
         min_sizes: per level the anchor size ``m`` in pixels (:func:`ssd_anchor_sizes`).
         max_sizes: per level the size ``M`` in pixels.
+        max_side: anchor widths and heights are capped at this (torchvision's
+            ``DefaultBoxGenerator(clip=True)`` caps them at the input size); None: no cap.
     """
 
     def __init__(self, strides: tuple[int, ...], ratios: tuple[tuple[float, ...], ...],
-                 min_sizes: tuple[float, ...], max_sizes: tuple[float, ...]) -> None:
+                 min_sizes: tuple[float, ...], max_sizes: tuple[float, ...], max_side: float | None = None) -> None:
         if not len(strides) == len(ratios) == len(min_sizes) == len(max_sizes):
             raise ValueError(f"SSDAnchorGenerator: strides, ratios, min_sizes and max_sizes need one entry per level, "
                              f"got {len(strides)}, {len(ratios)}, {len(min_sizes)}, {len(max_sizes)}")
@@ -74,5 +76,10 @@ class SSDAnchorGenerator(AnchorGrid):
             # (scale, ratio) pairs scale-major: keep (1, 1), (sqrt(M/m), 1), then (1, r) for r != 1
             grid = base_anchors(min_size, all_ratios, scales, stride / 2, scale_major=False)
             n = len(all_ratios)
-            anchors.append(grid[[0, n, *range(1, n)]])
+            grid = grid[[0, n, *range(1, n)]]
+            if max_side is not None:  # the same centre, sides capped
+                center = (grid[:, :2] + grid[:, 2:]) / 2
+                half = ((grid[:, 2:] - grid[:, :2]) / 2).clamp(max=max_side / 2)
+                grid = torch.cat([center - half, center + half], dim=1)
+            anchors.append(grid)
         super().__init__(strides, anchors)
