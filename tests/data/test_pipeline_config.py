@@ -55,13 +55,23 @@ def load_error(path: Path, overrides=()) -> str:
     return str(info.value)
 
 
+SSD_STYLE = ("ssd", "scratchdet", "m2det")  # fixed-size input and SSD's augmentation
+
+
 @pytest.mark.parametrize("path", SHIPPED_CONFIGS, ids=lambda p: p.name)
-def test_shipped_configs_keep_the_default_pipeline(path):
+def test_shipped_configs_use_their_family_pipeline(path):
+    """RetinaNet / R-CNN-style configs keep the default pipeline and the ratio; the SSD-style ones
+    resize to an exact square and train with Expand and MinIoURandomCrop among their steps."""
     d = load_config(path).data
-    assert d.train_pipeline == DEFAULT_TRAIN_PIPELINE and d.keep_ratio is True
-    steps = build_pipeline(d, train=True).transforms
-    assert [type(t) for t in steps] == [Resize, RandomFlip, Normalize]
+    steps = [type(t) for t in build_pipeline(d, train=True).transforms]
     assert [type(t) for t in build_pipeline(d, train=False).transforms] == [Resize, Normalize]
+    if path.name.startswith(SSD_STYLE):
+        w, h = d.test_scale.split("x")
+        assert d.keep_ratio is False and w == h and d.train_scale == d.test_scale
+        assert {"Expand", "MinIoURandomCrop"} <= {s.type for s in d.train_pipeline}
+        return
+    assert d.train_pipeline == DEFAULT_TRAIN_PIPELINE and d.keep_ratio is True
+    assert steps == [Resize, RandomFlip, Normalize]
 
 
 def test_an_ssd_like_pipeline_loads_with_mmdetection_defaults_and_builds(tmp_path):

@@ -22,12 +22,19 @@ from dettool.runtime.torch_backend import TorchBackend
 def test_new_members_export_and_match_torch(name, flavour, tiny_synth, tmp_path):
     sets = tiny_sets(tiny_synth) if name.startswith("dh_") else dense_sets(tiny_synth, "model.backbone.weights=null")
     cfg = load_config(CONFIGS / f"{name}.yaml", sets)
-    checkpoint = tmp_path / f"{name}.pth"
-    torch.save({"model": random_detector(cfg).state_dict(), "meta": {}}, checkpoint)
-    path, meta = export_onnx(cfg, checkpoint, tmp_path / f"{name}.onnx", portable=flavour == "portable",
-                             dynamic_batch=True)
+    ref, got, meta = export_and_run(cfg, random_detector(cfg), tmp_path, name, flavour)
     if name.startswith("dh_"):
         assert meta.model_type == "double_head_rcnn"
+    assert_same(ref, got)
+
+
+def export_and_run(cfg, model: torch.nn.Module, tmp_path, name: str, flavour: str):
+    """``model`` saved, exported in ``flavour`` (dynamic batch) and both run on a val batch of 3:
+    ``(torch detections, ONNX Runtime detections, deploy metadata)``, masks blanked (box models)."""
+    checkpoint = tmp_path / f"{name}.pth"
+    torch.save({"model": model.state_dict(), "meta": {}}, checkpoint)
+    path, meta = export_onnx(cfg, checkpoint, tmp_path / f"{name}.onnx", portable=flavour == "portable",
+                             dynamic_batch=True)
     engine = load_backend("onnxruntime", path, "cpu")
     images, metas = val_batch(cfg, 3)
     ref = TorchBackend.from_checkpoint(cfg, checkpoint, "cpu").infer(images, metas)
@@ -35,7 +42,7 @@ def test_new_members_export_and_match_torch(name, flavour, tiny_synth, tmp_path)
     got = engine.infer(images, metas)
     for d in list(ref) + list(got):
         d.masks = torch.zeros((len(d), 1, 1), dtype=torch.bool)
-    assert_same(ref, got)
+    return ref, got, meta
 
 
 @pytest.mark.slow

@@ -46,19 +46,25 @@ def _uniform(level_channels: tuple[int, ...], key: str) -> int:
     return channels.pop()
 
 
+def _anchor_modules(cfg, key: str) -> dict:
+    """The task modules an anchor head's config names: anchors, box coder, assigner, sampler,
+    box loss and ``allowed_border`` (keyword arguments of ``AnchorHead``)."""
+    return dict(anchor_generator=ANCHOR_GENERATORS.build(cfg.anchor, key=f"{key}.anchor"),
+                bbox_coder=CODERS.build(cfg.bbox_coder, key=f"{key}.bbox_coder"),
+                assigner=ASSIGNERS.build(cfg.assigner, key=f"{key}.assigner"),
+                sampler=SAMPLERS.build(cfg.sampler, key=f"{key}.sampler"),
+                loss_bbox=build_loss(cfg.loss_bbox, f"{key}.loss_bbox"), allowed_border=cfg.allowed_border)
+
+
 def _retina(cfg: S.RetinaHeadConfig, num_classes: int, level_channels: tuple[int, ...], test: S.TestConfig,
             key: str) -> RetinaHead:
     in_channels, num_levels = _uniform(level_channels, key), len(level_channels)
     _check_levels(cfg.anchor.strides, num_levels, f"{key}.anchor.strides")
     return RetinaHead(
         num_classes=num_classes, in_channels=in_channels, feat_channels=cfg.feat_channels,
-        stacked_convs=cfg.stacked_convs, norm=cfg.norm,
-        anchor_generator=ANCHOR_GENERATORS.build(cfg.anchor, key=f"{key}.anchor"),
-        bbox_coder=CODERS.build(cfg.bbox_coder, key=f"{key}.bbox_coder"),
-        assigner=ASSIGNERS.build(cfg.assigner, key=f"{key}.assigner"),
-        sampler=SAMPLERS.build(cfg.sampler, key=f"{key}.sampler"),
-        loss_cls=build_loss(cfg.loss_cls, f"{key}.loss_cls"), loss_bbox=build_loss(cfg.loss_bbox, f"{key}.loss_bbox"),
-        allowed_border=cfg.allowed_border, reg_decoded_bbox=cfg.reg_decoded_bbox, test_cfg=nms_settings(test))
+        stacked_convs=cfg.stacked_convs, norm=cfg.norm, **_anchor_modules(cfg, key),
+        loss_cls=build_loss(cfg.loss_cls, f"{key}.loss_cls"), reg_decoded_bbox=cfg.reg_decoded_bbox,
+        test_cfg=nms_settings(test))
 
 
 def _fcos(cfg: S.FCOSHeadConfig, num_classes: int, level_channels: tuple[int, ...], test: S.TestConfig,
@@ -81,12 +87,7 @@ def _ssd(cfg: S.SSDHeadConfig, num_classes: int, level_channels: tuple[int, ...]
     _check_levels(cfg.anchor.strides, len(level_channels), f"{key}.anchor.strides")
     return SSDHead(
         num_classes=num_classes, in_channels=level_channels, neg_pos_ratio=cfg.neg_pos_ratio,
-        predictor_norm=cfg.predictor_norm, anchor_generator=ANCHOR_GENERATORS.build(cfg.anchor, key=f"{key}.anchor"),
-        bbox_coder=CODERS.build(cfg.bbox_coder, key=f"{key}.bbox_coder"),
-        assigner=ASSIGNERS.build(cfg.assigner, key=f"{key}.assigner"),
-        sampler=SAMPLERS.build(cfg.sampler, key=f"{key}.sampler"),
-        loss_bbox=build_loss(cfg.loss_bbox, f"{key}.loss_bbox"), allowed_border=cfg.allowed_border,
-        test_cfg=nms_settings(test))
+        predictor_norm=cfg.predictor_norm, **_anchor_modules(cfg, key), test_cfg=nms_settings(test))
 
 
 def _fsaf(cfg: S.FSAFHeadConfig, num_classes: int, level_channels: tuple[int, ...], test: S.TestConfig,
@@ -143,10 +144,6 @@ def build_rpn_head(cfg: S.RPNHeadConfig, in_channels: int, num_levels: int) -> R
     _check_levels(cfg.anchor.strides, num_levels, f"{key}.anchor.strides")
     return RPNHead(
         in_channels=in_channels, feat_channels=cfg.feat_channels, num_convs=cfg.num_convs,
-        anchor_generator=ANCHOR_GENERATORS.build(cfg.anchor, key=f"{key}.anchor"),
-        bbox_coder=CODERS.build(cfg.bbox_coder, key=f"{key}.bbox_coder"),
-        assigner=ASSIGNERS.build(cfg.assigner, key=f"{key}.assigner"),
-        sampler=SAMPLERS.build(cfg.sampler, key=f"{key}.sampler"),
-        loss_cls=build_loss(cfg.loss_cls, f"{key}.loss_cls"), loss_bbox=build_loss(cfg.loss_bbox, f"{key}.loss_bbox"),
-        allowed_border=cfg.allowed_border, reg_decoded_bbox=cfg.reg_decoded_bbox,
-        train_proposals=proposal_settings(cfg.train_proposals), test_proposals=proposal_settings(cfg.test_proposals))
+        **_anchor_modules(cfg, key), loss_cls=build_loss(cfg.loss_cls, f"{key}.loss_cls"),
+        reg_decoded_bbox=cfg.reg_decoded_bbox, train_proposals=proposal_settings(cfg.train_proposals),
+        test_proposals=proposal_settings(cfg.test_proposals))

@@ -112,23 +112,14 @@ class MaxIoUAssignerConfig(Section):
 
 
 @dataclass(frozen=True)
-class ApproxMaxIoUAssignerConfig(Section):
+class ApproxMaxIoUAssignerConfig(MaxIoUAssignerConfig):
     """Guided Anchoring's shape-target assignment (MMDetection's ``ApproxMaxIoUAssigner``): a
     location overlaps a gt by the best IoU of its approximating anchors, then the max-IoU rules
-    of :class:`MaxIoUAssignerConfig`. The defaults are MMDetection's GA-RetinaNet ``ga_assigner``."""
+    and keys of :class:`MaxIoUAssignerConfig`. The defaults are MMDetection's GA-RetinaNet
+    ``ga_assigner`` (``min_pos_iou`` 0.4)."""
 
     type: Literal["approx_max_iou"] = "approx_max_iou"
-    pos_iou_thr: Fraction = 0.5
-    neg_iou_thr: Fraction = 0.4
     min_pos_iou: Fraction = 0.4
-    gt_max_assign_all: bool = True
-    ignore_iof_thr: Annotated[float, Range(-1, 1)] = -1.0
-    match_low_quality: bool = True
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        require(self.neg_iou_thr <= self.pos_iou_thr, "neg_iou_thr",
-                f"{self.neg_iou_thr} is above pos_iou_thr {self.pos_iou_thr}")
 
 
 @dataclass(frozen=True)
