@@ -1,0 +1,184 @@
+"""MMDetection backbones and necks -> dettool's (config keys and weight renaming rules)."""
+from __future__ import annotations
+
+from typing import Callable
+
+from dettool.interop.mmdet_section import Section, Translation, table_entry
+
+# ---------------------------------------------------------------------------------------- backbones
+
+def _norm(t: Translation, s: Section) -> str:
+    norm = s.sub("norm_cfg", {"type": "BN", "requires_grad": True})
+    kind = norm.expect("type", ("BN", "SyncBN", "GN"))
+    trainable = norm.get("requires_grad", True)
+    groups = norm.get("num_groups", None)
+    norm.done()
+    if kind == "GN":
+        t.config["model"]["backbone"]["gn_groups"] = groups
+        return "gn"
+    if not trainable:
+        return "frozen_bn"
+    return "syncbn" if kind == "SyncBN" else "bn"
+
+
+def _resnet(t: Translation, s: Section) -> tuple[int, ...]:
+    """ResNet / ResNeXt (pytorch style): dettool's torchvision blocks have the same names."""
+    b = t.config["model"].setdefault("backbone", {})
+    b["depth"] = s.expect("depth", (18, 34, 50, 101))
+    s.expect("num_stages", (4,), 4)
+    b["style"] = s.expect("style", ("pytorch", "caffe"), "pytorch")
+    s.expect("strides", ((1, 2, 2, 2), [1, 2, 2, 2]), (1, 2, 2, 2))
+    s.expect("dilations", ((1, 1, 1, 1), [1, 1, 1, 1]), (1, 1, 1, 1))
+    s.expect("deep_stem", (False,), False)
+    s.expect("avg_down", (False,), False)
+    s.expect("with_cp", (False,), False)
+    s.expect("zero_init_residual", (True, False), True)  # initialisation only
+    s.expect("plugins", (None,), None)
+    stages = [bool(x) for x in s.get("stage_with_dcn", (False,) * 4)]
+    if s.get("dcn", None) is not None:
+        dcn = s.sub("dcn")
+        kind = dcn.expect("type", ("DCN", "DCNv2"))
+        dcn.expect("fallback_on_stride", (False,), False)
+        b["plugins"] = [{"type": "dcn", "stages": stages, "modulated": kind == "DCNv2",
+                         "deform_groups": dcn.get("deform_groups", 1)}]
+        dcn.done()
+    elif any(stages):
+        raise t.fail(f"{s.where}.stage_with_dcn", "set without a dcn section")
+    if s.type == "ResNeXt":
+        b["groups"] = s.get("groups")
+        b["width_per_group"] = s.get("base_width")
+    b["norm"] = _norm(t, s)
+    if b["norm"] == "frozen_bn":  # dettool's frozen BN (torchvision's) keeps no batch counter
+        t.rules.append((r"^backbone\..*\.num_batches_tracked$", None))
+    if b["norm"] == "gn":  # MMDetection names a ResNet's norms after their type (gn1); torchvision bn1
+        t.rules.append((r"^(backbone\.(?:.*\.)?)gn(\d)\.", r"\1bn\2."))
+    b["norm_eval"] = bool(s.get("norm_eval", True))
+    b["frozen_stages"] = s.get("frozen_stages", -1)
+    b["weights"] = None
+    out = tuple(s.get("out_indices", (0, 1, 2, 3)))
+    s.done()
+    return out
+
+
+def _ssd_vgg(t: Translation, s: Section) -> tuple[int, ...]:
+    """SSD's VGG: dettool's ``SSDVGG`` numbers its layers as MMDetection does (same weight names)."""
+    b = t.config["model"]["backbone"] = {"type": "ssd_vgg"}
+    b["depth"] = s.expect("depth", (11, 13, 16, 19))
+    b["with_last_pool"] = bool(s.get("with_last_pool", False))
+    b["ceil_mode"] = bool(s.get("ceil_mode", True))
+    b["out_feature_indices"] = list(s.get("out_feature_indices", (22, 34)))
+    s.get("out_indices", (3, 4))  # MMDetection's SSDVGG ignores it: out_feature_indices choose the outputs
+    s.expect("pretrained", (None,), None)
+    s.expect("input_size", (None,), None)  # deprecated there: the L2 norm is the neck's
+    s.expect("l2_norm_scale", (None,), None)
+    b["weights"] = None
+    s.done()
+    return tuple(range(len(b["out_feature_indices"])))
+
+
+BACKBONES: dict[str, Callable[[Translation, Section], tuple[int, ...]]] = {
+    "ResNet": _resnet, "ResNeXt": _resnet, "SSDVGG": _ssd_vgg}
+
+
+# -------------------------------------------------------------------------------------------- necks
+
+def conv_norm(s: Section, default: dict | None, allowed: tuple[str, ...]) -> str:
+    """A neck's or head's ``norm_cfg`` (``default`` when absent) as dettool names it: 'none', or
+    'gn' (32 groups, dettool's) / 'bn' of the ``allowed`` MMDetection types."""
+    if s.get("norm_cfg", default) is None:
+        return "none"
+    norm = s.sub("norm_cfg", default)
+    kind = {"GN": "gn", "BN": "bn"}[norm.expect("type", allowed)]
+    if kind == "gn":
+        norm.expect("num_groups", (32,), 32)
+    norm.done(ignore=("requires_grad",))
+    return kind
+
+
+def _fpn(t: Translation, s: Section, backbone_out: tuple[int, ...]) -> int:
+    """MMDetection's FPN; returns the number of pyramid levels it outputs."""
+    n = t.config["model"].setdefault("neck", {})
+    in_channels = list(s.get("in_channels"))
+    start = s.get("start_level", 0)
+    s.expect("end_level", (-1,), -1)
+    if len(in_channels) != len(backbone_out):
+        raise t.fail(f"{s.where}.in_channels", f"{len(in_channels)} inputs for {len(backbone_out)} backbone outputs")
+    t.config["model"]["backbone"]["out_indices"] = list(backbone_out[start:])
+    n["out_channels"] = s.get("out_channels")
+    n["num_outs"] = s.get("num_outs")
+    extra = s.expect("add_extra_convs", (False, True, "on_input", "on_output"), False)
+    n["add_extra_convs"] = {False: "none", True: "on_input"}.get(extra, extra)
+    n["relu_before_extra_convs"] = bool(s.get("relu_before_extra_convs", False))
+    s.expect("no_norm_on_lateral", (False,), False)
+    n["norm"] = conv_norm(s, None, ("GN", "BN"))
+    if n["norm"] != "none" and n["num_outs"] > len(in_channels) - start and n["add_extra_convs"] != "none":
+        raise t.fail(f"{s.where}.norm_cfg", "a norm in the extra-level convs is not implemented by dettool")
+    s.expect("act_cfg", (None,), None)
+    s.expect("upsample_cfg", ({"mode": "nearest"},), {"mode": "nearest"})
+    s.done()
+    levels = len(in_channels) - start
+    t.rules += [(r"^neck\.lateral_convs\.(\d+)\.conv\.", r"neck.fpn.inner_blocks.\1.0."),
+                (r"^neck\.lateral_convs\.(\d+)\.(gn|bn)\.", r"neck.fpn.inner_blocks.\1.1."),
+                (r"^neck\.fpn_convs\.(\d+)\.(gn|bn)\.", r"neck.fpn.layer_blocks.\1.1."),
+                *[(rf"^neck\.fpn_convs\.{i}\.conv\.", f"neck.fpn.layer_blocks.{i}.0.") for i in range(levels)],
+                *[(rf"^neck\.fpn_convs\.{levels + j}\.conv\.", f"neck.fpn.extra_blocks.convs.{j}.")
+                  for j in range(n["num_outs"] - levels)]]
+    return n["num_outs"]
+
+
+def _bfp(t: Translation, s: Section, inputs: tuple[int, ...]) -> int:
+    """MMDetection's BFP (Libra R-CNN), after an FPN of ``len(inputs)`` levels; returns that count."""
+    n = t.config["model"]["neck"] = {"type": "bfp"}
+    s.get("in_channels")  # the FPN's out_channels: dettool takes the previous neck's
+    s.expect("num_levels", (len(inputs),))
+    n["refine_level"] = s.get("refine_level", 2)
+    refine = s.expect("refine_type", (None, "conv", "non_local"), None)
+    n["refine_type"] = "none" if refine is None else refine
+    s.expect("conv_cfg", (None,), None)
+    s.expect("norm_cfg", (None,), None)
+    s.done()
+    t.rules += [(r"^neck\.refine\.(g|theta|phi|conv_out)\.conv\.", r"neck.refine.\1."),  # NonLocal2d's ConvModules
+                (r"^neck\.refine\.conv\.", "neck.refine.0.")]  # the 'conv' refinement: a ConvModule
+    return len(inputs)
+
+
+def _ssd_neck(t: Translation, s: Section, inputs: tuple[int, ...]) -> int:
+    """MMDetection's SSDNeck (same weight names: ``l2_norm.weight``, ``extra_layers.i.j.conv.*``)."""
+    n = t.config["model"]["neck"] = {"type": "ssd_neck"}
+    if len(s.get("in_channels")) != len(inputs):
+        raise t.fail(f"{s.where}.in_channels", f"{len(s.get('in_channels'))} inputs for {len(inputs)} backbone outputs")
+    n["out_channels"] = list(s.get("out_channels"))
+    n["level_strides"] = list(s.get("level_strides"))
+    n["level_paddings"] = list(s.get("level_paddings"))
+    n["l2_norm_scale"] = s.get("l2_norm_scale", 20.0)
+    n["last_kernel_size"] = s.get("last_kernel_size", 3)
+    s.expect("use_depthwise", (False,), False)
+    s.expect("norm_cfg", (None,), None)
+    s.expect("act_cfg", ({"type": "ReLU"},), {"type": "ReLU"})
+    s.done()
+    return len(n["out_channels"])
+
+
+NECKS: dict[str, Callable[[Translation, Section, tuple[int, ...]], int]] = {"FPN": _fpn, "BFP": _bfp,
+                                                                           "SSDNeck": _ssd_neck}
+
+
+def translate_necks(t: Translation, m: Section, backbone_out: tuple[int, ...]) -> None:
+    """``model.neck``: one neck, or a list applied in order (Libra R-CNN's FPN then BFP), which
+    dettool holds as a neck sequence: MMDetection's ``neck.<i>.`` weights are ``neck.necks.<i>.``."""
+    if not isinstance(m.get("neck"), list):
+        table_entry(t, NECKS, m.sub("neck"), "neck")(t, m.sub("neck"), backbone_out)
+        return
+    necks, inputs = [], backbone_out
+    for i, value in enumerate(m.get("neck")):
+        s = Section(t, value, f"{m.where}.neck[{i}]")
+        first_rule = len(t.rules)
+        levels = table_entry(t, NECKS, s, "neck")(t, s, inputs)
+        necks.append(t.config["model"].pop("neck"))
+        inputs = tuple(range(levels))
+        for j, (pattern, repl) in enumerate(t.rules[first_rule:], start=first_rule):
+            if not pattern.startswith(r"^neck\.") or not isinstance(repl, (str, type(None))):
+                raise t.fail(f"{m.where}.neck[{i}]", f"{s.type} cannot be placed in a list of necks by dettool convert")
+            t.rules[j] = (rf"^neck\.{i}\." + pattern[len(r"^neck\."):],
+                          repl if repl is None else f"neck.necks.{i}." + repl.removeprefix("neck."))
+    t.config["model"]["neck"] = necks
