@@ -22,12 +22,21 @@ from dettool.interop.mmdet_task_modules import (
 
 # -------------------------------------------------------------------------------------- dense heads
 
-def _retina_head(t: Translation, s: Section, train: Section | None) -> None:
-    h = t.config["model"]["bbox_head"] = {"type": "retina"}
+def _retina_towers(t: Translation, s: Section, kind: str) -> dict:
+    """``model.bbox_head`` of type ``kind`` for a head with RetinaHead's plain conv towers (no
+    norm): class count, tower width and depth."""
+    h = t.config["model"]["bbox_head"] = {"type": kind}
     t.config["model"]["num_classes"] = s.get("num_classes")
+    s.get("in_channels")
+    h["feat_channels"] = s.get("feat_channels", 256)
     h["stacked_convs"] = s.get("stacked_convs", 4)
     s.expect("conv_cfg", (None,), None)
     s.expect("norm_cfg", (None,), None)
+    return h
+
+
+def _retina_head(t: Translation, s: Section, train: Section | None) -> None:
+    h = _retina_towers(t, s, "retina")
     anchor_head(t, s, h)
     s.done()
     t.rules += _tower_rules("bbox_head", with_norm=False)
@@ -71,13 +80,7 @@ def _tower_rules(prefix: str, with_norm: bool) -> list:
 
 def _fsaf_head(t: Translation, s: Section, train: Section | None) -> None:
     """FSAFHead: RetinaHead's layers (same weight names), TBLR coder, centre-region assigner."""
-    h = t.config["model"]["bbox_head"] = {"type": "fsaf"}
-    t.config["model"]["num_classes"] = s.get("num_classes")
-    s.get("in_channels")
-    h["feat_channels"] = s.get("feat_channels", 256)
-    h["stacked_convs"] = s.get("stacked_convs", 4)
-    s.expect("conv_cfg", (None,), None)
-    s.expect("norm_cfg", (None,), None)
+    h = _retina_towers(t, s, "fsaf")
     s.expect("reg_decoded_bbox", (True,), False)
     h["anchor"] = anchor_generator(t, s.sub("anchor_generator"))
     h["bbox_coder"] = tblr_coder(t, s.sub("bbox_coder"))
@@ -135,14 +138,8 @@ def _ssd_head(t: Translation, s: Section, train: Section | None) -> None:
 def _ga_retina_head(t: Translation, s: Section, train: Section | None) -> None:
     """GARetinaHead: RetinaHead's towers, location / shape branches, feature adaption (its
     deformable conv's weight is dettool's ``feature_adaption_*.weight``), the ga train settings."""
-    h = t.config["model"]["bbox_head"] = {"type": "ga_retina"}
-    t.config["model"]["num_classes"] = s.get("num_classes")
-    s.get("in_channels")
-    h["feat_channels"] = s.get("feat_channels", 256)
-    h["stacked_convs"] = s.get("stacked_convs", 4)
+    h = _retina_towers(t, s, "ga_retina")
     h["deform_groups"] = s.get("deform_groups", 4)
-    s.expect("conv_cfg", (None,), None)
-    s.expect("norm_cfg", (None,), None)
     s.expect("reg_decoded_bbox", (False,), False)
     h["approx_anchor"] = anchor_generator(t, s.sub("approx_anchor_generator"))
     h["square_anchor"] = anchor_generator(t, s.sub("square_anchor_generator"))
