@@ -16,7 +16,6 @@ from dettool.trainer.models.dense_heads.rpn_head import RPNHead
 from dettool.trainer.models.dense_heads.ssd_head import SSDHead
 from dettool.trainer.models.postprocess.nms import NMSSettings, ProposalSettings
 from dettool.trainer.models.task_modules.delta_xywh_coder import DeltaXYWHCoder
-from dettool.trainer.models.task_modules.samplers import PseudoSampler
 
 
 def nms_settings(cfg: S.TestConfig) -> NMSSettings:
@@ -96,12 +95,8 @@ def _fsaf(cfg: S.FSAFHeadConfig, num_classes: int, level_channels: tuple[int, ..
     _check_levels(cfg.anchor.strides, num_levels, f"{key}.anchor.strides")
     return FSAFHead(
         num_classes=num_classes, in_channels=in_channels, feat_channels=cfg.feat_channels,
-        stacked_convs=cfg.stacked_convs, norm=cfg.norm, reg_bias=cfg.reg_bias,
-        anchor_generator=ANCHOR_GENERATORS.build(cfg.anchor, key=f"{key}.anchor"),
-        bbox_coder=CODERS.build(cfg.bbox_coder, key=f"{key}.bbox_coder"),
-        assigner=ASSIGNERS.build(cfg.assigner, key=f"{key}.assigner"), sampler=PseudoSampler(),
-        loss_cls=build_loss(cfg.loss_cls, f"{key}.loss_cls"), loss_bbox=build_loss(cfg.loss_bbox, f"{key}.loss_bbox"),
-        allowed_border=cfg.allowed_border, test_cfg=nms_settings(test))
+        stacked_convs=cfg.stacked_convs, norm=cfg.norm, reg_bias=cfg.reg_bias, **_anchor_modules(cfg, key),
+        loss_cls=build_loss(cfg.loss_cls, f"{key}.loss_cls"), test_cfg=nms_settings(test))
 
 
 def _ga_retina(cfg: S.GARetinaHeadConfig, num_classes: int, level_channels: tuple[int, ...], test: S.TestConfig,

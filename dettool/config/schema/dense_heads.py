@@ -137,6 +137,7 @@ class FSAFHeadConfig(Section):
     anchor: AnchorConfig = field(default_factory=_fsaf_anchor)
     bbox_coder: TBLRCoderConfig = field(default_factory=TBLRCoderConfig)
     assigner: CenterRegionAssignerConfig = field(default_factory=CenterRegionAssignerConfig)
+    sampler: PseudoSamplerConfig = field(default_factory=PseudoSamplerConfig)
     allowed_border: AllowedBorder = -1
     reg_bias: float = 0.25
     loss_cls: FocalLossConfig = field(default_factory=FocalLossConfig)
