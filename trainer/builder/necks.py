@@ -41,7 +41,7 @@ def _mlfpn(cfg: S.MLFPNConfig, in_channels: tuple[int, ...]) -> MLFPN:
         raise ConfigError(f"model.neck: an mlfpn neck fuses two backbone levels, the backbone gives {len(in_channels)}")
     return MLFPN(in_channels=in_channels, base_channels=cfg.base_channels, tum_channels=cfg.tum_channels,
                  num_levels=cfg.num_levels, num_scales=cfg.num_scales, smooth=cfg.smooth, sfam=cfg.sfam,
-                 sfam_reduction=cfg.sfam_reduction)
+                 sfam_reduction=cfg.sfam_reduction, norm=norm_layer(cfg.norm, cfg.gn_groups))
 
 
 NECKS = Table("neck", {S.FPNConfig: _fpn, S.SSDNeckConfig: _ssd_neck, S.BFPConfig: _bfp, S.MLFPNConfig: _mlfpn})

@@ -70,7 +70,9 @@ class MLFPNConfig(Section):
     feeding each the base feature compressed to ``tum_channels / 2`` and the previous one's largest
     output, and SFAM concatenating each scale over the TUMs (``tum_channels x num_levels``
     channels per output level), with ``sfam`` its squeeze-excitation channel attention (squeeze
-    ratio ``sfam_reduction``). Defaults are M2Det320's (VGG16, 8 TUMs of 256, 6 scales).
+    ratio ``sfam_reduction``). ``norm``: the norm layer of its convs (M2Det: BatchNorm; ``gn``:
+    GroupNorm of ``gn_groups``, which does not tie an image's features to the others' of its batch).
+    Defaults are M2Det320's (VGG16, 8 TUMs of 256, 6 scales).
     """
 
     type: Literal["mlfpn"] = "mlfpn"
@@ -81,10 +83,15 @@ class MLFPNConfig(Section):
     smooth: bool = True
     sfam: bool = True
     sfam_reduction: PosInt = 16
+    norm: Literal["bn", "gn"] = "bn"
+    gn_groups: PosInt = 32
 
     def __post_init__(self) -> None:
         super().__post_init__()
         require(self.num_scales >= 3, "num_scales", f"a TUM needs at least 3 scales, got {self.num_scales}")
+        widths = (*self.base_channels, self.tum_channels // 2, self.tum_channels)
+        require(self.norm != "gn" or all(w % self.gn_groups == 0 for w in widths), "gn_groups",
+                f"must divide base_channels, tum_channels and tum_channels / 2 ({widths}), got {self.gn_groups}")
         require(self.tum_channels % 2 == 0, "tum_channels", f"must be even (TUM inputs take half), got "
                 f"{self.tum_channels}")
 

@@ -100,8 +100,11 @@ def test_losses_and_gradients_equal_mmdetection(dominate):
     assert losses["num_pos"] > 0 and losses["loss_bbox"] > 0
     (sum(ref_losses["loss_cls"]) + sum(ref_losses["loss_bbox"])).backward()
     (losses["loss_cls"] + losses["loss_bbox"]).backward()
+    # float32 sums in another order: an element that nearly cancels (1e-3 from terms of 1e-1) may
+    # differ by a few 1e-7 (a quarter of the global seeds), so atol is 1e-6 of the largest gradient
     for (name, p), (_, q) in zip(head.named_parameters(), ref.named_parameters()):
-        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-7, msg=lambda m, name=name: f"{name}: {m}")
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6 * float(q.grad.abs().max()),
+                                   msg=lambda m, name=name: f"{name}: {m}")
 
 
 def test_select_levels_takes_the_lowest_mean_loss_per_gt():

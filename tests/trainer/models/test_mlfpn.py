@@ -145,3 +145,20 @@ def test_training_batch_of_two_and_the_config_checks():
         build_neck(S.MLFPNConfig(), (256, 512, 1024))
     with pytest.raises(S.Invalid, match="at least 3 scales"):
         S.MLFPNConfig(num_scales=2)
+
+
+def test_group_norm_keeps_each_image_to_itself_in_training():
+    """``norm: gn``: GroupNorm in every conv (the last BatchNorm of the largest scale aside), so in
+    training an image's outputs at the smallest scales do not move with the other images of its batch."""
+    cfg = S.MLFPNConfig(base_channels=(8, 8), tum_channels=16, num_levels=2, norm="gn", gn_groups=4)
+    neck = build_neck(cfg, (8, 16)).train()
+    norms = [type(m) for name, m in neck.named_modules() if name.endswith(".bn")]
+    assert norms and set(norms) == {torch.nn.GroupNorm}
+    x = feats(batch=3)
+    two, three = neck([f[:2] for f in x]), neck(x)
+    for a, t in zip(two[1:], three[1:]):
+        torch.testing.assert_close(a, t[:2])
+    bn = build_neck(S.MLFPNConfig(base_channels=(8, 8), tum_channels=16, num_levels=2), (8, 16)).train()
+    assert not torch.allclose(bn([f[:2] for f in x])[-1], bn(x)[-1][:2])  # BatchNorm: they do
+    with pytest.raises(S.Invalid, match="gn_groups"):
+        S.MLFPNConfig(base_channels=(8, 8), tum_channels=16, norm="gn", gn_groups=16)

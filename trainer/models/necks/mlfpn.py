@@ -2,20 +2,23 @@
 thinned U-shape modules (TUMs) joined by FFMv2, and SFAM."""
 from __future__ import annotations
 
+from functools import partial
+from typing import Callable
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 
-class ConvBNReLU(nn.Module):
-    """A conv without bias, BatchNorm and a ReLU (M2Det's ``BasicConv``; its BN momentum 0.01 is
-    PyTorch's default 0.1 here, which suits short trainings)."""
+class ConvNormReLU(nn.Module):
+    """A conv without bias, a norm layer (M2Det: BatchNorm) and a ReLU (M2Det's ``BasicConv``; its
+    BN momentum 0.01 is PyTorch's default 0.1 here, which suits short trainings)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
-                 padding: int = 0) -> None:
+                 padding: int = 0, norm: Callable[[int], nn.Module] = nn.BatchNorm2d) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=False)
-        self.bn = nn.BatchNorm2d(out_channels)
+        self.bn = norm(out_channels)
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -26,7 +29,7 @@ class TUM(nn.Module):
     """Thinned U-shape module: an encoder of 3x3 stride-2 convs (the last one 3x3 stride 1
     without padding, 3x3 -> 1x1), and a decoder that goes back up by nearest upsampling plus a 3x3
     lateral conv of the encoder map of that size, each decoded map but the smallest then smoothed by a
-    1x1 conv (all convs ``ConvBNReLU``).
+    1x1 conv (all convs ``ConvNormReLU``).
 
     Args:
         in_channels: channels of the input (the first TUM: the compressed base feature; the others:
@@ -34,23 +37,26 @@ class TUM(nn.Module):
         channels: channels of every output scale (M2Det: 256).
         num_scales: output scales, the input's included (M2Det: 6).
         smooth: the 1x1 smoothing convs (M2Det: true).
+        norm: ``channels -> norm layer`` of every conv (M2Det: BatchNorm).
 
     Shapes: ``[B, in_channels, H, W]`` -> list of ``num_scales`` ``[B, channels, H_s, W_s]``, largest
     first: ``H_0 = H``, ``H_s = ceil(H_{s-1} / 2)`` and the last ``H_{S-2} - 2`` (40 -> 40, 20, 10, 5, 3, 1).
     """
 
-    def __init__(self, *, in_channels: int, channels: int, num_scales: int, smooth: bool) -> None:
+    def __init__(self, *, in_channels: int, channels: int, num_scales: int, smooth: bool,
+                 norm: Callable[[int], nn.Module] = nn.BatchNorm2d) -> None:
         super().__init__()
         if num_scales < 3:
             raise ValueError(f"a TUM needs at least 3 scales, got {num_scales}")
-        self.encoder = nn.ModuleList([ConvBNReLU(in_channels, channels, 3, stride=2, padding=1)])
-        self.encoder.extend(ConvBNReLU(channels, channels, 3, stride=2, padding=1) for _ in range(num_scales - 3))
-        self.encoder.append(ConvBNReLU(channels, channels, 3))
-        self.top = ConvBNReLU(channels, channels, 1)
+        conv = partial(ConvNormReLU, norm=norm)
+        self.encoder = nn.ModuleList([conv(in_channels, channels, 3, stride=2, padding=1)])
+        self.encoder.extend(conv(channels, channels, 3, stride=2, padding=1) for _ in range(num_scales - 3))
+        self.encoder.append(conv(channels, channels, 3))
+        self.top = conv(channels, channels, 1)
         # laterals[k] reads the encoder map k + 1 levels above the input, the last one the input itself
-        self.laterals = nn.ModuleList(ConvBNReLU(channels, channels, 3, padding=1) for _ in range(num_scales - 2))
-        self.laterals.append(ConvBNReLU(in_channels, channels, 3, padding=1))
-        self.smooth = (nn.ModuleList(ConvBNReLU(channels, channels, 1) for _ in range(num_scales - 1))
+        self.laterals = nn.ModuleList(conv(channels, channels, 3, padding=1) for _ in range(num_scales - 2))
+        self.laterals.append(conv(in_channels, channels, 3, padding=1))
+        self.smooth = (nn.ModuleList(conv(channels, channels, 1) for _ in range(num_scales - 1))
                        if smooth else None)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -95,10 +101,10 @@ class SFAM(nn.Module):
 class MLFPN(nn.Module):
     """M2Det's neck on two backbone levels (VGG16: conv4_3 at stride 8 and conv7 at stride 16).
 
-    FFMv1 fuses them into the base feature: a 3x3 ``ConvBNReLU`` of the shallow level to
-    ``base_channels[0]``, concatenated with a 1x1 ``ConvBNReLU`` of the deep level to
+    FFMv1 fuses them into the base feature: a 3x3 ``ConvNormReLU`` of the shallow level to
+    ``base_channels[0]``, concatenated with a 1x1 ``ConvNormReLU`` of the deep level to
     ``base_channels[1]`` upsampled (nearest) to the shallow size. FFMv2 feeds each TUM: a 1x1
-    ``ConvBNReLU`` compresses the base feature to ``tum_channels // 2`` (the official code applies
+    ``ConvNormReLU`` compresses the base feature to ``tum_channels // 2`` (the official code applies
     one module for every TUM, ``[conv] * num_levels``, so it is computed once), the first TUM takes
     it alone, every other one concatenated with the previous TUM's largest output. SFAM
     concatenates the TUMs' outputs of each scale along channels (first TUM first) and, with
@@ -114,6 +120,7 @@ class MLFPN(nn.Module):
         smooth: TUMs with their 1x1 smoothing convs.
         sfam: apply SFAM's channel attention (M2Det's paper; the released M2Det320 config leaves it out).
         sfam_reduction: SFAM's squeeze ratio (16).
+        norm: ``channels -> norm layer`` of every conv but the last BatchNorm (M2Det: BatchNorm).
 
     Shapes: ``[[B, in_channels[0], H, W], [B, in_channels[1], H', W']]`` -> list of ``num_scales``
     ``[B, tum_channels * num_levels, H_s, W_s]``, largest first (``TUM`` sizes from ``H``; M2Det320:
@@ -121,17 +128,19 @@ class MLFPN(nn.Module):
     """
 
     def __init__(self, *, in_channels: tuple[int, ...], base_channels: tuple[int, int], tum_channels: int,
-                 num_levels: int, num_scales: int, smooth: bool, sfam: bool, sfam_reduction: int) -> None:
+                 num_levels: int, num_scales: int, smooth: bool, sfam: bool, sfam_reduction: int,
+                 norm: Callable[[int], nn.Module] = nn.BatchNorm2d) -> None:
         super().__init__()
+        conv = partial(ConvNormReLU, norm=norm)
         if len(in_channels) != 2:
             raise ValueError(f"MLFPN fuses two backbone levels, got {len(in_channels)}")
         shallow, deep = base_channels
-        self.reduce_shallow = ConvBNReLU(in_channels[0], shallow, 3, padding=1)
-        self.reduce_deep = ConvBNReLU(in_channels[1], deep, 1)
-        self.compress = ConvBNReLU(shallow + deep, tum_channels // 2, 1)
+        self.reduce_shallow = conv(in_channels[0], shallow, 3, padding=1)
+        self.reduce_deep = conv(in_channels[1], deep, 1)
+        self.compress = conv(shallow + deep, tum_channels // 2, 1)
         self.tums = nn.ModuleList(
             TUM(in_channels=tum_channels // 2 + (tum_channels if i else 0), channels=tum_channels,
-                num_scales=num_scales, smooth=smooth) for i in range(num_levels))
+                num_scales=num_scales, smooth=smooth, norm=norm) for i in range(num_levels))
         channels = tum_channels * num_levels
         self.sfam = SFAM(channels=channels, reduction=sfam_reduction) if sfam else None
         self.first_level_norm = nn.BatchNorm2d(channels)
