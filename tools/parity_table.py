@@ -23,6 +23,12 @@ from dettool.runtime.eval_engine import evaluate_engine
 FLAVOURS = {"custom": {}, "portable": {"portable": True}, "fp16": {"fp16": True}}
 
 
+def row_name(cfg_path: str) -> str:
+    """The config's file name, or its run folder's for a run's saved ``config.yaml``."""
+    path = Path(cfg_path)
+    return path.parent.name if path.stem == "config" else path.stem
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("pairs", nargs="+", metavar="CONFIG=CHECKPOINT")
@@ -31,11 +37,15 @@ def main() -> int:
     ap.add_argument("--iters", type=int, default=0, help="latency iterations per backend (0: accuracy only)")
     args = ap.parse_args()
     out = Path(args.out)
+    if bad := [pair for pair in args.pairs if "=" not in pair]:
+        ap.error(f"expected CONFIG=CHECKPOINT, got {bad}")
+    pairs = [pair.split("=", 1) for pair in args.pairs]
+    names = [row_name(cfg_path) for cfg_path, _ in pairs]
+    if len(set(names)) < len(names):
+        ap.error(f"two configs would share a row and a folder: {names}")
     rows, ok = [], True
-    for pair in args.pairs:
-        cfg_path, ckpt = pair.split("=", 1)
+    for (cfg_path, ckpt), name in zip(pairs, names):
         cfg = load_config(cfg_path)
-        name = Path(cfg_path).stem
         for flavour in args.flavours.split(","):
             t0 = time.perf_counter()
             onnx_path, meta = export_onnx(cfg, ckpt, out / name / f"{name}_{flavour}.onnx", dynamic_batch=True,
