@@ -11,8 +11,9 @@ The conversion is onnxruntime's maintained ``convert_float_to_float16`` with:
   ONNX Runtime has no FP16 kernel for (onnxruntime's default block list: ``NonMaxSuppression``,
   ``RoiAlign``, ``TopK`` ...) plus ``DeformConv`` kept float32;
 - values passed between float32 nodes kept float32 (the converter rounds each to fp16 and back),
-  and the ``rois`` input of ``DettoolMultiLevelRoIAlign`` fed its float32 source (its features run
-  in FP16, its coordinates must not: fp16 cannot hold pixel coordinates past 2048 exactly).
+  and the ``rois`` input of ``DettoolMultiLevelRoIAlign`` and ``DettoolPSRoIAlign`` fed its float32
+  source (their features run in FP16, their coordinates must not: fp16 cannot hold pixel
+  coordinates past 2048 exactly).
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ from dettool.trainer.models.postprocess.batched import float32_block_classes
 
 CLASS_KEY = "pkg.torch.onnx.class_hierarchy"
 FP32_OPS = ("DettoolBatchedNMS", "DeformConv", "NonMaxSuppression", "RoiAlign", "TopK")
+# dettool nodes with FP16 features and float32 RoI coordinates: {op_type: index of the rois input}
+FP32_ROIS_INPUT = {"DettoolMultiLevelRoIAlign": 0, "DettoolPSRoIAlign": 1}
 
 
 def _in_fp32_region(node: onnx.NodeProto, regions: set[str]) -> bool:
@@ -99,8 +102,9 @@ def _keep_fp32_values_fp32(model: onnx.ModelProto) -> None:
     between the decode, clip, NMS and the graph outputs (0.25 px at 256-512 px, 0.5 px past 512).
     Each ``Cast`` to float32 of such a detour reads the float32 source instead (one feeding a graph
     output becomes an ``Identity``, the output keeps its name), and so does the ``rois`` input of
-    ``DettoolMultiLevelRoIAlign`` (its features run in FP16, its coordinates must not: fp16 cannot
-    hold pixel coordinates past 2048 exactly). Casts left unread are removed.
+    ``DettoolMultiLevelRoIAlign`` and ``DettoolPSRoIAlign`` (``FP32_ROIS_INPUT``: their features
+    run in FP16, their coordinates must not: fp16 cannot hold pixel coordinates past 2048 exactly).
+    Casts left unread are removed.
     """
     sources = _fp32_sources(model)
     graph_outputs = {o.name for o in model.graph.output}
@@ -113,8 +117,9 @@ def _keep_fp32_values_fp32(model: onnx.ModelProto) -> None:
                 node.input[0] = sources[node.input[0]]
             else:
                 renamed[node.output[0]] = sources[node.input[0]]
-        elif node.op_type == "DettoolMultiLevelRoIAlign" and node.input[0] in sources:
-            node.input[0] = sources[node.input[0]]
+        elif node.op_type in FP32_ROIS_INPUT:
+            rois = FP32_ROIS_INPUT[node.op_type]
+            node.input[rois] = sources.get(node.input[rois], node.input[rois])
     for node in model.graph.node:
         for i, name in enumerate(node.input):
             while name in renamed:

@@ -3,9 +3,9 @@
 ``translation_table(portable)`` is the ``custom_translation_table`` of the export:
 
 - custom flavour (default): one ``dettool``-domain node per op, ``DettoolBatchedNMS``,
-  ``DettoolMultiLevelRoIAlign``, ``DettoolModulatedDeformConv`` (docs/custom_ops.md), carrying
-  ``plugin_namespace="dettool"`` and ``plugin_version="1"`` for TensorRT's ONNX parser. ONNX
-  Runtime runs them through ``dettool.runtime.ort_custom_ops``.
+  ``DettoolMultiLevelRoIAlign``, ``DettoolModulatedDeformConv``, ``DettoolPSRoIAlign``
+  (docs/custom_ops.md), carrying ``plugin_namespace="dettool"`` and ``plugin_version="1"`` for
+  TensorRT's ONNX parser. ONNX Runtime runs them through ``dettool.runtime.ort_custom_ops``.
 - portable flavour (``--portable``): standard ONNX only, opset 19, same semantics
   (``exporters/onnx_portable_ops.py``).
 
@@ -82,19 +82,31 @@ def custom_modulated_deform_conv(input, offset, mask, weight, bias, stride: Sequ
                 deform_groups=int(deform_groups), **_plugin_attributes())
 
 
+def custom_ps_roi_align(features, rois, output_size: int, spatial_scale: float, sampling_ratio: int):
+    """``DettoolPSRoIAlign(features, rois)`` -> ``[R, C, k, k]``; the RoIs are cast to float32 (the
+    node's type) when they are not."""
+    if rois.dtype != ir.DataType.FLOAT:
+        rois = op.Cast(rois, to=ir.DataType.FLOAT)
+    node = getattr(dettool_opset, ONNX_OP_NAMES["ps_roi_align"])
+    return node(features, rois, output_size=int(output_size), spatial_scale=float(spatial_scale),
+                sampling_ratio=int(sampling_ratio), **_plugin_attributes())
+
+
 def translation_table(portable: bool = False) -> dict[torch._ops.OpOverload, Callable]:
     """``custom_translation_table`` for ``torch.onnx.export(..., dynamo=True)``.
 
     Args:
         portable: standard ONNX operators only (opset 19) instead of the ``dettool``-domain nodes.
 
-    Returns: ``{torch.ops.dettool.<op>.default: onnxscript trace-only function}`` for the three ops.
+    Returns: ``{torch.ops.dettool.<op>.default: onnxscript trace-only function}`` for the four ops.
     """
     ops = torch.ops.dettool  # registered by importing dettool.ops
     if portable:
         return {ops.batched_nms.default: onnx_portable_ops.portable_batched_nms,
                 ops.multi_level_roi_align.default: onnx_portable_ops.portable_multi_level_roi_align,
-                ops.modulated_deform_conv.default: onnx_portable_ops.portable_modulated_deform_conv}
+                ops.modulated_deform_conv.default: onnx_portable_ops.portable_modulated_deform_conv,
+                ops.ps_roi_align.default: onnx_portable_ops.portable_ps_roi_align}
     return {ops.batched_nms.default: custom_batched_nms,
             ops.multi_level_roi_align.default: custom_multi_level_roi_align,
-            ops.modulated_deform_conv.default: custom_modulated_deform_conv}
+            ops.modulated_deform_conv.default: custom_modulated_deform_conv,
+            ops.ps_roi_align.default: custom_ps_roi_align}

@@ -12,6 +12,10 @@ with default-domain operators only, so any ONNX runtime runs the graph:
   pooled once, at its own level (rescaled about its centre first when ``roi_scale_factor != 1``).
   RoiAlign runs in float32.
 - modulated deformable convolution: ``DeformConv`` (float32).
+- position-sensitive RoIAlign: one ``RoiAlign`` (half-pixel) of every RoI over all ``C * k * k``
+  channels, ``[R, C * k * k, k, k]``, of which each bin keeps its own channel group and cell (one
+  constant-index ``Gather``); RoIs outside the batch, and with adaptive sampling those with a side
+  of zero or negative length, zeroed (``Where``). RoiAlign runs in float32.
 
 Trace-only onnxscript functions (see ``onnx_ops.py``).
 """
@@ -189,3 +193,57 @@ def portable_modulated_deform_conv(input, offset, mask, weight, bias, stride: Se
                         offset_group=int(deform_groups), pads=[int(padding[0]), int(padding[1])] * 2,
                         strides=[int(s) for s in stride])
     return out if input.dtype == FLOAT else op.Cast(out, to=input.dtype)
+
+
+def portable_ps_roi_align(features, rois, output_size: int, spatial_scale: float, sampling_ratio: int):
+    """``dettool::ps_roi_align`` as ``RoiAlign`` (opset 16+) on every channel, then a ``Gather`` of
+    each bin's own channel and cell.
+
+    Bin ``(ph, pw)`` of output channel ``c`` is bin ``(ph, pw)`` of RoiAlign's channel
+    ``(c * k + ph) * k + pw``, sampled exactly as torchvision's ps_roi_align samples it
+    (``half_pixel`` is its half-pixel offset without the 1-pixel minimum, ``avg`` its mean, the
+    same ``sampling_ratio`` and adaptive grid; a RoI with no sampling point averages over a count of
+    1 and gives 0). RoiAlign must pool all ``k * k`` bins of every channel: a RoI per bin (one bin,
+    its channel group) would compute the sample positions from the bin's corners and its adaptive
+    grid from the bin's size, neither rounded as torchvision rounds them. Of the ``[R, C, k*k, k*k]``
+    (channel group ``g``, cell ``s``) values the output is the diagonal ``g == s``: flattened to
+    ``[R, C, k**4]`` it sits at the ``k * k`` constant positions ``s * (k * k + 1)``. A ``Gather`` of
+    those copies ``R * C * k * k`` values exactly; a one-hot mask multiplied in and summed would read
+    all ``k**4`` and turn an inf or NaN of a cell it drops into NaN (``0 * inf``).
+
+    Args:
+        features: ``[B, C * k * k, H, W]``.
+        rois: ``[R, 5]`` ``(batch_index, x1, y1, x2, y2)``.
+
+    Returns: ``[R, C, k, k]`` of the features' type.
+    """
+    k = int(output_size)
+    rois = _to_float32(rois)
+    boxes = op.Slice(rois, _ints(1), _ints(5), _ints(1))  # [R, 4]
+    # A RoI whose batch index is outside (-1, B) pools to zeros; its index becomes 0 for RoiAlign,
+    # which rejects indices outside the batch.
+    index = _column(rois, 0)
+    batch = op.Cast(op.Shape(features, start=0, end=1), to=FLOAT)
+    pooled_rows = op.And(op.Greater(index, _float(-1.0)), op.Less(index, batch))
+    batch_index = op.Where(pooled_rows, op.Cast(index, to=INT64), op.Constant(value_int=0))  # truncated toward 0
+    if int(sampling_ratio) == 0:
+        # Adaptive sampling of a RoI with a side of zero or negative length on the map takes no
+        # sample: 0. ONNX Runtime's RoiAlign fails on one whose grid is negative along one side only
+        # (its sample count overflows), so such a RoI is handed to it as an empty box.
+        scale = _float(spatial_scale)
+        start = op.Sub(op.Mul(op.Slice(boxes, _ints(0), _ints(2), _ints(1)), scale), _float(0.5))
+        end = op.Sub(op.Mul(op.Slice(boxes, _ints(2), _ints(4), _ints(1)), scale), _float(0.5))
+        positive = op.Greater(op.Sub(end, start), _float(0.0))  # [R, 2] (w, h); NaN: not positive
+        pooled_rows = op.And(pooled_rows, op.And(_column(positive, 0), _column(positive, 1)))
+        boxes = op.Where(op.Unsqueeze(pooled_rows, _ints(1)), boxes, _float(0.0))
+    pooled = op.RoiAlign(_to_float32(features), boxes, batch_index, coordinate_transformation_mode="half_pixel",
+                         mode="avg", output_height=k, output_width=k, sampling_ratio=int(sampling_ratio),
+                         spatial_scale=float(spatial_scale))  # [R, C*k*k, k, k]
+    num_rois = op.Shape(rois, start=0, end=1)
+    channels = op.Div(op.Shape(features, start=1, end=2), _ints(k * k))
+    # Every dimension spelled out with allowzero=1: a -1 cannot be inferred when R == 0.
+    flat = op.Reshape(pooled, op.Concat(num_rois, channels, _ints(k ** 4), axis=0), allowzero=1)
+    diagonal = op.Gather(flat, _ints(*[s * (k * k + 1) for s in range(k * k)]), axis=2)  # [R, C, k*k]
+    out = op.Reshape(diagonal, op.Concat(num_rois, channels, _ints(k, k), axis=0), allowzero=1)
+    out = op.Where(op.Unsqueeze(pooled_rows, _ints(1, 2, 3)), out, _float(0.0))
+    return out if features.dtype == FLOAT else op.Cast(out, to=features.dtype)

@@ -1,4 +1,4 @@
-"""ONNX ``OpSchema``s of the three ``dettool``-domain nodes (docs/custom_ops.md), version 1.
+"""ONNX ``OpSchema``s of the four ``dettool``-domain nodes (docs/custom_ops.md), version 1.
 
 Registering them lets onnxscript build the nodes (``Opset("dettool", 1).DettoolBatchedNMS``),
 ``onnx.checker.check_model(full_check=True)`` check them, and ONNX shape inference type their
@@ -65,6 +65,15 @@ def _infer_roi_align(ctx) -> None:
 def _infer_deform_conv(ctx) -> None:
     x, offset, weight = ctx.get_input_type(0), ctx.get_input_type(1), ctx.get_input_type(3)
     _set_output(ctx, 0, x.tensor_type.elem_type, [_dim(x, 0), _dim(weight, 0), _dim(offset, 2), _dim(offset, 3)])
+
+
+def _infer_ps_roi_align(ctx) -> None:
+    features, rois = ctx.get_input_type(0), ctx.get_input_type(1)
+    k = _attr_int(ctx, "output_size")
+    channels = _dim(features, 1)
+    known = channels is not None and channels.HasField("dim_value") and k
+    _set_output(ctx, 0, features.tensor_type.elem_type,
+                [_dim(rois, 0), channels.dim_value // (k * k) if known else None, k, k])
 
 
 def _param(name: str, type_str: str, doc: str,
@@ -139,9 +148,27 @@ def modulated_deform_conv_schema() -> OpSchema:
     return schema.set_type_and_shape_inference_function(_infer_deform_conv)
 
 
+def ps_roi_align_schema() -> OpSchema:
+    attr = OpSchema.Attribute
+    schema = OpSchema(
+        ONNX_OP_NAMES["ps_roi_align"], ONNX_DOMAIN, OP_VERSION,
+        "Position-sensitive RoIAlign of R-FCN, torchvision.ops.ps_roi_align (dettool docs/custom_ops.md).",
+        inputs=[_param("features", "T", "[B, C * k * k, H, W]; bin (ph, pw) of channel c reads (c * k + ph) * k + pw"),
+                _param("rois", "tensor(float)", "[R, 5] (batch_index, x1, y1, x2, y2)")],
+        outputs=[_param("pooled", "T", "[R, C, k, k]")],
+        type_constraints=[("T", _FLOAT_TYPES, "feature type")],
+        attributes=[attr("output_size", OpSchema.AttrType.INT, "k, pooled height and width"),
+                    attr("spatial_scale", OpSchema.AttrType.FLOAT, "feature pixels per input pixel, 1 / stride"),
+                    attr("sampling_ratio", OpSchema.AttrType.INT, "points per bin side, 0 = adaptive"),
+                    *_PLUGIN_ATTRIBUTES],
+    )
+    return schema.set_type_and_shape_inference_function(_infer_ps_roi_align)
+
+
 def register_dettool_schemas() -> None:
-    """Register the three schemas with ``onnx.defs`` unless they are registered already."""
-    for make_schema in (batched_nms_schema, multi_level_roi_align_schema, modulated_deform_conv_schema):
+    """Register the four schemas with ``onnx.defs`` unless they are registered already."""
+    for make_schema in (batched_nms_schema, multi_level_roi_align_schema, modulated_deform_conv_schema,
+                        ps_roi_align_schema):
         schema = make_schema()
         if not onnx.defs.has(schema.name, schema.domain):
             onnx.defs.register_schema(schema)

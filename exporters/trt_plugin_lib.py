@@ -26,7 +26,7 @@ from dettool.io import file_sha256
 PLUGIN_LIBRARY_NAME = "libdettool_plugins.so"
 PLUGIN_LIBRARY_ENV = "DETTOOL_TRT_PLUGIN_LIB"
 # The creators the library registers (plugins_trt/README.md): names, one version, one namespace.
-PLUGIN_NAMES = ("DettoolBatchedNMS", "DettoolMultiLevelRoIAlign", "DettoolModulatedDeformConv")
+PLUGIN_NAMES = ("DettoolBatchedNMS", "DettoolMultiLevelRoIAlign", "DettoolModulatedDeformConv", "DettoolPSRoIAlign")
 PLUGIN_VERSION = "1"
 PLUGIN_NAMESPACE = "dettool"
 

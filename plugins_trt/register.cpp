@@ -1,5 +1,5 @@
 /*
- * The registration unit of libdettool_plugins.so: the three creators, how TensorRT finds them,
+ * The registration unit of libdettool_plugins.so: the four creators, how TensorRT finds them,
  * and what the library was built with.
  *
  * Loading the library registers nothing. The creators reach TensorRT's registry one of two ways,
@@ -19,6 +19,7 @@
 #include "batched_nms/batched_nms_plugin.h"
 #include "modulated_deform_conv/modulated_deform_conv_plugin.h"
 #include "multi_level_roi_align/multi_level_roi_align_plugin.h"
+#include "ps_roi_align/ps_roi_align_plugin.h"
 
 #include "build_info.h"
 
@@ -40,14 +41,16 @@ namespace plugin
 namespace
 {
 
-constexpr int32_t kNbCreators = 3;
+constexpr int32_t kNbCreators = 4;
 
 IPluginCreatorInterface* creatorAt(int32_t i)
 {
     static BatchedNmsPluginCreator sBatchedNms;
     static MultiLevelRoiAlignPluginCreator sMultiLevelRoiAlign;
     static ModulatedDeformConvPluginCreator sModulatedDeformConv;
-    static IPluginCreatorInterface* const kCreators[kNbCreators] = {&sBatchedNms, &sMultiLevelRoiAlign, &sModulatedDeformConv};
+    static PsRoiAlignPluginCreator sPsRoiAlign;
+    static IPluginCreatorInterface* const kCreators[kNbCreators]
+        = {&sBatchedNms, &sMultiLevelRoiAlign, &sModulatedDeformConv, &sPsRoiAlign};
     return kCreators[i];
 }
 
@@ -95,7 +98,7 @@ int32_t registerWithGlobalRegistry()
 } // namespace plugin
 } // namespace dettool
 
-//! For IPluginRegistry::loadLibrary: the creators TensorRT should register, i.e. all three unless
+//! For IPluginRegistry::loadLibrary: the creators TensorRT should register, i.e. all four unless
 //! dettoolRegisterPlugins() has registered some of them already.
 DETTOOL_EXPORT IPluginCreatorInterface* const* getCreators(int32_t& nbCreators)
 {
@@ -133,7 +136,8 @@ DETTOOL_EXPORT char const* dettoolPluginBuildInfo()
 {
     static std::string const kInfo = std::string("{")
         + "\"library\": \"dettool_plugins\", "
-        + "\"plugins\": [\"DettoolBatchedNMS\", \"DettoolMultiLevelRoIAlign\", \"DettoolModulatedDeformConv\"], "
+        + "\"plugins\": [\"DettoolBatchedNMS\", \"DettoolMultiLevelRoIAlign\", \"DettoolModulatedDeformConv\", "
+          "\"DettoolPSRoIAlign\"], "
         + "\"plugin_namespace\": \"" + dettool::plugin::kPluginNamespace + "\", "
         + "\"plugin_version\": \"" + dettool::plugin::kPluginVersion + "\", "
         + "\"tensorrt_version\": \"" DETTOOL_STRINGIFY(NV_TENSORRT_MAJOR) "." DETTOOL_STRINGIFY(NV_TENSORRT_MINOR) "."

@@ -6,7 +6,7 @@ fixed input/output type signature and knows int64, float and string attributes o
 :func:`make_session` adapts an in-memory copy of the model (the file on disk is never changed):
 
 - each dettool node becomes a node of domain ``ai.onnx.contrib`` whose op_type names its
-  signature: ``DettoolBatchedNMS``, ``DettoolModulatedDeformConv`` and
+  signature: ``DettoolBatchedNMS``, ``DettoolModulatedDeformConv``, ``DettoolPSRoIAlign`` and
   ``DettoolMultiLevelRoIAlign_L<number of feature levels>`` (1 to ``MAX_FEATURE_LEVELS``), all on
   float32 tensors;
 - the Python-op API has no float16 (registering it aborts the process), so float16 inputs are
@@ -54,6 +54,7 @@ from dettool.ops import (
     batched_nms,
     modulated_deform_conv,
     multi_level_roi_align,
+    ps_roi_align,
 )
 
 CONTRIB_DOMAIN = "ai.onnx.contrib"
@@ -118,6 +119,11 @@ def _modulated_deform_conv_kernel(input: np.ndarray, offset: np.ndarray, mask: n
     return out.numpy()
 
 
+def _ps_roi_align_kernel(features: np.ndarray, rois: np.ndarray, output_size: int, spatial_scale: float,
+                         sampling_ratio: int) -> np.ndarray:
+    return ps_roi_align(_tensor(features), _tensor(rois), output_size, spatial_scale, sampling_ratio).numpy()
+
+
 _INT, _FLOAT, _STRING = PyCustomOpDef.dt_int64, PyCustomOpDef.dt_float, PyCustomOpDef.dt_string
 ADAPTERS: dict[str, _OpAdapter] = {
     ONNX_OP_NAMES["batched_nms"]: _OpAdapter(
@@ -133,6 +139,9 @@ ADAPTERS: dict[str, _OpAdapter] = {
         {"stride": _STRING, "padding": _STRING, "dilation": _STRING, "groups": _INT, "deform_groups": _INT}, 5,
         [onnx.TensorProto.FLOAT], 0,
         _modulated_deform_conv_kernel),
+    ONNX_OP_NAMES["ps_roi_align"]: _OpAdapter(
+        {"output_size": _INT, "spatial_scale": _FLOAT, "sampling_ratio": _INT}, 2, [onnx.TensorProto.FLOAT], 0,
+        _ps_roi_align_kernel),
 }
 
 _registered = False

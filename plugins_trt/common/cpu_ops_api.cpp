@@ -6,6 +6,7 @@
 #include "batched_nms/batched_nms_cpu.h"
 #include "modulated_deform_conv/modulated_deform_conv_cpu.h"
 #include "multi_level_roi_align/multi_level_roi_align_cpu.h"
+#include "ps_roi_align/ps_roi_align_cpu.h"
 
 #include <string>
 
@@ -137,6 +138,33 @@ int32_t dettool_cpu_modulated_deform_conv(int32_t dtype, void const* input, void
         modulatedDeformConvCpu(shape, params, static_cast<dettool::Half const*>(input),
             static_cast<dettool::Half const*>(offset), static_cast<dettool::Half const*>(mask),
             static_cast<dettool::Half const*>(weight), static_cast<dettool::Half const*>(bias),
+            static_cast<dettool::Half*>(output));
+        return succeed();
+    default: return fail("dtype must be 0 (float32) or 1 (float16)");
+    }
+}
+
+int32_t dettool_cpu_ps_roi_align(int32_t dtype, void const* features, float const* rois, int32_t num_rois,
+    int32_t batch, int32_t channels, int32_t height, int32_t width, int32_t output_size, float spatial_scale,
+    int32_t sampling_ratio, void* output)
+{
+    using namespace dettool::psroialign;
+    Shape const shape{num_rois, batch, channels, height, width};
+    Params params;
+    params.outputSize = output_size;
+    params.spatialScale = spatial_scale;
+    params.samplingRatio = sampling_ratio;
+    if (char const* error = checkShape(shape, params))
+    {
+        return fail(error);
+    }
+    switch (dtype)
+    {
+    case 0:
+        psRoiAlignCpu(shape, params, static_cast<float const*>(features), rois, static_cast<float*>(output));
+        return succeed();
+    case 1:
+        psRoiAlignCpu(shape, params, static_cast<dettool::Half const*>(features), rois,
             static_cast<dettool::Half*>(output));
         return succeed();
     default: return fail("dtype must be 0 (float32) or 1 (float16)");

@@ -40,6 +40,12 @@ DETTOOL_CPU_API int32_t dettool_cpu_modulated_deform_conv(int32_t dtype, void co
     int32_t pad_h, int32_t pad_w, int32_t dilation_h, int32_t dilation_w, int32_t groups, int32_t deform_groups,
     void* output);
 
+//! DettoolPSRoIAlign. features [B, channels, H, W] of `dtype` (channels = C * k * k, k =
+//! output_size); rois [R, 5] float32; output [R, C, k, k] of `dtype`.
+DETTOOL_CPU_API int32_t dettool_cpu_ps_roi_align(int32_t dtype, void const* features, float const* rois,
+    int32_t num_rois, int32_t batch, int32_t channels, int32_t height, int32_t width, int32_t output_size,
+    float spatial_scale, int32_t sampling_ratio, void* output);
+
 //! The float <-> float16 conversions the CPU implementations use (round to nearest even).
 DETTOOL_CPU_API void dettool_cpu_float_to_half(float const* input, uint16_t* output, int64_t count);
 DETTOOL_CPU_API void dettool_cpu_half_to_float(uint16_t const* input, float* output, int64_t count);

@@ -1,5 +1,5 @@
 /*
- * What the three IPluginV3 plugins share: their identity (namespace "dettool", version "1"), the
+ * What the four IPluginV3 plugins share: their identity (namespace "dettool", version "1"), the
  * boilerplate of IPluginV3 / IPluginCreatorV3One, attribute parsing from a PluginFieldCollection,
  * the fields they serialize, and error logging.
  *

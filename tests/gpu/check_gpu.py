@@ -63,7 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def kernel_part(checker: Checker, build_dir: Path, verbose: bool) -> None:
-    from check_kernels_cuda import build_extension, dcn_checks, nms_checks, roi_align_checks
+    from check_kernels_cuda import build_extension, dcn_checks, nms_checks, ps_roi_align_checks, roi_align_checks
 
     ext = None
 
@@ -76,6 +76,7 @@ def kernel_part(checker: Checker, build_dir: Path, verbose: bool) -> None:
         nms_checks(ext, checker)
         roi_align_checks(ext, checker)
         dcn_checks(ext, checker)
+        ps_roi_align_checks(ext, checker)
 
 
 def run_part(checker: Checker, part) -> None:

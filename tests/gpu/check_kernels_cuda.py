@@ -15,7 +15,8 @@ Needs torch with CUDA, torchvision and nvcc (CUDA_HOME); no internet. Tolerances
   NMS                  exact vs the spec's reference (torchvision nms per class on the CPU);
                        vs torchvision's CUDA batched_nms: same counts, <= 0.5 % rows differing
   RoIAlign float32     atol 1e-5, rtol 1e-5   (FMA contraction in the interpolation sums; also with
-                                              roi_scale_factor 1.3, rescaled in float32 without FMA)
+                                              roi_scale_factor 1.3, rescaled in float32 without FMA;
+                                              PS RoIAlign too)
   DeformConv float32   atol 1e-4, rtol 1e-4   (other summation order than im2col + GEMM)
   float16 (both)       atol 1e-3, rtol 1e-3   (one float16 ulp: math in float32, rounded once)
 """
@@ -41,6 +42,7 @@ from dettool_op_references import (  # noqa: E402
     reference_batched_nms,
     reference_modulated_deform_conv,
     reference_multi_level_roi_align,
+    reference_ps_roi_align,
     torchvision_batched_nms,
 )
 
@@ -51,7 +53,7 @@ STRIDES = [4, 8, 16, 32]
 
 
 def build_extension(build_dir: Path, verbose: bool = False):
-    """Compile the three kernels and the binding for this machine's GPU (or sm_90 without one)."""
+    """Compile the four kernels and the binding for this machine's GPU (or sm_90 without one)."""
     from torch.utils.cpp_extension import load
 
     if "TORCH_CUDA_ARCH_LIST" not in os.environ:
@@ -247,6 +249,42 @@ def roi_align_checks(ext, c: Checker) -> None:
         c.run(f"roi_align {tag} roi_scale_factor 1.3 borders / degenerate / level boundaries", rescaled_edges)
 
 
+def ps_roi_align_checks(ext, c: Checker) -> None:
+    g = torch.Generator().manual_seed(3)
+
+    def compare(features, rois, k, scale, sampling, dtype, cpu=False):
+        features = features.to(dtype)
+        got = ext.ps_roi_align(features.cuda(), rois.cuda(), k, scale, sampling)
+        device = "cpu" if cpu else "cuda"
+        want = reference_ps_roi_align(features.to(device), rois.to(device), k, scale, sampling)
+        return max_error(got.cpu(), want.cpu(), **(FP32_ROI if dtype == torch.float32 else FP16))
+
+    image = (512, 640)
+
+    def features_for(batch, channels, k, stride=16):
+        return torch.randn(batch, channels * k * k, image[0] // stride, image[1] // stride, generator=g)
+
+    for dtype in (torch.float32, torch.float16):
+        tag = "fp32" if dtype == torch.float32 else "fp16"
+        for k in (1, 3, 7):
+            for sampling in (0, 2):
+                c.run(f"ps_roi_align {tag} random k={k} sampling={sampling}",
+                      lambda: compare(features_for(2, 21, k), random_rois(g, 1000, 2, image), k, 1 / 16, sampling,
+                                      dtype))
+        c.run(f"ps_roi_align {tag} R-FCN size (C=81, k=7, 300 RoIs) vs torchvision CPU",
+              lambda: compare(features_for(1, 81, 7), random_rois(g, 300, 1, image), 7, 1 / 16, 0, dtype, cpu=True))
+
+        def edges():
+            rois = torch.tensor([[0, -300, -300, -200, -200], [0, 900, 900, 1000, 950], [0, -20, -20, 30, 30],
+                                 [1, 600, 480, 700, 560], [0, 10, 10, 10, 10], [1, 30, 10, 30, 90],
+                                 [1, 120, 100, 20, 30], [0, 0, 0, 20000, 20000], [2, 0, 0, 50, 50],
+                                 [-1, 0, 0, 50, 50], [1.7, 0, 0, 50, 50]], dtype=torch.float32)
+            return compare(features_for(2, 4, 3, stride=8), rois, 3, 1 / 8, 0, dtype)
+        c.run(f"ps_roi_align {tag} outside / zero-size / inverted / bad batch index", edges)
+        c.run(f"ps_roi_align {tag} no RoIs",
+              lambda: compare(features_for(2, 4, 7), torch.zeros(0, 5), 7, 1 / 16, 0, dtype))
+
+
 def dcn_checks(ext, c: Checker) -> None:
     g = torch.Generator().manual_seed(2)
     cases = {
@@ -324,6 +362,7 @@ def main() -> int:
     nms_checks(ext, checker)
     roi_align_checks(ext, checker)
     dcn_checks(ext, checker)
+    ps_roi_align_checks(ext, checker)
     print()
     print(checker.table())
     return 0 if all(r.ok for r in checker.results) else 1

@@ -9,6 +9,7 @@
 #include "batched_nms/batched_nms_kernel.h"
 #include "modulated_deform_conv/modulated_deform_conv_kernel.h"
 #include "multi_level_roi_align/multi_level_roi_align_kernel.h"
+#include "ps_roi_align/ps_roi_align_kernel.h"
 
 #include <vector>
 
@@ -147,6 +148,32 @@ at::Tensor modulatedDeformConv(at::Tensor input, at::Tensor offset, at::Tensor m
     return out;
 }
 
+at::Tensor psRoiAlign(at::Tensor features, at::Tensor rois, int64_t outputSize, double spatialScale,
+    int64_t samplingRatio)
+{
+    checkCuda(features, "features");
+    checkCuda(rois, "rois");
+    TORCH_CHECK(rois.scalar_type() == at::kFloat && rois.dim() == 2 && rois.size(1) == 5, "rois must be float32 [R, 5]");
+    TORCH_CHECK(features.dim() == 4, "features must be [B, C * k * k, H, W]");
+    dettool::psroialign::Shape shape;
+    shape.numRois = static_cast<int32_t>(rois.size(0));
+    shape.batch = static_cast<int32_t>(features.size(0));
+    shape.channels = static_cast<int32_t>(features.size(1));
+    shape.height = static_cast<int32_t>(features.size(2));
+    shape.width = static_cast<int32_t>(features.size(3));
+    dettool::psroialign::Params params;
+    params.outputSize = static_cast<int32_t>(outputSize);
+    params.spatialScale = static_cast<float>(spatialScale);
+    params.samplingRatio = static_cast<int32_t>(samplingRatio);
+    char const* error = dettool::psroialign::checkShape(shape, params);
+    TORCH_CHECK(error == nullptr, error ? error : "");
+    auto out = at::full({shape.numRois, dettool::psroialign::outputChannels(shape, params), outputSize, outputSize}, NAN,
+        features.options());
+    checkLaunch(dettool::psroialign::launchPsRoiAlign(precisionOf(features), shape, params, features.data_ptr(),
+        rois.data_ptr<float>(), out.data_ptr(), c10::cuda::getCurrentCUDAStream().stream()));
+    return out;
+}
+
 } // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m)
@@ -154,4 +181,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m)
     m.def("batched_nms", &batchedNms, "DettoolBatchedNMS kernel");
     m.def("multi_level_roi_align", &multiLevelRoiAlign, "DettoolMultiLevelRoIAlign kernel");
     m.def("modulated_deform_conv", &modulatedDeformConv, "DettoolModulatedDeformConv kernel");
+    m.def("ps_roi_align", &psRoiAlign, "DettoolPSRoIAlign kernel");
 }

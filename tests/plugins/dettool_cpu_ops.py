@@ -27,7 +27,7 @@ def _dtype_code(t: torch.Tensor) -> int:
 
 
 class CpuOps:
-    """The three dettool operators (and the float16 conversions) of one loaded library.
+    """The four dettool operators (and the float16 conversions) of one loaded library.
 
     Args:
         path: ``libdettool_cpu_ops.so``.
@@ -45,6 +45,8 @@ class CpuOps:
         lib.dettool_cpu_multi_level_roi_align.restype = _i32
         lib.dettool_cpu_modulated_deform_conv.argtypes = [_i32] + [_ptr] * 5 + [_i32] * 15 + [_ptr]
         lib.dettool_cpu_modulated_deform_conv.restype = _i32
+        lib.dettool_cpu_ps_roi_align.argtypes = [_i32, _ptr, _ptr] + [_i32] * 6 + [_f32, _i32, _ptr]
+        lib.dettool_cpu_ps_roi_align.restype = _i32
         lib.dettool_cpu_float_to_half.argtypes = [_ptr, _ptr, _i64]
         lib.dettool_cpu_half_to_float.argtypes = [_ptr, _ptr, _i64]
         self.lib = lib
@@ -125,6 +127,27 @@ class CpuOps:
         self._check(self.lib.dettool_cpu_modulated_deform_conv(
             dtype, *[_p(t) for t in tensors], b, c, h, w, co, kh, kw, stride[0], stride[1], padding[0],
             padding[1], dilation[0], dilation[1], groups, deform_groups, _p(out)))
+        return out
+
+    def ps_roi_align(self, features: torch.Tensor, rois: torch.Tensor, output_size: int, spatial_scale: float,
+                     sampling_ratio: int) -> torch.Tensor:
+        """DettoolPSRoIAlign.
+
+        Args:
+            features: ``Tensor[B, C * k * k, H, W]`` float32 or float16 (``k = output_size``).
+            rois: ``Tensor[R, 5]`` float32 ``(batch_index, x1, y1, x2, y2)``.
+            spatial_scale: float32 attribute.
+
+        Returns: ``Tensor[R, C, k, k]`` of the features' type.
+        """
+        features = features.contiguous()
+        rois = rois.contiguous().float()
+        b, channels, h, w = features.shape
+        k = output_size
+        out = torch.full((rois.shape[0], channels // max(k * k, 1), k, k), float("nan"), dtype=features.dtype)
+        self._check(self.lib.dettool_cpu_ps_roi_align(
+            _dtype_code(features), _p(features), _p(rois), rois.shape[0], b, channels, h, w, k, spatial_scale,
+            sampling_ratio, _p(out)))
         return out
 
     def float_to_half(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""References for the three dettool operators, built on torchvision.ops (docs/custom_ops.md).
+"""References for the four dettool operators, built on torchvision.ops (docs/custom_ops.md).
 
 Every reference computes in float32 and returns the input's type, as the spec states for float16
 features. Shared by the CPU tests (tests/plugins), the GPU check (tests/gpu) and the TensorRT
@@ -138,3 +138,19 @@ def reference_modulated_deform_conv(input: torch.Tensor, offset: torch.Tensor, m
     out = torchvision.ops.deform_conv2d(input.float(), offset.float(), weight.float(), bias.float(), stride=stride,
                                         padding=padding, dilation=dilation, mask=mask.float())
     return out.to(input.dtype)
+
+
+def reference_ps_roi_align(features: torch.Tensor, rois: torch.Tensor, output_size: int, spatial_scale: float,
+                           sampling_ratio: int) -> torch.Tensor:
+    """DettoolPSRoIAlign: ``torchvision.ops.ps_roi_align`` in float32 (``spatial_scale`` rounded to
+    float32, as the attribute is). A RoI whose batch index is outside ``(-1, B)`` gives zeros
+    (torchvision would read outside the batch), and so does one with an empty adaptive sampling
+    grid, where torchvision divides 0 by 0 (its NaN rows, nothing else, become 0)."""
+    scale = float(torch.tensor(spatial_scale, dtype=torch.float32))
+    rois = rois.float()
+    valid = (rois[:, 0] > -1) & (rois[:, 0] < features.shape[0])
+    in_batch = torch.cat([torch.where(valid, rois[:, 0], 0.0)[:, None], rois[:, 1:]], dim=1)
+    out = torchvision.ops.ps_roi_align(features.float(), in_batch, output_size, scale, sampling_ratio)
+    # 0 / 0 of an empty adaptive grid makes every output of the RoI NaN (the tests feed no NaN features).
+    empty_grid = torch.isnan(out).flatten(1).all(dim=1) & (out.shape[1] > 0)
+    return torch.where((valid & ~empty_grid)[:, None, None, None], out, 0.0).to(features.dtype)

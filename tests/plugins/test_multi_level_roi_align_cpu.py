@@ -122,6 +122,21 @@ def test_rois_far_larger_than_their_map(cpu_ops):
             assert (got[:5] != 0).any(dim=(1, 2, 3)).all() and (got[5] == 0).all()
 
 
+def test_inverted_rois_across_the_border(cpu_ops):
+    """RoIs with both sides inverted (positive area, pooled as torchvision does) that cross the
+    map's border, with several sampling points per bin: their samples run backwards, and only those
+    on the map are visited (the search for them once assumed they run forwards)."""
+    g = torch.Generator().manual_seed(25)
+    feats = [torch.randn(1, 2, 16, 16, generator=g)]
+    rois = torch.tensor([[0, 20, 20, -6, -6], [0, 14, 30, 2, 2], [0, 18, 8, -3, 2], [0, 10, 10, 2, 2]],
+                        dtype=torch.float32)
+    for sampling_ratio in (1, 2, 3, 4):
+        for aligned in (True, False):
+            got, want = run_both(cpu_ops, rois, feats, strides=[1], output_size=(2, 2), sampling_ratio=sampling_ratio,
+                                 aligned=aligned)
+            torch.testing.assert_close(got, want, **FP32)
+
+
 def test_absurd_rois_finish_quickly(cpu_ops):
     """TensorRT times the plugin on arbitrary inputs. A RoI of +-1e8 pixels has the largest adaptive
     grid, 65536 x 65536 samples per bin: hours of work when every sample was visited, a few per bin

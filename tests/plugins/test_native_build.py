@@ -46,7 +46,8 @@ def run(cmd: list[str]) -> subprocess.CompletedProcess:
 
 
 def test_every_plugin_has_a_kernel():
-    assert {k.parent.name for k in KERNELS} == {"batched_nms", "multi_level_roi_align", "modulated_deform_conv"}
+    assert {k.parent.name for k in KERNELS} == {"batched_nms", "multi_level_roi_align", "modulated_deform_conv",
+                                                "ps_roi_align"}
 
 
 @pytest.mark.skipif(NVCC is None, reason="nvcc not found: the CUDA kernels cannot be compiled here")

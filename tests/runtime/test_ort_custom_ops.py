@@ -8,7 +8,7 @@ import torch
 from onnx import TensorProto, helper
 
 from dettool.errors import DettoolError
-from dettool.ops import batched_nms, multi_level_roi_align
+from dettool.ops import batched_nms, multi_level_roi_align, ps_roi_align
 from dettool.runtime.ort_custom_ops import CONTRIB_DOMAIN, MAX_FEATURE_LEVELS, adapt_model, make_session
 
 STRIDES = [4, 8, 16]
@@ -151,3 +151,53 @@ def test_an_error_inside_a_python_op_is_raised_and_the_session_survives() -> Non
         session.run(None, {"boxes": np.zeros((1, 4, 5), np.float32), "scores": good["scores"]})
     num_dets, *_ = session.run(None, good)
     assert num_dets.tolist() == [5]  # 8 candidates, K = 5
+
+
+def ps_roi_align_model(feat_type: int = TensorProto.FLOAT, channels: int = 18) -> onnx.ModelProto:
+    """``features [B, channels, H, W]`` and ``rois [R, 5]`` -> DettoolPSRoIAlign (k = 3) -> ``pooled``,
+    the RoIs' type left to inference."""
+    nodes = [helper.make_node("Identity", ["rois"], ["rois_copy"]),
+             helper.make_node("DettoolPSRoIAlign", ["features", "rois_copy"], ["pooled"], name="ps_roi_align",
+                              domain="dettool", output_size=3, spatial_scale=0.25, sampling_ratio=0,
+                              plugin_namespace="dettool", plugin_version="1")]
+    inputs = [helper.make_tensor_value_info("features", feat_type, ["B", channels, "H", "W"]),
+              helper.make_tensor_value_info("rois", TensorProto.FLOAT, ["R", 5])]
+    graph = helper.make_graph(nodes, "g", inputs, [helper.make_tensor_value_info("pooled", feat_type, None)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19), helper.make_opsetid("dettool", 1)],
+                             ir_version=10)
+
+
+def ps_roi_align_feed(dtype=np.float32) -> dict[str, np.ndarray]:
+    g = torch.Generator().manual_seed(2)
+    rois = torch.tensor([[0, 4.0, 4, 40, 30], [1, 10.5, 20.25, 90, 70], [0, -20, -10, 300, 250],
+                         [1, 50, 50, 50, 50], [2, 10, 10, 40, 40]])  # a point and a RoI outside the batch: zeros
+    return {"features": torch.randn(2, 18, 24, 32, generator=g).numpy().astype(dtype), "rois": rois.numpy()}
+
+
+def test_ps_roi_align_node_becomes_a_python_op() -> None:
+    adapted = adapt_model(ps_roi_align_model())
+    node = next(n for n in adapted.graph.node if n.name == "ps_roi_align")
+    assert (node.domain, node.op_type) == (CONTRIB_DOMAIN, "DettoolPSRoIAlign")
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    assert attrs == {"output_size": 3, "spatial_scale": 0.25, "sampling_ratio": 0}
+
+
+@pytest.mark.parametrize("feat_type, dtype", [(TensorProto.FLOAT, np.float32), (TensorProto.FLOAT16, np.float16)])
+def test_ps_roi_align_matches_the_torch_op(feat_type: int, dtype) -> None:
+    model = ps_roi_align_model(feat_type)
+    casts = [n for n in adapt_model(model).graph.node if n.op_type == "Cast"]
+    assert len(casts) == (2 if feat_type == TensorProto.FLOAT16 else 0)  # the features in, the pooled out
+    feed = ps_roi_align_feed(dtype)
+    (pooled,) = make_session(model).run(None, feed)
+    want = ps_roi_align(torch.from_numpy(feed["features"]), torch.from_numpy(feed["rois"]), 3, 0.25, 0).numpy()
+    assert pooled.dtype == dtype and pooled.shape == (5, 2, 3, 3)
+    np.testing.assert_array_equal(pooled, want)  # the reference also pools in float32
+    assert (pooled[3:] == 0).all() and not np.isnan(pooled).any()
+
+
+def test_ps_roi_align_input_errors_are_raised() -> None:
+    session = make_session(ps_roi_align_model(channels=16))
+    feed = ps_roi_align_feed()
+    feed["features"] = feed["features"][:, :16]
+    with pytest.raises(DettoolError, match="not a multiple of output_size"):
+        session.run(None, feed)

@@ -89,6 +89,17 @@ def modulated_deform_conv_graph(weight: torch.Tensor, bias: torch.Tensor, in_siz
         initializers={"weight": weight, "bias": bias})
 
 
+def ps_roi_align_graph(dtype: torch.dtype, channels: int, output_size: int, spatial_scale: float,
+                       sampling_ratio: int) -> OneNodeGraph:
+    """``features [B, channels * k * k, H, W]``, ``rois [R, 5]`` -> ``[R, channels, k, k]``."""
+    k = output_size
+    return OneNodeGraph(
+        "DettoolPSRoIAlign",
+        [OnnxTensor("features", dtype, ["B", channels * k * k, "H", "W"]), OnnxTensor("rois", torch.float32, ["R", 5])],
+        [OnnxTensor("pooled", dtype, ["R", channels, k, k])],
+        dict(output_size=k, spatial_scale=float(spatial_scale), sampling_ratio=sampling_ratio))
+
+
 # --------------------------------------------------------------------------------------------
 # TensorRT
 # --------------------------------------------------------------------------------------------

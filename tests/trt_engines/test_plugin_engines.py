@@ -1,5 +1,5 @@
 """One-plugin TensorRT engines (ONNX node -> TensorRT's parser -> engine) vs the torchvision
-references. Tolerances as the CPU tests: NMS exact; float32 RoIAlign 1e-5, deformable conv 1e-4;
+references. Tolerances as the CPU tests: NMS exact; float32 RoIAlign (both) 1e-5, deformable conv 1e-4;
 float16 1e-3 (one float16 ulp).
 """
 from __future__ import annotations
@@ -20,6 +20,7 @@ from dettool_op_references import (  # noqa: E402
     reference_batched_nms,
     reference_modulated_deform_conv,
     reference_multi_level_roi_align,
+    reference_ps_roi_align,
 )
 from dettool_trt_engine import (  # noqa: E402
     batched_nms_graph,
@@ -27,8 +28,11 @@ from dettool_trt_engine import (  # noqa: E402
     deserialize_engine,
     modulated_deform_conv_graph,
     multi_level_roi_align_graph,
+    ps_roi_align_graph,
     run_engine,
 )
+
+from dettool.exporters.trt_plugin_lib import PLUGIN_NAMES  # noqa: E402
 
 pytestmark = [pytest.mark.tensorrt, pytest.mark.gpu]
 
@@ -49,14 +53,14 @@ def test_build_info_names_this_tensorrt(build_info):
 
 def test_load_library_registers_the_creators(plugin_library):
     """IPluginRegistry.load_library (the other way to load the library; a fresh process, as this
-    one has loaded it with ctypes) hands TensorRT the three creators and no duplicate."""
+    one has loaded it with ctypes) hands TensorRT the four creators and no duplicate."""
     script = textwrap.dedent(f"""
         import tensorrt as trt
         registry = trt.get_plugin_registry()
         handle = registry.load_library({str(plugin_library[0])!r})
         assert handle is not None, "load_library failed"
         getter = getattr(registry, "get_creator", None) or registry.get_plugin_creator
-        for name in ("DettoolBatchedNMS", "DettoolMultiLevelRoIAlign", "DettoolModulatedDeformConv"):
+        for name in {list(PLUGIN_NAMES)!r}:
             assert getter(name, "1", "dettool") is not None, name
         print("ok")
         """)
@@ -138,3 +142,28 @@ def test_modulated_deform_conv_engine(plugin_library, dtype, groups, deform_grou
         tol = dict(atol=1e-4, rtol=1e-4) if dtype == torch.float32 else dict(atol=1e-3, rtol=1e-3)
         assert got.dtype == dtype
         torch.testing.assert_close(got, want, **tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("k,sampling_ratio", [(7, 0), (3, 2)])
+def test_ps_roi_align_engine(plugin_library, dtype, k, sampling_ratio):
+    channels, (h, w), stride = 10, (32, 40), 16
+    graph = ps_roi_align_graph(dtype, channels, k, 1 / stride, sampling_ratio)
+    engine, plan = build_engine(graph.to_onnx(), {
+        "features": ((1, channels * k * k, 8, 8), (2, channels * k * k, h, w), (2, channels * k * k, 64, 64)),
+        "rois": ((0, 5), (200, 5), (1000, 5))})
+    g = torch.Generator().manual_seed(43)
+    features = torch.randn(2, channels * k * k, h, w, generator=g).to(dtype)
+    side = torch.exp(torch.empty(300, 2).uniform_(0.7, 6.2, generator=g))
+    x1 = torch.rand(300, generator=g) * w * stride - side[:, 0] / 4
+    y1 = torch.rand(300, generator=g) * h * stride - side[:, 1] / 4
+    rois = torch.stack([torch.randint(0, 2, (300,), generator=g).float(), x1, y1, x1 + side[:, 0], y1 + side[:, 1]], 1)
+    edges = torch.tensor([[0, 40, 40, 40, 40], [1, 30, 10, 30, 90], [1, 120, 100, 20, 30], [2, 10, 10, 90, 70],
+                          [0, -300, -300, -200, -200]], dtype=torch.float32)
+    tol = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=1e-3, rtol=1e-3)
+    for r in (torch.cat([rois, edges]), rois[:0]):
+        got = run_engine(engine, {"features": features, "rois": r})["pooled"].cpu()
+        assert got.dtype == dtype and got.shape == (len(r), channels, k, k)
+        torch.testing.assert_close(got, reference_ps_roi_align(features, r, k, 1 / stride, sampling_ratio), **tol)
+    again = run_engine(deserialize_engine(plan), {"features": features, "rois": rois})["pooled"]
+    assert torch.equal(again.cpu(), run_engine(engine, {"features": features, "rois": rois})["pooled"].cpu())

@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import onnx
 import torch
-from dettool_trt_engine import batched_nms_graph, modulated_deform_conv_graph, multi_level_roi_align_graph
+from dettool_trt_engine import (
+    batched_nms_graph,
+    modulated_deform_conv_graph,
+    multi_level_roi_align_graph,
+    ps_roi_align_graph,
+)
 
 SPEC_ATTRIBUTES = {
     "DettoolBatchedNMS": {"score_threshold", "iou_threshold", "max_output_boxes"},
     "DettoolMultiLevelRoIAlign": {"output_height", "output_width", "featmap_strides", "sampling_ratio",
                                   "finest_scale", "aligned"},
     "DettoolModulatedDeformConv": {"stride", "padding", "dilation", "groups", "deform_groups"},
+    "DettoolPSRoIAlign": {"output_size", "spatial_scale", "sampling_ratio"},
 }
 
 
@@ -34,3 +40,5 @@ def test_graphs_are_valid_onnx():
     node = check(modulated_deform_conv_graph(torch.zeros(8, 4, 3, 3), torch.zeros(8), (20, 20), (20, 20),
                                              (1, 1), (1, 1), (1, 1), 2, 1))
     assert list(node.input) == ["input", "offset", "mask", "weight", "bias"]
+    node = check(ps_roi_align_graph(torch.float16, 10, 7, 1 / 16, 2))
+    assert list(node.input) == ["features", "rois"]

@@ -198,6 +198,66 @@ void testRoiScaleFactor()
     }
 }
 
+void testPsRoiAlign()
+{
+    // k = 2, C = 3: input channel i holds 100 * i + x at column x, so a pooled value tells the
+    // channel its bin read and the mean x of its samples (bilinear interpolation of a ramp is exact
+    // inside the map). One sample per bin: bin pw samples x at x1 - 0.5 + (pw + 0.5) * w / 2.
+    int const B = 2, k = 2, C = 3, H = 6, W = 10;
+    std::vector<float> features(static_cast<size_t>(B * C * k * k * H * W));
+    for (int b = 0; b < B; ++b)
+    {
+        for (int i = 0; i < C * k * k; ++i)
+        {
+            for (int y = 0; y < H; ++y)
+            {
+                for (int x = 0; x < W; ++x)
+                {
+                    features[((b * C * k * k + i) * H + y) * W + x] = 100.0F * static_cast<float>(i) + x;
+                }
+            }
+        }
+    }
+    float const rois[] = {
+        1, 1.5F, 1.5F, 9.5F, 5.5F, // image 1, inside: bins sample x = 3 and 7
+        0, 4, 4, 4, 4,             // a point: no adaptive sample, 0 (torchvision: 0 / 0)
+        2, 1, 1, 5, 5,             // batch index 2 of 2: zeros
+        0, -50, -50, -40, -40,     // off the map: zeros
+    };
+    std::vector<float> out(static_cast<size_t>(4 * C * k * k), -1.0F);
+    CHECK(dettool_cpu_ps_roi_align(0, features.data(), rois, 4, B, C * k * k, H, W, k, 1.0F, 1, out.data()) == 0);
+    for (int c = 0; c < C; ++c)
+    {
+        for (int ph = 0; ph < k; ++ph)
+        {
+            for (int pw = 0; pw < k; ++pw)
+            {
+                float const want = 100.0F * static_cast<float>((c * k + ph) * k + pw) + (pw == 0 ? 3.0F : 7.0F);
+                CHECK(std::fabs(out[(c * k + ph) * k + pw] - want) < 1e-4F);
+            }
+        }
+    }
+    // The point, one sample at x = y = 4 - 0.5: channel 0 for bin (0, 0), channel 3 for bin (1, 1).
+    CHECK(out[C * k * k] == 3.5F && out[C * k * k + 3] == 303.5F);
+    for (int i = 2 * C * k * k; i < 4 * C * k * k; ++i)
+    {
+        CHECK(out[i] == 0.0F); // out of the batch, off the map
+    }
+    CHECK(dettool_cpu_ps_roi_align(0, features.data(), rois, 4, B, C * k * k, H, W, k, 1.0F, 0, out.data()) == 0);
+    for (int i = C * k * k; i < 2 * C * k * k; ++i)
+    {
+        CHECK(out[i] == 0.0F); // the point, adaptive: no NaN
+    }
+    CHECK(dettool_cpu_ps_roi_align(0, features.data(), rois, 0, B, C * k * k, H, W, k, 1.0F, 0, out.data()) == 0);
+    CHECK(dettool_cpu_ps_roi_align(0, features.data(), rois, 1, B, C * k * k - 1, H, W, k, 1.0F, 0, out.data()) == -1);
+    CHECK(std::strstr(dettool_cpu_last_error(), "multiple of output_size") != nullptr);
+    for (float bad : {0.0F, -0.25F, NAN, INFINITY})
+    {
+        CHECK(dettool_cpu_ps_roi_align(0, features.data(), rois, 1, B, C * k * k, H, W, k, bad, 0, out.data()) == -1);
+    }
+    CHECK(dettool_cpu_ps_roi_align(0, features.data(), rois, 1, B, C * k * k, H, W, k, 1.0F, -1, out.data()) == -1);
+}
+
 void testDeformConvWithoutOffsets()
 {
     // Zero offsets and a mask of ones: a plain 3x3 convolution, stride 1, padding 1.
@@ -262,6 +322,7 @@ int main()
     testNms();
     testRoiLevels();
     testRoiScaleFactor();
+    testPsRoiAlign();
     testDeformConvWithoutOffsets();
     if (gFailures == 0)
     {

@@ -81,7 +81,7 @@ int main(int argc, char** argv)
     }
     int32_t nb = 0;
     IPluginCreatorInterface* const* creators = getCreators(nb);
-    CHECK(nb == 3);
+    CHECK(nb == 4);
 
     // No libnvinfer yet: the decoys are all the process has.
     CHECK(registerPlugins() == -1);
@@ -100,8 +100,8 @@ int main(int argc, char** argv)
 
     // libnvinfer.so.10 is loaded now: the earlier failed lookups were not kept, and the stub wins
     // over the global scope's decoys.
-    CHECK(registerPlugins() == 3);
-    CHECK(registry->creators.size() == 3);
+    CHECK(registerPlugins() == 4);
+    CHECK(registry->creators.size() == 4);
     logOneError(creators);
     CHECK(logger->messages.size() == 1 && logger->messages[0].find("missing attribute") != std::string::npos);
     CHECK(gDecoyRegistryCalls == 1 && gDecoyLoggerCalls == 1);

@@ -9,7 +9,7 @@
  * tests/trt_engines and tests/gpu.
  *
  * Usage: dettool_plugin_api_test explicit|loadlibrary
- *   Loading registers nothing. explicit: dettoolRegisterPlugins() registers the three creators,
+ *   Loading registers nothing. explicit: dettoolRegisterPlugins() registers the four creators,
  *   then getCreators() offers none and a second call registers none; loadlibrary: the registry
  *   registers what getCreators() returns, as IPluginRegistry::loadLibrary does, then
  *   dettoolRegisterPlugins() registers none (no duplicate is even attempted).
@@ -600,6 +600,112 @@ void testModulatedDeformConv()
     CHECK(creator->createPlugin("dcn", oneStride.collection(), TensorRTPhase::kBUILD) == nullptr);
 }
 
+void testPsRoiAlign()
+{
+    IPluginCreatorV3One* creator = creatorNamed("DettoolPSRoIAlign");
+    CHECK(creator != nullptr);
+    if (!creator)
+    {
+        return;
+    }
+    PluginFieldCollection const* names = creator->getFieldNames();
+    CHECK(names->nbFields == 3 && std::strcmp(names->fields[1].name, "spatial_scale") == 0
+        && names->fields[1].type == PluginFieldType::kFLOAT32);
+    Fields f;
+    f.ints("output_size", {7}).real("spatial_scale", 0.0625F).ints("sampling_ratio", {2});
+    f.text("plugin_namespace", "dettool").text("plugin_version", "1");
+    PluginParts p = partsOf(creator->createPlugin("psroi", f.collection(), TensorRTPhase::kBUILD));
+    CHECK(p.plugin != nullptr);
+    if (!p.plugin)
+    {
+        return;
+    }
+    checkCommon(creator, p, "DettoolPSRoIAlign");
+    CHECK(serializedFloat(p, "spatial_scale") == 0.0625F);
+    CHECK(p.build->getNbOutputs() == 1);
+    DataType in[2] = {DataType::kHALF, DataType::kFLOAT};
+    DataType out[1];
+    CHECK(p.build->getOutputDataTypes(out, 1, in, 2) == 0 && out[0] == DataType::kHALF);
+    CHECK(p.build->getOutputDataTypes(out, 1, in, 1) != 0); // no rois
+
+    // features [B, 10 * 49, H, W] -> [R, 10, 7, 7]
+    ExprBuilder b;
+    DimsExprs inputs[2];
+    inputs[0].nbDims = 4;
+    inputs[0].d[0] = b.unknown();
+    inputs[0].d[1] = b.known(490);
+    inputs[0].d[2] = b.unknown();
+    inputs[0].d[3] = b.unknown();
+    inputs[1].nbDims = 2;
+    inputs[1].d[0] = b.unknown();
+    inputs[1].d[1] = b.known(5);
+    DimsExprs outputs[1];
+    CHECK(p.build->getOutputShapes(inputs, 2, nullptr, 0, outputs, 1, b) == 0);
+    CHECK(outputs[0].nbDims == 4 && outputs[0].d[0] == inputs[1].d[0] && outputs[0].d[1]->getConstantValue() == 10
+        && outputs[0].d[2]->getConstantValue() == 7 && outputs[0].d[3]->getConstantValue() == 7);
+    inputs[0].d[1] = b.unknown(); // dynamic channels: an expression TensorRT evaluates later
+    CHECK(p.build->getOutputShapes(inputs, 2, nullptr, 0, outputs, 1, b) == 0 && !outputs[0].d[1]->isConstant());
+    std::swap(inputs[0], inputs[1]); // rois first: the wrong order
+    CHECK(p.build->getOutputShapes(inputs, 2, nullptr, 0, outputs, 1, b) != 0);
+
+    for (DataType feature : {DataType::kFLOAT, DataType::kHALF})
+    {
+        DynamicPluginTensorDesc io[3] = {desc(feature, {-1, 490, 38, 50}), desc(DataType::kFLOAT, {-1, 5}),
+            desc(feature, {-1, 10, 7, 7})};
+        for (int32_t pos = 0; pos < 3; ++pos)
+        {
+            CHECK(p.build->supportsFormatCombination(pos, io, 2, 1));
+        }
+        CHECK(p.build->configurePlugin(io, 2, io + 2, 1) == 0);
+        CHECK(p.build->getWorkspaceSize(io, 2, io + 2, 1) == 0);
+        io[2].desc.type = feature == DataType::kFLOAT ? DataType::kHALF : DataType::kFLOAT;
+        CHECK(!p.build->supportsFormatCombination(2, io, 2, 1)); // output must follow the features
+        io[1].desc.type = DataType::kHALF;
+        CHECK(!p.build->supportsFormatCombination(1, io, 2, 1)); // rois are float32
+        io[0].desc.format = TensorFormat::kCHW32;
+        CHECK(!p.build->supportsFormatCombination(0, io, 2, 1));
+    }
+    DynamicPluginTensorDesc notDivisible[3] = {desc(DataType::kFLOAT, {-1, 491, 38, 50}),
+        desc(DataType::kFLOAT, {-1, 5}), desc(DataType::kFLOAT, {-1, 10, 7, 7})};
+    size_t logged = testLogger().messages.size();
+    CHECK(p.build->configurePlugin(notDivisible, 2, notDivisible + 2, 1) != 0);
+    CHECK(testLogger().messages.size() == logged + 1
+        && testLogger().messages.back().find("C * k * k") != std::string::npos);
+
+    PluginTensorDesc ok[2] = {runtimeDesc(DataType::kHALF, {2, 490, 38, 50}), runtimeDesc(DataType::kFLOAT, {300, 5})};
+    PluginTensorDesc outs[1] = {runtimeDesc(DataType::kHALF, {300, 10, 7, 7})};
+    CHECK(p.runtime->onShapeChange(ok, 2, outs, 1) == 0);
+    ok[1] = runtimeDesc(DataType::kFLOAT, {0, 5});
+    CHECK(p.runtime->onShapeChange(ok, 2, outs, 1) == 0); // no RoIs
+    ok[0].dims.d[1] = 480;
+    CHECK(p.runtime->onShapeChange(ok, 2, outs, 1) != 0); // 480 channels are not 49 per output channel
+    ok[0].dims.d[1] = 490;
+    ok[1] = runtimeDesc(DataType::kFLOAT, {300, 4});
+    CHECK(p.runtime->onShapeChange(ok, 2, outs, 1) != 0);
+    delete p.plugin;
+
+    struct Bad
+    {
+        int32_t outputSize;
+        float spatialScale;
+        int32_t samplingRatio;
+    };
+    for (Bad const& bad : {Bad{0, 0.0625F, 0}, Bad{7, 0.0F, 0}, Bad{7, -1.0F, 0}, Bad{7, NAN, 0}, Bad{7, INFINITY, 0},
+             Bad{7, 0.0625F, -1}})
+    {
+        Fields badFields;
+        badFields.ints("output_size", {bad.outputSize}).real("spatial_scale", bad.spatialScale);
+        badFields.ints("sampling_ratio", {bad.samplingRatio});
+        CHECK(creator->createPlugin("psroi", badFields.collection(), TensorRTPhase::kBUILD) == nullptr);
+    }
+    Fields missing;
+    missing.ints("output_size", {7}).ints("sampling_ratio", {0});
+    logged = testLogger().messages.size();
+    CHECK(creator->createPlugin("psroi", missing.collection(), TensorRTPhase::kBUILD) == nullptr);
+    CHECK(testLogger().messages.size() == logged + 1
+        && testLogger().messages.back().find("missing attribute spatial_scale") != std::string::npos);
+}
+
 } // namespace
 
 //! The registry and logger the library looks up in the process (exported: ENABLE_EXPORTS).
@@ -625,10 +731,10 @@ int main(int argc, char** argv)
     int32_t nb = -1;
     IPluginCreatorInterface* const* offered = getCreators(nb);
     CHECK(registry.creators.empty()); // loading registered nothing
-    CHECK(nb == 3);
+    CHECK(nb == 4);
     if (mode == "explicit")
     {
-        CHECK(dettoolRegisterPlugins() == 3);
+        CHECK(dettoolRegisterPlugins() == 4);
         getCreators(nb);
         CHECK(nb == 0); // nothing left for a later loadLibrary to register twice
     }
@@ -640,7 +746,7 @@ int main(int argc, char** argv)
         }
     }
     CHECK(dettoolRegisterPlugins() == 0);
-    CHECK(registry.creators.size() == 3 && registry.refused == 0);
+    CHECK(registry.creators.size() == 4 && registry.refused == 0);
     for (std::string const& ns : registry.namespaces)
     {
         CHECK(ns == "dettool");
@@ -655,6 +761,7 @@ int main(int argc, char** argv)
     testBatchedNms();
     testMultiLevelRoiAlign();
     testModulatedDeformConv();
+    testPsRoiAlign();
     if (gFailures == 0)
     {
         std::printf("plugin_api (%s): all checks passed; build info: %s\n", mode.c_str(), info.c_str());
