@@ -25,7 +25,6 @@ from dettool.runtime.metadata import METADATA_KEY, DeployMetadata, Postprocess, 
 
 OPSET = 19
 IR_VERSION = 10  # onnx 1.23 writes IR 14 by default, which ONNX Runtime rejects
-DETTOOL_OPS = ("DettoolBatchedNMS", "DettoolMultiLevelRoIAlign", "DettoolModulatedDeformConv", "DettoolPSRoIAlign")
 
 
 def example_inputs(cfg: Config, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
