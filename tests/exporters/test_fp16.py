@@ -73,12 +73,12 @@ def test_integer_division_written_in_float_stays_exact() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["mask_rcnn", "cascade_rcnn"])
+@pytest.mark.parametrize("name", ["mask_rcnn_r18_fpn_synth", "cascade_rcnn_r18_fpn_synth", "rfcn_r18_synth"])
 def test_only_the_image_is_rounded_to_fp16_in_a_two_stage_graph(name, tiny_synth):
     """In a converted deploy graph every float32 value that reaches an FP16 node is the input image
     (the converter's one cast to float16): no RoI coordinate, score, decoded box or image shape is
     rounded on its way back into the network (what the FP16 study of issue 13 checked on trained models)."""
-    cfg = load_config(CONFIGS / f"{name}_r18_fpn_synth.yaml", tiny_sets(tiny_synth))
+    cfg = load_config(CONFIGS / f"{name}.yaml", tiny_sets(tiny_synth))
     deploy = build_deploy_model(random_detector(cfg))
     model = convert_to_fp16(trace_to_onnx(deploy, example_inputs(cfg, 1), False, False, cfg.data.size_divisor))
     to_fp16 = [n.input[0] for n in model.graph.node

@@ -27,7 +27,8 @@ def _resnet(cfg: S.ResNetConfig) -> ResNet:
     plugins = [PLUGINS.build(p, key=f"model.backbone.plugins[{i}]") for i, p in enumerate(cfg.plugins)]
     return ResNet(depth=cfg.depth, groups=cfg.groups, width_per_group=cfg.width_per_group, style=cfg.style,
                   norm=cfg.norm, gn_groups=cfg.gn_groups, norm_eval=cfg.norm_eval, frozen_stages=cfg.frozen_stages,
-                  out_indices=cfg.out_indices, plugins=plugins, weights=cfg.weights)
+                  out_indices=cfg.out_indices, strides=cfg.strides, dilations=cfg.dilations, plugins=plugins,
+                  weights=cfg.weights)
 
 
 def _ssd_vgg(cfg: S.SSDVGGConfig) -> SSDVGG:

@@ -62,7 +62,7 @@ def ensure_synthetic(cfg: S.DataConfig) -> None:
 
 def has_masks(cfg: S.Config) -> bool:
     """Whether the model predicts instance masks."""
-    return isinstance(cfg.model, S.TwoStageConfig) and cfg.model.roi_head.mask_head is not None
+    return isinstance(cfg.model, S.TwoStageConfig) and getattr(cfg.model.roi_head, "mask_head", None) is not None
 
 
 def _resize(cfg: D.ResizeConfig, d: D.DataConfig, scale: ScaleSpec) -> Resize:

@@ -42,10 +42,30 @@ def _rpn(m: S.RPNConfig, test: S.TestConfig) -> SingleStageDetector:
     return SingleStageDetector(backbone, neck, build_rpn_head(m.rpn_head, channels, levels))
 
 
+def _picked(neck: nn.Module, levels: tuple[int, ...] | None, key: str) -> tuple[int, int]:
+    """The one channel count and the number of the neck levels ``levels`` picks (all when None)."""
+    all_channels = tuple(neck.out_channels)
+    if levels is None:
+        levels = tuple(range(len(all_channels)))
+    if levels[-1] >= len(all_channels):
+        raise ConfigError(f"model.{key}: level {levels[-1]} is not one of the {len(all_channels)} levels the "
+                          f"neck gives (the backbone's with neck: null)")
+    channels = {all_channels[i] for i in levels}
+    if len(channels) != 1:
+        raise ConfigError(f"model.{key}: heads need one channel count on every level they read, levels "
+                          f"{list(levels)} have {[all_channels[i] for i in levels]}")
+    return channels.pop(), len(levels)
+
+
 def _two_stage(m: S.TwoStageConfig, test: S.TestConfig) -> TwoStageDetector:
-    backbone, neck, channels, levels = _features(m)
-    rpn = build_rpn_head(m.rpn_head, channels, levels) if m.rpn_head is not None else None
-    return TwoStageDetector(backbone, neck, rpn, build_roi_head(m.roi_head, m.num_classes, channels, test))
+    backbone = build_backbone(m.backbone)
+    neck = build_neck(m.neck, backbone.out_channels)
+    rpn = None
+    if m.rpn_head is not None:
+        rpn = build_rpn_head(m.rpn_head, *_picked(neck, m.rpn_levels, "rpn_levels"))
+    roi_channels, _ = _picked(neck, m.roi_levels, "roi_levels")
+    return TwoStageDetector(backbone, neck, rpn, build_roi_head(m.roi_head, m.num_classes, roi_channels, test),
+                            rpn_levels=m.rpn_levels, roi_levels=m.roi_levels)
 
 
 DETECTORS = Table("detector", {S.SingleStageConfig: _single_stage, S.RPNConfig: _rpn,

@@ -49,11 +49,13 @@ NECKS = Table("neck", {S.FPNConfig: _fpn, S.SSDNeckConfig: _ssd_neck, S.BFPConfi
 
 def build_neck(cfg, in_channels: tuple[int, ...]) -> nn.Module:
     """The neck of ``model.neck`` on inputs of ``in_channels``; it exposes ``out_channels`` (one
-    int per output level)."""
+    int per output level). None: no neck, the inputs pass unchanged."""
+    if cfg is None:
+        return NeckSequence([], tuple(in_channels))
     if not isinstance(cfg, tuple):
         return NECKS.build(cfg, tuple(in_channels), key="model.neck")
-    necks = []
+    necks, first = [], tuple(in_channels)
     for i, c in enumerate(cfg):
         necks.append(NECKS.build(c, tuple(in_channels), key=f"model.neck[{i}]"))
         in_channels = necks[-1].out_channels
-    return NeckSequence(necks)
+    return NeckSequence(necks, first)

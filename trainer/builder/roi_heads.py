@@ -1,4 +1,4 @@
-"""RoI-head configs -> standard, Double-Head and cascade RoI heads, their box and mask heads."""
+"""RoI-head configs -> standard, Double-Head, cascade and R-FCN RoI heads, their box and mask heads."""
 from __future__ import annotations
 
 from torch import nn
@@ -14,6 +14,7 @@ from dettool.trainer.models.roi_heads.cascade_roi_head import CascadeRoIHead
 from dettool.trainer.models.roi_heads.double_bbox_head import DoubleConvFCBBoxHead
 from dettool.trainer.models.roi_heads.double_roi_head import DoubleHeadRoIHead
 from dettool.trainer.models.roi_heads.mask_head import FCNMaskHead
+from dettool.trainer.models.roi_heads.rfcn_head import PSRoIBBoxHead, RFCNRoIHead
 from dettool.trainer.models.roi_heads.standard_roi_head import MaskBranch, StandardRoIHead
 from dettool.trainer.models.task_modules.delta_xywh_coder import DeltaXYWHCoder
 
@@ -100,8 +101,18 @@ def _cascade(cfg: S.CascadeRoIHeadConfig, num_classes: int, in_channels: int, te
         stage_loss_weights=[st.loss_weight for st in cfg.stages], mask_branches=masks, test_cfg=nms_settings(test))
 
 
+def _rfcn(cfg: S.RFCNRoIHeadConfig, num_classes: int, in_channels: int, test: S.TestConfig,
+          key: str) -> RFCNRoIHead:
+    head = PSRoIBBoxHead(in_channels=in_channels, feat_channels=cfg.feat_channels, output_size=cfg.output_size,
+                         stride=cfg.stride, sampling_ratio=cfg.sampling_ratio,
+                         **_bbox_head_args(cfg, num_classes, key))
+    return RFCNRoIHead(bbox_head=head, assigner=ASSIGNERS.build(cfg.assigner, key=f"{key}.assigner"),
+                       sampler=SAMPLERS.build(cfg.sampler, key=f"{key}.sampler"),
+                       add_gt_as_proposals=cfg.sampler.add_gt_as_proposals, test_cfg=nms_settings(test))
+
+
 ROI_HEADS = Table("RoI head", {S.StandardRoIHeadConfig: _standard, S.DoubleHeadRoIHeadConfig: _double_head,
-                               S.CascadeRoIHeadConfig: _cascade})
+                               S.CascadeRoIHeadConfig: _cascade, S.RFCNRoIHeadConfig: _rfcn})
 
 
 def build_roi_head(cfg, num_classes: int, in_channels: int, test: S.TestConfig) -> nn.Module:

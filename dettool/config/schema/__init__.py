@@ -71,6 +71,7 @@ from dettool.config.schema.roi_heads import (
     DoubleConvFCBBoxHeadConfig,
     DoubleHeadRoIHeadConfig,
     MaskHeadConfig,
+    RFCNRoIHeadConfig,
     RoIExtractorConfig,
     RoIHeadConfig,
     StandardRoIHeadConfig,
@@ -126,5 +127,5 @@ __all__ = [
     "TwoStageConfig", "AnchorGeneratorConfig", "SSDAnchorConfig", "SSDHeadConfig",
     "CenterRegionAssignerConfig", "FSAFHeadConfig", "TBLRCoderConfig",
     "ApproxMaxIoUAssignerConfig", "BoundedIoULossConfig", "GARetinaHeadConfig",
-    "RootResNetConfig", "MLFPNConfig",
+    "RootResNetConfig", "MLFPNConfig", "RFCNRoIHeadConfig",
 ]

@@ -35,7 +35,9 @@ class ResNetConfig(Section):
     ``style``: where a bottleneck strides, ``pytorch`` (3x3 conv, torchvision) or ``caffe`` (1x1
     conv; MMDetection's caffe-style models, which also take BGR input: ``data.channel_order``);
     ``plugins``: blocks inserted into (or replacing convs of) the blocks of given stages, as
-    MMDetection's ``plugins`` / ``dcn`` settings; ``weights``: a local torchvision-format state dict.
+    MMDetection's ``plugins`` / ``dcn`` settings; ``strides`` / ``dilations``: each stage's first
+    stride and its 3x3 convs' dilation, as MMDetection's (R-FCN's dilated res5 at stride 16:
+    ``(1, 2, 2, 1)`` and ``(1, 1, 1, 2)``); ``weights``: a local torchvision-format state dict.
     """
 
     type: Literal["resnet"] = "resnet"
@@ -48,6 +50,8 @@ class ResNetConfig(Section):
     norm_eval: bool = True
     frozen_stages: Annotated[int, Range(-1, 4)] = 1
     out_indices: tuple[Annotated[int, Range(0, 3)], ...] = (1, 2, 3)
+    strides: tuple[PosInt, PosInt, PosInt, PosInt] = (1, 2, 2, 2)
+    dilations: tuple[PosInt, PosInt, PosInt, PosInt] = (1, 1, 1, 1)
     plugins: tuple[PluginConfig, ...] = ()
     weights: Optional[str] = None
 

@@ -1,4 +1,4 @@
-"""Config of RoI heads (Fast / Faster / Mask R-CNN, Double-Head, Cascade) and their parts."""
+"""Config of RoI heads (Fast / Faster / Mask R-CNN, Double-Head, Cascade, R-FCN) and their parts."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -9,6 +9,7 @@ from dettool.config.schema.losses import BoxLossConfig, CrossEntropyLossConfig, 
 from dettool.config.schema.task_modules import (
     AssignerConfig,
     MaxIoUAssignerConfig,
+    OHEMSamplerConfig,
     RandomSamplerConfig,
     RoISamplerConfig,
 )
@@ -150,4 +151,32 @@ class CascadeRoIHeadConfig(Section):
         require(len(self.stages) > 0, "stages", "a cascade needs at least one stage")
 
 
-RoIHeadConfig = Union[StandardRoIHeadConfig, DoubleHeadRoIHeadConfig, CascadeRoIHeadConfig]
+def _rfcn_sampler() -> OHEMSamplerConfig:
+    return OHEMSamplerConfig(num=128, pos_fraction=0.25, add_gt_as_proposals=True)
+
+
+@dataclass(frozen=True)
+class RFCNRoIHeadConfig(Section):
+    """R-FCN's RoI head (Dai et al. 2016; no MMDetection config exists, defaults the paper's): on
+    the last level the RoI head reads (res5, dilated to stride ``stride``), a 1x1 conv to
+    ``feat_channels`` (0: none) with ReLU, then ``output_size`` x ``output_size`` (k) position-sensitive
+    score maps per class and per box delta; each RoI averages its bins' position-sensitive RoIAlign
+    (``DettoolPSRoIAlign``). Trained with online hard example mining of 128 RoIs per image, as the
+    paper (which ranks positives and negatives together; dettool's OHEM keeps up to
+    ``pos_fraction`` positives, as MMDetection's), class-agnostic regression."""
+
+    type: Literal["rfcn"] = "rfcn"
+    feat_channels: NonNegInt = 1024
+    output_size: PosInt = 7
+    stride: PosInt = 16
+    sampling_ratio: NonNegInt = 0
+    reg_class_agnostic: bool = True
+    target_stds: Stds = (0.1, 0.1, 0.2, 0.2)
+    loss_cls: CrossEntropyLossConfig = field(default_factory=CrossEntropyLossConfig)
+    loss_bbox: BoxLossConfig = field(default_factory=lambda: SmoothL1LossConfig(beta=1.0))
+    assigner: AssignerConfig = field(default_factory=lambda: MaxIoUAssignerConfig(
+        pos_iou_thr=0.5, neg_iou_thr=0.5, min_pos_iou=0.5))
+    sampler: RoISamplerConfig = field(default_factory=_rfcn_sampler)
+
+
+RoIHeadConfig = Union[StandardRoIHeadConfig, DoubleHeadRoIHeadConfig, CascadeRoIHeadConfig, RFCNRoIHeadConfig]

@@ -328,3 +328,51 @@ def test_fpn_without_extra_levels_and_num_outs_check():
         assert len(fpn(_pyramid())) == 3
     with pytest.raises(ValueError, match="num_outs"):
         FPN(IN_CHANNELS, out_channels=8, num_outs=2, add_extra_convs="none", relu_before_extra_convs=False)
+
+
+# ----------------------------------------------------------------------------------- strides and dilations
+
+
+@pytest.mark.parametrize("depth", [18, 50])
+def test_dilated_res5_keeps_stride_16_and_equals_mmdetection(depth):
+    """R-FCN's backbone (``strides (1, 2, 2, 1)``, ``dilations (1, 1, 1, 2)``) is MMDetection's
+    ``ResNet`` with the same settings on the same weights: res4 and res5 both at stride 16."""
+    from mmdet_reference import import_mmdet
+
+    import_mmdet()
+    from mmdet.models.backbones import ResNet as MMResNet
+
+    torch.manual_seed(0)
+    ours = resnet(depth=depth, norm="bn", frozen_stages=-1, out_indices=(2, 3), strides=(1, 2, 2, 1),
+                  dilations=(1, 1, 1, 2)).eval()
+    theirs = MMResNet(depth=depth, strides=(1, 2, 2, 1), dilations=(1, 1, 1, 2), out_indices=(2, 3),
+                      frozen_stages=-1, norm_cfg=dict(type="BN", requires_grad=True), norm_eval=False,
+                      style="pytorch")
+    theirs.load_state_dict(ours.state_dict(), strict=True)
+    theirs.eval()  # MMDetection's ResNet.train returns None
+    image = _image(size=96)
+    with torch.no_grad():
+        got, want = ours(image), theirs(image)
+    assert [tuple(o.shape[-2:]) for o in got] == [(6, 6), (6, 6)]
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
+
+
+def test_dilation_goes_to_every_block_and_keeps_under_dcn():
+    """Each block of a dilated stage dilates its 3x3 conv (a basic block its first); a DCN plugin
+    takes the dilation of the conv it replaces."""
+    r18 = resnet(depth=18, strides=(1, 2, 2, 1), dilations=(1, 1, 1, 2))
+    assert [(b.conv1.dilation, b.conv1.padding, b.conv2.dilation) for b in r18.layer4] == [((2, 2), (2, 2), (1, 1))] * 2
+    assert r18.layer4[0].conv1.stride == (1, 1) and r18.layer4[0].downsample[0].stride == (1, 1)
+    dcn = C.DCNPluginConfig(stages=(False, False, False, True))
+    r50 = resnet(depth=50, strides=(1, 2, 2, 1), dilations=(1, 1, 1, 2), plugins=(dcn,))
+    assert all(isinstance(b.conv2, DeformConv2dPack) and b.conv2.dilation == 2 for b in r50.layer4)
+    with torch.no_grad():
+        assert r50.eval()(_image(size=64))[-1].shape[-2:] == (4, 4)
+
+
+def test_strides_and_dilations_need_four_positive_values():
+    from dettool.config.schema.common import Invalid
+
+    with pytest.raises(Invalid, match="dilations"):
+        C.ResNetConfig(dilations=(1, 1, 0, 2))

@@ -34,15 +34,22 @@ class ResNet(nn.Module):
         norm_eval: keep BN layers in eval mode (frozen statistics) while training.
         frozen_stages: -1 trains everything; 0 freezes the stem; k also freezes stages 1..k.
         out_indices: stages returned, 0-based (res2 = 0 ... res5 = 3).
+        strides: stride of each stage's first block (``(1, 2, 2, 2)``; R-FCN / DeepLab keep res5 at
+            stride 16 with ``(1, 2, 2, 1)``).
+        dilations: dilation of each stage's 3x3 convs, in every block of the stage (``(1, 1, 1, 1)``;
+            R-FCN: ``(1, 1, 1, 2)``); as MMDetection, a basic block dilates its first conv, a
+            bottleneck its 3x3 conv.
         plugins: blocks put into the residual blocks of chosen stages (DCN, ...; see
             ``stage_plugins``).
         weights: optional local file with a torchvision-format state dict.
 
-    Shapes: ``[B, 3, H, W]`` -> list of ``[B, C_i, H / 2**(i+2), W / 2**(i+2)]`` for i in out_indices.
+    Shapes: ``[B, 3, H, W]`` -> list of ``[B, C_i, H / s_i, W / s_i]`` for i in out_indices, ``s_i``
+    4 times the product of ``strides[:i + 1]`` (``2**(i + 2)`` by default).
     """
 
     def __init__(self, *, depth: int, groups: int, width_per_group: int, style: str, norm: str, gn_groups: int,
                  norm_eval: bool, frozen_stages: int, out_indices: tuple[int, ...],
+                 strides: tuple[int, ...] = (1, 2, 2, 2), dilations: tuple[int, ...] = (1, 1, 1, 1),
                  plugins: list[StagePlugin] = (), weights: str | None = None) -> None:
         super().__init__()
         if depth not in ARCH:
@@ -66,10 +73,26 @@ class ResNet(nn.Module):
             for stage in self.stages:  # the first block of a stage strides: move it to its 1x1 conv
                 first = stage[0]
                 first.conv1.stride, first.conv2.stride = first.conv2.stride, (1, 1)
+        self._set_geometry(tuple(strides), tuple(dilations), style)
         apply_plugins(self.stages, list(plugins))
         if weights:
             self.load_weights(weights)
         self._freeze()
+
+    def _set_geometry(self, strides: tuple[int, ...], dilations: tuple[int, ...], style: str) -> None:
+        """Give each stage its first block's stride and its 3x3 convs' dilation (padding = dilation)."""
+        if len(strides) != 4 or len(dilations) != 4 or min(strides + dilations) < 1:
+            raise ValueError(f"ResNet strides and dilations need 4 positive values each, got {list(strides)} "
+                             f"and {list(dilations)}")
+        for stage, stride, dilation in zip(self.stages, strides, dilations):
+            for i, block in enumerate(stage):
+                three = block.conv1 if isinstance(block, PluginBasicBlock) else block.conv2
+                three.dilation, three.padding = (dilation, dilation), (dilation, dilation)
+                if i == 0:
+                    strided = three if isinstance(block, PluginBasicBlock) or style == "pytorch" else block.conv1
+                    strided.stride = (stride, stride)
+                    if block.downsample is not None:
+                        block.downsample[0].stride = (stride, stride)
 
     @property
     def stages(self) -> list[nn.Sequential]:

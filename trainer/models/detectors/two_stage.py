@@ -18,23 +18,33 @@ class TwoStageDetector(nn.Module):
         backbone, neck: feature extractor.
         rpn_head: ``RPNHead`` (with its training and test proposal settings) or None.
         roi_head: a RoI head (``loss`` on per-image proposals, ``decode`` on padded ones).
+        rpn_levels, roi_levels: the neck levels the RPN and the RoI head read (all when None;
+            R-FCN: C4 for the RPN, C5 for the RoI head).
     """
 
-    def __init__(self, backbone: nn.Module, neck: nn.Module, rpn_head: nn.Module | None, roi_head: nn.Module) -> None:
+    def __init__(self, backbone: nn.Module, neck: nn.Module, rpn_head: nn.Module | None, roi_head: nn.Module,
+                 rpn_levels: tuple[int, ...] | None = None, roi_levels: tuple[int, ...] | None = None) -> None:
         super().__init__()
         self.backbone = backbone
         self.neck = neck
         self.rpn_head = rpn_head
         self.roi_head = roi_head
+        self.rpn_levels = None if rpn_levels is None else tuple(rpn_levels)
+        self.roi_levels = None if roi_levels is None else tuple(roi_levels)
 
     def extract_feats(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """FPN levels ``[B, C, H / s, W / s]``."""
+        """Neck levels ``[B, C, H / s, W / s]`` (FPN's)."""
         return self.neck(self.backbone(images))
 
+    @staticmethod
+    def _pick(feats: list[torch.Tensor], levels: tuple[int, ...] | None) -> list[torch.Tensor]:
+        return feats if levels is None else [feats[i] for i in levels]
+
     def forward(self, images: torch.Tensor) -> tuple:
-        """Raw outputs: (FPN features, RPN (cls_scores, bbox_preds) or None)."""
+        """Raw outputs: (the RoI head's levels, RPN (cls_scores, bbox_preds) or None)."""
         feats = self.extract_feats(images)
-        return feats, (self.rpn_head(feats) if self.rpn_head is not None else None)
+        rpn_raw = self.rpn_head(self._pick(feats, self.rpn_levels)) if self.rpn_head is not None else None
+        return self._pick(feats, self.roi_levels), rpn_raw
 
     def _given_proposals(self, metas: list[dict], device: torch.device) -> list[torch.Tensor]:
         if any("proposals" not in m for m in metas):

@@ -43,8 +43,9 @@ class BBoxHead(nn.Module):
         return 4 if self.reg_class_agnostic else 4 * self.num_classes
 
     @staticmethod
-    def init_predictors(fc_cls: nn.Linear, fc_reg: nn.Linear) -> None:
-        """MMDetection's initialisation of the classifier (std 0.01) and the regressor (std 0.001)."""
+    def init_predictors(fc_cls: nn.Module, fc_reg: nn.Module) -> None:
+        """MMDetection's initialisation of the classifier (std 0.01) and the regressor (std 0.001),
+        linear layers or 1x1 convs (R-FCN's score maps)."""
         nn.init.normal_(fc_cls.weight, std=0.01)
         nn.init.normal_(fc_reg.weight, std=0.001)
         nn.init.zeros_(fc_cls.bias)
