@@ -117,12 +117,30 @@ def assigner(t: Translation, s: Section) -> dict:
     return out
 
 
+def _combined_sampler(s: Section) -> dict:
+    """Libra R-CNN's ``CombinedSampler`` (``InstanceBalancedPosSampler`` or ``RandomSampler``
+    positives, ``IoUBalancedNegSampler`` negatives) as dettool's ``iou_balanced`` sampler."""
+    pos, neg = s.sub("pos_sampler"), s.sub("neg_sampler")
+    pos_kind = pos.expect("type", ("InstanceBalancedPosSampler", "RandomSampler"))
+    neg.expect("type", ("IoUBalancedNegSampler",))
+    out = {"type": "iou_balanced", "num": s.get("num"), "pos_fraction": s.get("pos_fraction"),
+           "neg_pos_ub": s.get("neg_pos_ub", -1), "add_gt_as_proposals": s.get("add_gt_as_proposals", True),
+           "floor_thr": neg.get("floor_thr", -1), "floor_fraction": neg.get("floor_fraction", 0),
+           "num_bins": neg.get("num_bins", 3), "instance_balanced_pos": pos_kind == "InstanceBalancedPosSampler"}
+    pos.done()
+    neg.done()
+    s.done(ignore=("context",))
+    return out
+
+
 def sampler(t: Translation, s: Section) -> dict:
-    """A train_cfg ``sampler`` (pseudo, random or OHEM) as dettool's settings."""
-    kind = s.expect("type", ("PseudoSampler", "RandomSampler", "OHEMSampler"))
+    """A train_cfg ``sampler`` (pseudo, random, OHEM, or Libra's combined IoU-balanced) as dettool's settings."""
+    kind = s.expect("type", ("PseudoSampler", "RandomSampler", "OHEMSampler", "CombinedSampler"))
     if kind == "PseudoSampler":
         s.done()
         return {"type": "pseudo"}
+    if kind == "CombinedSampler":
+        return _combined_sampler(s)
     out = {"type": "random" if kind == "RandomSampler" else "ohem", "num": s.get("num"),
            "pos_fraction": s.get("pos_fraction"), "neg_pos_ub": s.get("neg_pos_ub", -1),
            "add_gt_as_proposals": s.get("add_gt_as_proposals", True)}

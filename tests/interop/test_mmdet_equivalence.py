@@ -50,6 +50,7 @@ FAMILIES = {
                      {"bbox_head.conv_loc": (2.0, -3.0), "bbox_head.conv_shape": 0.3, "bbox_head.retina_cls": 2.0,
                       "bbox_head.retina_reg": 0.3}),
     "double_heads": ("double_heads/dh-faster-rcnn_r50_fpn_1x_coco.py", RCNN_LAYERS),
+    "libra_faster_rcnn": ("libra_rcnn/libra-faster-rcnn_r50_fpn_1x_coco.py", RCNN_LAYERS),
     "dcn": ("dcn/faster-rcnn_r50-dconv-c3-c5_fpn_1x_coco.py", RCNN_LAYERS),
     "dcnv2": ("dcnv2/faster-rcnn_r50-mdconv-group4-c3-c5_fpn_1x_coco.py", RCNN_LAYERS),
     # FCOS regresses exp(x) pixels, or relu(x) strides with norm_on_bbox: biases give boxes of 20 px / 2 strides;

@@ -10,7 +10,7 @@ from dettool.trainer.models.task_modules.center_region_assigner import CenterReg
 from dettool.trainer.models.task_modules.delta_xywh_coder import DeltaXYWHCoder
 from dettool.trainer.models.task_modules.max_iou_assigner import MaxIoUAssigner
 from dettool.trainer.models.task_modules.ohem_sampler import OHEMSampler
-from dettool.trainer.models.task_modules.samplers import PseudoSampler, RandomSampler
+from dettool.trainer.models.task_modules.samplers import IoUBalancedNegSampler, PseudoSampler, RandomSampler
 from dettool.trainer.models.task_modules.ssd_anchor_generator import SSDAnchorGenerator, ssd_anchor_sizes
 from dettool.trainer.models.task_modules.tblr_coder import TBLRCoder
 
@@ -35,6 +35,9 @@ SAMPLERS = Table("sampler", {
     S.PseudoSamplerConfig: lambda c: PseudoSampler(),
     S.RandomSamplerConfig: lambda c: RandomSampler(num=c.num, pos_fraction=c.pos_fraction, neg_pos_ub=c.neg_pos_ub),
     S.OHEMSamplerConfig: lambda c: OHEMSampler(num=c.num, pos_fraction=c.pos_fraction, neg_pos_ub=c.neg_pos_ub),
+    S.IoUBalancedSamplerConfig: lambda c: IoUBalancedNegSampler(
+        num=c.num, pos_fraction=c.pos_fraction, neg_pos_ub=c.neg_pos_ub, floor_thr=c.floor_thr,
+        floor_fraction=c.floor_fraction, num_bins=c.num_bins, instance_balanced_pos=c.instance_balanced_pos),
 })
 
 

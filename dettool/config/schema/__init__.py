@@ -85,6 +85,7 @@ from dettool.config.schema.task_modules import (
     CoderConfig,
     DeltaCoderConfig,
     DenseSamplerConfig,
+    IoUBalancedSamplerConfig,
     MaxIoUAssignerConfig,
     OHEMSamplerConfig,
     PseudoSamplerConfig,
@@ -127,5 +128,5 @@ __all__ = [
     "TwoStageConfig", "AnchorGeneratorConfig", "SSDAnchorConfig", "SSDHeadConfig",
     "CenterRegionAssignerConfig", "FSAFHeadConfig", "TBLRCoderConfig",
     "ApproxMaxIoUAssignerConfig", "BoundedIoULossConfig", "GARetinaHeadConfig",
-    "RootResNetConfig", "MLFPNConfig", "RFCNRoIHeadConfig",
+    "RootResNetConfig", "MLFPNConfig", "RFCNRoIHeadConfig", "IoUBalancedSamplerConfig",
 ]

@@ -173,5 +173,28 @@ class OHEMSamplerConfig(Section):
     add_gt_as_proposals: bool = True
 
 
-RoISamplerConfig = Union[RandomSamplerConfig, OHEMSamplerConfig]
+@dataclass(frozen=True)
+class IoUBalancedSamplerConfig(Section):
+    """Libra R-CNN's RoI sampler (MMDetection's ``CombinedSampler`` with ``InstanceBalancedPosSampler``
+    and ``IoUBalancedNegSampler``): negatives drawn evenly from ``num_bins`` IoU bins above
+    ``floor_thr`` (-1: all of them; ``floor_fraction`` of them uniformly below it), positives evenly
+    over the gt boxes (``instance_balanced_pos``)."""
+
+    type: Literal["iou_balanced"] = "iou_balanced"
+    num: PosInt = 512
+    pos_fraction: Fraction = 0.25
+    neg_pos_ub: NegPosUpperBound = -1.0
+    add_gt_as_proposals: bool = True
+    floor_thr: float = -1.0
+    floor_fraction: Fraction = 0.0
+    num_bins: PosInt = 3
+    instance_balanced_pos: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.floor_thr >= 0 or self.floor_thr == -1, "floor_thr",
+                f"must be >= 0, or -1 for no floor, got {self.floor_thr}")
+
+
+RoISamplerConfig = Union[RandomSamplerConfig, OHEMSamplerConfig, IoUBalancedSamplerConfig]
 DenseSamplerConfig = Union[PseudoSamplerConfig, RandomSamplerConfig]

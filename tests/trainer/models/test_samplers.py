@@ -1,10 +1,10 @@
-"""RandomSampler (num, pos_fraction, neg_pos_ub) and PseudoSampler."""
+"""RandomSampler (num, pos_fraction, neg_pos_ub), PseudoSampler and Libra R-CNN's IoU-balanced sampler."""
 from __future__ import annotations
 
 import torch
 
 from dettool.trainer.models.task_modules.max_iou_assigner import AssignResult
-from dettool.trainer.models.task_modules.samplers import PseudoSampler, RandomSampler
+from dettool.trainer.models.task_modules.samplers import IoUBalancedNegSampler, PseudoSampler, RandomSampler
 
 
 def _assign(num_pos: int, num_neg: int, num_ignored: int = 5) -> AssignResult:
@@ -92,3 +92,63 @@ def test_pseudo_sampler_on_empty_assignment():
     empty = AssignResult(torch.zeros(0, dtype=torch.long), torch.zeros(0), torch.zeros(0, dtype=torch.long))
     res = PseudoSampler().sample(empty)
     assert res.pos_inds.numel() == 0 and res.neg_inds.numel() == 0
+
+
+def _libra(**kwargs) -> IoUBalancedNegSampler:
+    args = dict(num=40, pos_fraction=0.25, neg_pos_ub=-1.0, floor_thr=-1.0, floor_fraction=0.0, num_bins=3,
+                instance_balanced_pos=True, generator=torch.Generator().manual_seed(0))
+    return IoUBalancedNegSampler(**{**args, **kwargs})
+
+
+def _negatives_by_iou(ious: list[tuple[float, int]], max_iou: float = 0.9) -> AssignResult:
+    """Negatives of the given IoUs (value, count) and one positive of IoU ``max_iou`` (the image's highest)."""
+    iou = torch.tensor([max_iou] + [v for v, n in ious for _ in range(n)])
+    gt_inds = torch.zeros(iou.numel(), dtype=torch.long)
+    gt_inds[0] = 1
+    return AssignResult(gt_inds, iou, torch.where(gt_inds > 0, 0, -1))
+
+
+def test_iou_balanced_negatives_come_evenly_from_three_bins():
+    """Bins of width 0.3 over [0, 0.9] (0.9: the image's highest IoU, the positive's): 60 negatives
+    at IoU 0.05 and 60 at 0.45, 39 wanted (40 minus the one positive): int(39 / 3) = 13 from each of
+    bins [0, 0.3) and [0.3, 0.6); [0.6, 0.9) has none, so the 13 missing come uniformly from the rest."""
+    assign = _negatives_by_iou([(0.05, 60), (0.45, 60)])
+    res = _libra().sample(assign)
+    assert res.pos_inds.tolist() == [0] and res.neg_inds.numel() == 39
+    iou = assign.max_overlaps[res.neg_inds]
+    low, mid = int((iou < 0.3).sum()), int((iou >= 0.3).sum())
+    assert low >= 13 and mid >= 13 and low + mid == 39
+    _check_partition(assign, res)
+
+
+def test_iou_balanced_sampling_favours_the_rare_high_iou_negatives():
+    """200 negatives at IoU 0.02 and 10 at 0.5: a uniform draw of 39 would take about 2 of the 10;
+    the balanced one takes all 10 (its bin's share, 13, is more than there are)."""
+    assign = _negatives_by_iou([(0.02, 200), (0.5, 10)])
+    res = _libra().sample(assign)
+    assert int((assign.max_overlaps[res.neg_inds] == 0.5).sum()) == 10 and res.neg_inds.numel() == 39
+
+
+def test_iou_balanced_floor_draws_its_fraction_below_the_threshold():
+    """floor_thr 0.1 and floor_fraction 0.5: int(39 x 0.5) = 19 above the floor, from the bins over
+    [0.1, 0.9] (width 0.267: 0.2 in the first, 0.45 in the second; 6 from each, then filled), and the
+    other 20 below it."""
+    assign = _negatives_by_iou([(0.02, 100), (0.2, 100), (0.45, 100)])
+    res = _libra(floor_thr=0.1, floor_fraction=0.5).sample(assign)
+    iou = assign.max_overlaps[res.neg_inds]
+    assert int((iou < 0.1).sum()) == 20 and int((iou >= 0.1).sum()) == 19
+    assert int((iou == 0.2).sum()) >= 6 and int((iou == 0.45).sum()) >= 6
+
+
+def test_instance_balanced_positives_share_the_positive_budget_over_the_gt_boxes():
+    """10 positives wanted (40 x 0.25) among 30 of gt 1 and 3 of gt 2: int(round(10 / 2) + 1) = 6
+    per gt box at most (gt 2 gives its 3, gt 1 gives 6), then one more from gt 1's rest; a uniform
+    draw would take gt 2's boxes with a chance of 3 in 33 each."""
+    gt_inds = torch.tensor([1] * 30 + [2] * 3 + [0] * 50)
+    assign = AssignResult(gt_inds, torch.where(gt_inds > 0, 0.8, 0.1), torch.where(gt_inds > 0, 0, -1))
+    res = _libra().sample(assign)
+    owners = gt_inds[res.pos_inds]
+    assert res.pos_inds.numel() == 10 and int((owners == 2).sum()) == 3 and int((owners == 1).sum()) == 7
+    assert res.pos_inds.unique().numel() == 10
+    uniform = _libra(instance_balanced_pos=False, generator=torch.Generator().manual_seed(3)).sample(assign)
+    assert uniform.pos_inds.numel() == 10
