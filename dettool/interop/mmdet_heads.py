@@ -1,4 +1,4 @@
-"""MMDetection dense heads (RetinaNet, FCOS, FSAF, SSD, GA-RetinaNet, RPN) and RoI heads
+"""MMDetection dense heads (RetinaNet, FCOS, FSAF, SSD, GA-RetinaNet, RPN, GA-RPN) and RoI heads
 (standard, Double-Head, Cascade) -> dettool's, with their test settings."""
 from __future__ import annotations
 
@@ -164,15 +164,45 @@ DENSE_HEADS: dict[str, Callable[[Translation, Section, Section | None], None]] =
     "RetinaHead": _retina_head, "FCOSHead": _fcos_head, "FSAFHead": _fsaf_head}
 
 
+def _ga_rpn_head(t: Translation, s: Section, train: Section | None) -> dict:
+    """GARPNHead: ``rpn_conv``, location / shape branches, feature adaption (its deformable conv's
+    weight is dettool's ``feature_adaption.weight``), 1x1 objectness and box convs; the ga train settings."""
+    h = {"type": "ga_rpn"}
+    s.expect("num_classes", (1,), 1)
+    s.get("in_channels")
+    h["feat_channels"] = s.get("feat_channels", 256)
+    h["deform_groups"] = s.get("deform_groups", 4)
+    s.expect("reg_decoded_bbox", (False,), False)
+    h["approx_anchor"] = anchor_generator(t, s.sub("approx_anchor_generator"))
+    h["square_anchor"] = anchor_generator(t, s.sub("square_anchor_generator"))
+    for key in ("anchor_coder", "bbox_coder"):
+        h[key] = delta_coder(t, s.sub(key, {"type": "DeltaXYWHBBoxCoder"}))
+    h["loc_filter_thr"] = s.get("loc_filter_thr", 0.01)
+    head_losses(t, s, h, ("loss_loc", "loss_shape", "loss_cls", "loss_bbox"))
+    s.done()
+    # an RPN alone is MMDetection's (and dettool's) ``bbox_head``
+    t.rules += [(r"^(rpn_head|bbox_head)\.feature_adaption\.conv_adaption\.weight$", r"\1.feature_adaption.weight")]
+    if train is not None:
+        h["ga_assigner"] = assigner(t, train.sub("ga_assigner"))
+        h["ga_sampler"] = sampler(t, train.sub("ga_sampler", {"type": "PseudoSampler"}))
+        h["center_ratio"] = train.get("center_ratio", 0.2)
+        h["ignore_ratio"] = train.get("ignore_ratio", 0.5)
+    return h
+
+
 def rpn_head(t: Translation, s: Section, train: Section | None, train_proposals: Section | None,
              test_proposals: Section) -> None:
-    """``RPNHead`` with its train settings and train / test proposal settings into ``model.rpn_head``."""
-    h = t.config["model"]["rpn_head"] = {}
-    s.expect("type", ("RPNHead",))
-    s.expect("num_convs", (1,), 1)
-    s.expect("num_classes", (1,), 1)
-    anchor_head(t, s, h)
-    s.done()
+    """``RPNHead`` or ``GARPNHead`` with its train settings and train / test proposal settings
+    into ``model.rpn_head``."""
+    kind = s.expect("type", ("RPNHead", "GARPNHead"))
+    if kind == "GARPNHead":
+        h = t.config["model"]["rpn_head"] = _ga_rpn_head(t, s, train)
+    else:
+        h = t.config["model"]["rpn_head"] = {}
+        s.expect("num_convs", (1,), 1)
+        s.expect("num_classes", (1,), 1)
+        anchor_head(t, s, h)
+        s.done()
     train_settings(t, train, h, anchors=True)
     if train_proposals is not None:
         h["train_proposals"] = proposals(t, train_proposals)

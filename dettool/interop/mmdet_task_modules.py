@@ -179,11 +179,16 @@ def anchor_head(t: Translation, s: Section, h: dict) -> None:
 
 
 def proposals(t: Translation, s: Section) -> dict:
-    """An RPN's ``rpn`` / ``rpn_proposal`` settings (pre-NMS top-k, NMS, kept, min size)."""
+    """An RPN's ``rpn`` / ``rpn_proposal`` settings (pre-NMS top-k, NMS, kept, min size; GA-RPN's
+    ``nms_post``, proposals kept per level after NMS, only where it cannot cut: at least ``max_per_img``)."""
     nms = s.sub("nms")
     nms.expect("type", ("nms",))
     out = {"nms_pre": s.get("nms_pre", -1), "nms_iou_thr": nms.get("iou_threshold"),
            "max_per_img": s.get("max_per_img"), "min_bbox_size": s.get("min_bbox_size", 0)}
+    nms_post = s.get("nms_post", None)
+    if nms_post is not None and nms_post < out["max_per_img"]:
+        raise t.fail(f"{s.where}.nms_post", f"{nms_post} below max_per_img {out['max_per_img']} (a per-level cut) "
+                                            "is not implemented by dettool")
     nms.done()
     s.done()
     return out

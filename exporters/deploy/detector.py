@@ -19,6 +19,7 @@ from dettool.errors import ExportError
 from dettool.trainer.models.dense_heads.fcos_head import FCOSHead
 from dettool.trainer.models.dense_heads.fsaf_head import FSAFHead
 from dettool.trainer.models.dense_heads.ga_retina_head import GARetinaHead
+from dettool.trainer.models.dense_heads.ga_rpn_head import GARPNHead
 from dettool.trainer.models.dense_heads.retina_head import RetinaHead
 from dettool.trainer.models.dense_heads.rpn_head import RPNHead
 from dettool.trainer.models.dense_heads.ssd_head import SSDHead
@@ -55,6 +56,7 @@ DENSE_HEAD_ADAPTERS: dict[type, Callable[[nn.Module], str]] = {
     GARetinaHead: _named("ga_retinanet"),
     SSDHead: _named("ssd"),
     RPNHead: _named("rpn", check=lambda head: None),
+    GARPNHead: _named("rpn", check=lambda head: None),  # proposals only, as an RPN's
 }
 ROI_HEAD_ADAPTERS: dict[type, Callable[[nn.Module], str]] = {
     StandardRoIHead: _named("faster_rcnn", masks="mask_rcnn"),

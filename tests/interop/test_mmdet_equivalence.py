@@ -51,6 +51,12 @@ FAMILIES = {
                       "bbox_head.retina_reg": 0.3}),
     "double_heads": ("double_heads/dh-faster-rcnn_r50_fpn_1x_coco.py", RCNN_LAYERS),
     "libra_faster_rcnn": ("libra_rcnn/libra-faster-rcnn_r50_fpn_1x_coco.py", RCNN_LAYERS),
+    "ga_rpn": ("guided_anchoring/ga-rpn_r50_fpn_1x_coco.py",
+               {"bbox_head.conv_loc": (2.0, -3.0), "bbox_head.conv_shape": 0.3, "bbox_head.conv_cls": 2.0,
+                "bbox_head.conv_reg": 0.3}),
+    "ga_faster_rcnn": ("guided_anchoring/ga-faster-rcnn_r50_fpn_1x_coco.py",
+                       {"rpn_head.conv_loc": (2.0, -3.0), "rpn_head.conv_shape": 0.3, "rpn_head.conv_cls": 2.0,
+                        "rpn_head.conv_reg": 0.3, "roi_head.bbox_head.fc_cls": 2.0, "roi_head.bbox_head.fc_reg": 0.3}),
     "dcn": ("dcn/faster-rcnn_r50-dconv-c3-c5_fpn_1x_coco.py", RCNN_LAYERS),
     "dcnv2": ("dcnv2/faster-rcnn_r50-mdconv-group4-c3-c5_fpn_1x_coco.py", RCNN_LAYERS),
     # FCOS regresses exp(x) pixels, or relu(x) strides with norm_on_bbox: biases give boxes of 20 px / 2 strides;
@@ -204,7 +210,8 @@ def run_family(family: str, tmp_path: Path) -> dict:
              for p in proposals(2, h=h, w=w)]
     with torch.no_grad():
         samples = data_samples(2, h, w, with_proposals=is_fast_rcnn(reference))
-        if is_guided_anchoring(reference):  # MMDetection's MaskedConv2d takes one image at a time
+        heads = (getattr(reference, "bbox_head", None), getattr(reference, "rpn_head", None))
+        if any(is_guided_anchoring(h) for h in heads):  # MMDetection's MaskedConv2d takes one image at a time
             ref_dets = [s.pred_instances for i in range(len(images))
                         for s in reference.predict(images[i:i + 1], samples[i:i + 1], rescale=True)]
         else:
@@ -239,11 +246,12 @@ def raw_output_pairs(reference, model, images) -> list[tuple[str, torch.Tensor, 
     the FPN levels, the RPN's and the RoI head's on the same RoIs (MMDetection's proposals, or
     Fast R-CNN's given ones)."""
     if not hasattr(reference, "roi_head"):
-        ref, out = dense_forward(reference, images), model(images)
+        ref, out = dense_forward(reference.bbox_head, reference.extract_feat(images)), model(images)
         head = model.bbox_head
         if getattr(head, "norm_on_bbox", False):  # dettool's distances are in strides; MMDetection's (eval) pixels
             out = (out[0], [r * s for r, s in zip(out[1], head.strides)], *out[2:])
-        names = ("cls", "reg", "shape", "loc") if is_guided_anchoring(reference) else ("cls", "reg", "centerness")
+        names = ("cls", "reg", "shape", "loc") if is_guided_anchoring(reference.bbox_head) else ("cls", "reg",
+                                                                                                 "centerness")
         return [(f"{k}[{lvl}]", r, d) for k, (rs, ds) in zip(names, zip(ref, out))
                 for lvl, (r, d) in enumerate(zip(rs, ds))]
     from mmdet.structures.bbox import bbox2roi
@@ -252,10 +260,12 @@ def raw_output_pairs(reference, model, images) -> list[tuple[str, torch.Tensor, 
     feats, rpn = model(images)
     pairs = [(f"fpn[{i}]", r, d) for i, (r, d) in enumerate(zip(feats_ref, feats))]
     if reference.with_rpn:
-        ref_rpn = reference.rpn_head(feats_ref)
+        ref_rpn = dense_forward(reference.rpn_head, feats_ref)
         pairs += [(f"rpn_{k}[{lvl}]", r, d) for k, (rs, ds) in zip(("cls", "reg"), zip(ref_rpn, rpn))
                   for lvl, (r, d) in enumerate(zip(rs, ds))]
-        boxes = [p.bboxes for p in reference.rpn_head.predict(feats_ref, data_samples(len(images)), rescale=False)]
+        # one image at a time: a guided-anchor RPN's masked convs take one (the others are batch-independent)
+        boxes = [p.bboxes for i in range(len(images))
+                 for p in reference.rpn_head.predict([f[i:i + 1] for f in feats_ref], data_samples(1), rescale=False)]
     else:
         boxes = proposals(len(images))
     rois = bbox2roi(boxes)
@@ -268,24 +278,24 @@ def raw_output_pairs(reference, model, images) -> list[tuple[str, torch.Tensor, 
     return pairs + [("roi_cls", ref_roi["cls_score"], cls), ("roi_reg", ref_roi["bbox_pred"], reg)]
 
 
-def is_guided_anchoring(mmdet_model) -> bool:
-    """A guided-anchor head: its test-time MaskedConv2d convs run only where the location score
-    passes ``loc_filter_thr``, one image at a time."""
-    return hasattr(getattr(mmdet_model, "bbox_head", None), "loc_filter_thr")
+def is_guided_anchoring(head) -> bool:
+    """A guided-anchor head (GA-RetinaNet, GA-RPN): its test-time MaskedConv2d convs run only where
+    the location score passes ``loc_filter_thr``, one image at a time."""
+    return hasattr(head, "loc_filter_thr")
 
 
-def dense_forward(reference, images):
+def dense_forward(head, feats):
     """MMDetection's raw head outputs at every location. A guided-anchor head in eval mode leaves
     its cls / reg outputs 0 where the location score is below ``loc_filter_thr`` (dettool's are
     dense; its decode zeroes those locations' scores); in training mode, which changes nothing
     else in that head, it computes them everywhere."""
-    if not is_guided_anchoring(reference):
-        return reference._forward(images)
-    reference.bbox_head.train()
+    if not is_guided_anchoring(head):
+        return head(feats)
+    head.train()
     try:
-        return reference._forward(images)
+        return head(feats)
     finally:
-        reference.bbox_head.eval()
+        head.eval()
 
 
 def assert_same_detections(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,

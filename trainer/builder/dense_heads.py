@@ -1,4 +1,4 @@
-"""Dense-head configs -> RetinaNet, FCOS, SSD and RPN heads."""
+"""Dense-head configs -> RetinaNet, FCOS, FSAF, SSD, GA-RetinaNet, RPN and GA-RPN heads."""
 from __future__ import annotations
 
 from torch import nn
@@ -11,6 +11,7 @@ from dettool.trainer.builder.task_modules import ANCHOR_GENERATORS, ASSIGNERS, C
 from dettool.trainer.models.dense_heads.fcos_head import FCOSHead
 from dettool.trainer.models.dense_heads.fsaf_head import FSAFHead
 from dettool.trainer.models.dense_heads.ga_retina_head import GARetinaHead
+from dettool.trainer.models.dense_heads.ga_rpn_head import GARPNHead
 from dettool.trainer.models.dense_heads.retina_head import RetinaHead
 from dettool.trainer.models.dense_heads.rpn_head import RPNHead
 from dettool.trainer.models.dense_heads.ssd_head import SSDHead
@@ -99,13 +100,9 @@ def _fsaf(cfg: S.FSAFHeadConfig, num_classes: int, level_channels: tuple[int, ..
         loss_cls=build_loss(cfg.loss_cls, f"{key}.loss_cls"), test_cfg=nms_settings(test))
 
 
-def _ga_retina(cfg: S.GARetinaHeadConfig, num_classes: int, level_channels: tuple[int, ...], test: S.TestConfig,
-               key: str) -> GARetinaHead:
-    in_channels, num_levels = _uniform(level_channels, key), len(level_channels)
-    _check_levels(cfg.square_anchor.strides, num_levels, f"{key}.square_anchor.strides")
-    return GARetinaHead(
-        num_classes=num_classes, in_channels=in_channels, feat_channels=cfg.feat_channels,
-        stacked_convs=cfg.stacked_convs, norm=cfg.norm, deform_groups=cfg.deform_groups,
+def _guided_anchor_args(cfg, key: str) -> dict:
+    """The ``GuidedAnchorHead`` arguments of a GA head's config (GA-RetinaNet, GA-RPN)."""
+    return dict(
         anchor_generator=ANCHOR_GENERATORS.build(cfg.square_anchor, key=f"{key}.square_anchor"),
         approx_generator=ANCHOR_GENERATORS.build(cfg.approx_anchor, key=f"{key}.approx_anchor"),
         octave_base_scale=cfg.approx_anchor.octave_base_scale,
@@ -120,7 +117,16 @@ def _ga_retina(cfg: S.GARetinaHeadConfig, num_classes: int, level_channels: tupl
         loss_shape=build_loss(cfg.loss_shape, f"{key}.loss_shape"),
         loss_cls=build_loss(cfg.loss_cls, f"{key}.loss_cls"), loss_bbox=build_loss(cfg.loss_bbox, f"{key}.loss_bbox"),
         center_ratio=cfg.center_ratio, ignore_ratio=cfg.ignore_ratio, loc_filter_thr=cfg.loc_filter_thr,
-        allowed_border=cfg.allowed_border, reg_decoded_bbox=cfg.reg_decoded_bbox, test_cfg=nms_settings(test))
+        allowed_border=cfg.allowed_border, reg_decoded_bbox=cfg.reg_decoded_bbox)
+
+
+def _ga_retina(cfg: S.GARetinaHeadConfig, num_classes: int, level_channels: tuple[int, ...], test: S.TestConfig,
+               key: str) -> GARetinaHead:
+    in_channels, num_levels = _uniform(level_channels, key), len(level_channels)
+    _check_levels(cfg.square_anchor.strides, num_levels, f"{key}.square_anchor.strides")
+    return GARetinaHead(num_classes=num_classes, in_channels=in_channels, feat_channels=cfg.feat_channels,
+                        stacked_convs=cfg.stacked_convs, norm=cfg.norm, deform_groups=cfg.deform_groups,
+                        test_cfg=nms_settings(test), **_guided_anchor_args(cfg, key))
 
 
 DENSE_HEADS = Table("dense head", {S.RetinaHeadConfig: _retina, S.FCOSHeadConfig: _fcos, S.SSDHeadConfig: _ssd,
@@ -133,12 +139,26 @@ def build_dense_head(cfg, num_classes: int, level_channels: tuple[int, ...], tes
     return DENSE_HEADS.build(cfg, num_classes, tuple(level_channels), test, key, key=key)
 
 
-def build_rpn_head(cfg: S.RPNHeadConfig, in_channels: int, num_levels: int) -> RPNHead:
-    """The RPN of ``model.rpn_head``, with its training and test proposal settings."""
-    key = "model.rpn_head"
+def _rpn(cfg: S.RPNHeadConfig, in_channels: int, num_levels: int, key: str) -> RPNHead:
     _check_levels(cfg.anchor.strides, num_levels, f"{key}.anchor.strides")
     return RPNHead(
         in_channels=in_channels, feat_channels=cfg.feat_channels, num_convs=cfg.num_convs,
         **_anchor_modules(cfg, key), loss_cls=build_loss(cfg.loss_cls, f"{key}.loss_cls"),
         reg_decoded_bbox=cfg.reg_decoded_bbox, train_proposals=proposal_settings(cfg.train_proposals),
         test_proposals=proposal_settings(cfg.test_proposals))
+
+
+def _ga_rpn(cfg: S.GARPNHeadConfig, in_channels: int, num_levels: int, key: str) -> GARPNHead:
+    _check_levels(cfg.square_anchor.strides, num_levels, f"{key}.square_anchor.strides")
+    return GARPNHead(in_channels=in_channels, feat_channels=cfg.feat_channels, deform_groups=cfg.deform_groups,
+                     train_proposals=proposal_settings(cfg.train_proposals),
+                     test_proposals=proposal_settings(cfg.test_proposals), **_guided_anchor_args(cfg, key))
+
+
+RPN_HEADS = Table("proposal head", {S.RPNHeadConfig: _rpn, S.GARPNHeadConfig: _ga_rpn})
+
+
+def build_rpn_head(cfg, in_channels: int, num_levels: int) -> nn.Module:
+    """The proposal head of ``model.rpn_head`` (RPN or GA-RPN), with its training and test proposal settings."""
+    key = "model.rpn_head"
+    return RPN_HEADS.build(cfg, in_channels, num_levels, key, key=key)

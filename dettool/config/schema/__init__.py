@@ -41,7 +41,9 @@ from dettool.config.schema.dense_heads import (
     FCOSHeadConfig,
     FSAFHeadConfig,
     GARetinaHeadConfig,
+    GARPNHeadConfig,
     ProposalConfig,
+    ProposalHeadConfig,
     RetinaHeadConfig,
     RPNHeadConfig,
     SSDHeadConfig,
@@ -128,5 +130,6 @@ __all__ = [
     "TwoStageConfig", "AnchorGeneratorConfig", "SSDAnchorConfig", "SSDHeadConfig",
     "CenterRegionAssignerConfig", "FSAFHeadConfig", "TBLRCoderConfig",
     "ApproxMaxIoUAssignerConfig", "BoundedIoULossConfig", "GARetinaHeadConfig",
-    "RootResNetConfig", "MLFPNConfig", "RFCNRoIHeadConfig", "IoUBalancedSamplerConfig",
+    "RootResNetConfig", "MLFPNConfig", "RFCNRoIHeadConfig", "IoUBalancedSamplerConfig", "GARPNHeadConfig",
+    "ProposalHeadConfig",
 ]

@@ -153,6 +153,18 @@ def _ga_square_anchor() -> AnchorConfig:
     return AnchorConfig(ratios=(1.0,), octave_base_scale=4.0, scales_per_octave=1)
 
 
+def _check_guided_anchors(cfg) -> None:
+    """What a guided-anchor head's anchors and location regions must satisfy."""
+    sq, ap = cfg.square_anchor, cfg.approx_anchor
+    require(len(sq.ratios) * sq.scales_per_octave == 1 and sq.sizes is None, "square_anchor",
+            "needs one anchor per location (one ratio, scales_per_octave 1, no sizes)")
+    require(sq.strides == ap.strides, "square_anchor.strides", f"{sq.strides} differ from approx_anchor's {ap.strides}")
+    require(sq.octave_base_scale == ap.octave_base_scale and ap.sizes is None, "square_anchor.octave_base_scale",
+            f"{sq.octave_base_scale} differs from approx_anchor's {ap.octave_base_scale}")
+    require(cfg.center_ratio <= cfg.ignore_ratio, "center_ratio",
+            f"{cfg.center_ratio} is above ignore_ratio {cfg.ignore_ratio}")
+
+
 @dataclass(frozen=True)
 class GARetinaHeadConfig(Section):
     """Guided Anchoring RetinaNet head (MMDetection's ``GARetinaHead``; defaults: its
@@ -189,15 +201,7 @@ class GARetinaHeadConfig(Section):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        sq, ap = self.square_anchor, self.approx_anchor
-        require(len(sq.ratios) * sq.scales_per_octave == 1 and sq.sizes is None, "square_anchor",
-                "needs one anchor per location (one ratio, scales_per_octave 1, no sizes)")
-        require(sq.strides == ap.strides, "square_anchor.strides", f"{sq.strides} differ from approx_anchor's "
-                                                                   f"{ap.strides}")
-        require(sq.octave_base_scale == ap.octave_base_scale and ap.sizes is None, "square_anchor.octave_base_scale",
-                f"{sq.octave_base_scale} differs from approx_anchor's {ap.octave_base_scale}")
-        require(self.center_ratio <= self.ignore_ratio, "center_ratio",
-                f"{self.center_ratio} is above ignore_ratio {self.ignore_ratio}")
+        _check_guided_anchors(self)
 
 
 DenseHeadConfig = Union[RetinaHeadConfig, FCOSHeadConfig, SSDHeadConfig, FSAFHeadConfig, GARetinaHeadConfig]
@@ -236,3 +240,56 @@ class RPNHeadConfig(Section):
     loss_bbox: BoxLossConfig = field(default_factory=lambda: SmoothL1LossConfig(beta=1.0 / 9.0))
     train_proposals: ProposalConfig = field(default_factory=lambda: ProposalConfig(nms_pre=2000))
     test_proposals: ProposalConfig = field(default_factory=ProposalConfig)
+
+
+def _ga_rpn_anchor(ratios: tuple[float, ...], scales_per_octave: int) -> AnchorConfig:
+    return AnchorConfig(strides=(4, 8, 16, 32, 64), ratios=ratios, octave_base_scale=8.0,
+                        scales_per_octave=scales_per_octave)
+
+
+def _rpn_assigner(kind=MaxIoUAssignerConfig):
+    return lambda: kind(pos_iou_thr=0.7, neg_iou_thr=0.3, min_pos_iou=0.3)
+
+
+@dataclass(frozen=True)
+class GARPNHeadConfig(Section):
+    """Guided Anchoring RPN (MMDetection's ``GARPNHead``; defaults: its ga-rpn_r50_fpn_1x_coco and
+    ga-faster-rcnn_r50_fpn_1x_coco): ``rpn_conv``, then the location and shape branches, the
+    feature adaption (``deform_groups``) and 1x1 objectness and box convs on the guided anchors.
+    ``approx_anchor`` / ``square_anchor`` / ``anchor_coder`` / ``ga_assigner`` / ``ga_sampler`` /
+    ``center_ratio`` / ``ignore_ratio`` / ``loc_filter_thr`` as :class:`GARetinaHeadConfig`;
+    ``assigner`` / ``sampler`` / ``loss_cls`` / ``loss_bbox`` on the guided anchors as an RPN's;
+    ``train_proposals`` / ``test_proposals`` as :class:`RPNHeadConfig` (MMDetection: 300 proposals
+    per image; its ``nms_post`` of 1000 per level changes nothing beside that)."""
+
+    type: Literal["ga_rpn"] = "ga_rpn"
+    feat_channels: PosInt = 256
+    deform_groups: PosInt = 4
+    approx_anchor: AnchorConfig = field(default_factory=lambda: _ga_rpn_anchor((0.5, 1.0, 2.0), 3))
+    square_anchor: AnchorConfig = field(default_factory=lambda: _ga_rpn_anchor((1.0,), 1))
+    anchor_coder: DeltaCoderConfig = field(default_factory=lambda: DeltaCoderConfig(
+        target_stds=(0.07, 0.07, 0.14, 0.14)))
+    bbox_coder: DeltaCoderConfig = field(default_factory=lambda: DeltaCoderConfig(
+        target_stds=(0.07, 0.07, 0.11, 0.11)))
+    loc_filter_thr: Fraction = 0.01
+    center_ratio: Fraction = 0.2
+    ignore_ratio: Fraction = 0.5
+    ga_assigner: ApproxMaxIoUAssignerConfig = field(default_factory=_rpn_assigner(ApproxMaxIoUAssignerConfig))
+    ga_sampler: DenseSamplerConfig = field(default_factory=lambda: RandomSamplerConfig(num=256, pos_fraction=0.5))
+    assigner: MaxIoUAssignerConfig = field(default_factory=_rpn_assigner())
+    sampler: DenseSamplerConfig = field(default_factory=lambda: RandomSamplerConfig(num=256, pos_fraction=0.5))
+    allowed_border: AllowedBorder = -1
+    reg_decoded_bbox: bool = False
+    loss_loc: FocalLossConfig = field(default_factory=FocalLossConfig)
+    loss_shape: BoundedIoULossConfig = field(default_factory=BoundedIoULossConfig)
+    loss_cls: BCELossConfig = field(default_factory=BCELossConfig)
+    loss_bbox: BoxLossConfig = field(default_factory=lambda: SmoothL1LossConfig(beta=1.0))
+    train_proposals: ProposalConfig = field(default_factory=lambda: ProposalConfig(nms_pre=2000, max_per_img=300))
+    test_proposals: ProposalConfig = field(default_factory=lambda: ProposalConfig(max_per_img=300))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_guided_anchors(self)
+
+
+ProposalHeadConfig = Union[RPNHeadConfig, GARPNHeadConfig]

@@ -6,7 +6,7 @@ from typing import Literal, Optional, Union
 
 from dettool.config.schema.backbones import BackboneConfig, ResNetConfig
 from dettool.config.schema.common import NonNegInt, PosInt, Section, require
-from dettool.config.schema.dense_heads import DenseHeadConfig, RetinaHeadConfig, RPNHeadConfig
+from dettool.config.schema.dense_heads import DenseHeadConfig, ProposalHeadConfig, RetinaHeadConfig, RPNHeadConfig
 from dettool.config.schema.necks import FPNConfig, NeckSpec
 from dettool.config.schema.roi_heads import RoIHeadConfig, StandardRoIHeadConfig
 
@@ -37,7 +37,7 @@ class TwoStageConfig(Section):
     type: Literal["two_stage"] = "two_stage"
     backbone: BackboneConfig = field(default_factory=ResNetConfig)
     neck: Optional[NeckSpec] = field(default_factory=lambda: FPNConfig(add_extra_convs="none"))
-    rpn_head: Optional[RPNHeadConfig] = field(default_factory=RPNHeadConfig)
+    rpn_head: Optional[ProposalHeadConfig] = field(default_factory=RPNHeadConfig)
     roi_head: RoIHeadConfig = field(default_factory=StandardRoIHeadConfig)
     rpn_levels: Optional[tuple[NonNegInt, ...]] = None
     roi_levels: Optional[tuple[NonNegInt, ...]] = None
@@ -58,7 +58,7 @@ class RPNConfig(Section):
     type: Literal["rpn"] = "rpn"
     backbone: BackboneConfig = field(default_factory=ResNetConfig)
     neck: NeckSpec = field(default_factory=lambda: FPNConfig(add_extra_convs="none"))
-    rpn_head: RPNHeadConfig = field(default_factory=RPNHeadConfig)
+    rpn_head: ProposalHeadConfig = field(default_factory=RPNHeadConfig)
 
 
 ModelConfig = Union[SingleStageConfig, TwoStageConfig, RPNConfig]

@@ -22,7 +22,25 @@ from dettool.trainer.models.task_modules.max_iou_assigner import MaxIoUAssigner
 from dettool.trainer.models.task_modules.samplers import RandomSampler
 
 
-class RPNHead(AnchorHead):
+class ProposalOutputs:
+    """What a proposal head (``RPNHead``, ``GARPNHead``) derives from its ``proposals(raw,
+    image_shapes, training)``: the per-image list a RoI head trains on, and the test-time
+    proposals as class-0 detections."""
+
+    def proposal_list(self, raw: tuple[list[torch.Tensor], ...], metas: list[dict],
+                      training: bool) -> list[torch.Tensor]:
+        """``proposals`` cut per image: B tensors ``[K_i, 5]`` (x1, y1, x2, y2, objectness)."""
+        out = self.proposals(raw, image_shapes_tensor(metas, device=raw[0][0].device), training)
+        return [torch.cat([out.boxes[i, :n], out.scores[i, :n, None]], dim=1)
+                for i, n in enumerate(out.num_dets.tolist())]
+
+    def decode(self, raw: tuple[list[torch.Tensor], ...], image_shapes: torch.Tensor) -> DetOutputs:
+        """The test-time proposals as class-0 detections (an RPN evaluated alone)."""
+        out = self.proposals(raw, image_shapes, training=False)
+        return out._replace(labels=torch.where(out.labels >= 0, torch.zeros_like(out.labels), out.labels))
+
+
+class RPNHead(ProposalOutputs, AnchorHead):
     """Class-agnostic proposal head: ``rpn_conv`` (3x3, ReLU), ``rpn_cls`` (1x1, A logits) and
     ``rpn_reg`` (1x1, A x 4 deltas), shared over levels.
 
@@ -103,15 +121,3 @@ class RPNHead(AnchorHead):
         cfg = self.train_proposals if training else self.test_proposals
         return self.proposal_decoder([c.detach() for c in cls_scores], [r.detach() for r in bbox_preds],
                                      image_shapes, cfg)
-
-    def proposal_list(self, raw: tuple[list[torch.Tensor], list[torch.Tensor]], metas: list[dict],
-                      training: bool) -> list[torch.Tensor]:
-        """``proposals`` cut per image: B tensors ``[K_i, 5]`` (x1, y1, x2, y2, objectness)."""
-        out = self.proposals(raw, image_shapes_tensor(metas, device=raw[0][0].device), training)
-        return [torch.cat([out.boxes[i, :n], out.scores[i, :n, None]], dim=1)
-                for i, n in enumerate(out.num_dets.tolist())]
-
-    def decode(self, raw: tuple[list[torch.Tensor], list[torch.Tensor]], image_shapes: torch.Tensor) -> DetOutputs:
-        """The test-time proposals as class-0 detections (an RPN evaluated alone)."""
-        out = self.proposals(raw, image_shapes, training=False)
-        return out._replace(labels=torch.where(out.labels >= 0, torch.zeros_like(out.labels), out.labels))

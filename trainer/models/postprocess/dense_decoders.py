@@ -149,10 +149,29 @@ class PointDecoder(Float32Block):
         return multiclass_nms(torch.cat(boxes_l, 1), torch.cat(scores_l, 1), self.nms, score_thr=0.0)
 
 
-class ProposalDecoder(Float32Block):
-    """RPN proposals: per level the ``nms_pre`` best objectness scores, decoding, clipping, the
+def level_proposals(levels: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], bbox_coder: DeltaXYWHCoder,
+                    image_shapes: torch.Tensor, cfg: ProposalSettings) -> DetOutputs:
+    """Proposals from per-level ``(scores [B, n], deltas [B, n, 4], anchors [n or B x n, 4])``: per
+    level the ``nms_pre`` best scores (a score of 0 is never a proposal), decoding, clipping, the
     min-size filter and NMS per level (the level is the NMS class, as MMDetection v2), the
-    ``max_per_img`` best kept.
+    ``max_per_img`` best kept; ``labels`` are the proposals' levels."""
+    boxes_l, scores_l = [], []
+    for lvl, (scores, deltas, anchors) in enumerate(levels):
+        top = top_k_rows(scores, cfg.nms_pre)
+        scores = torch.gather(scores, 1, top)
+        boxes = clip_boxes(bbox_coder.decode(gather_rows(anchors, top), gather_rows(deltas, top)), image_shapes)
+        w, h = boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]
+        scores = torch.where((w > cfg.min_bbox_size) & (h > cfg.min_bbox_size), scores, torch.zeros_like(scores))
+        level = torch.zeros(len(levels), dtype=scores.dtype, device=scores.device)
+        level[lvl] = 1.0
+        boxes_l.append(boxes)
+        scores_l.append(scores[..., None] * level)  # no suppression across levels
+    nms = NMSSettings(score_thr=0.0, nms_pre=cfg.nms_pre, iou_thr=cfg.iou_thr, max_per_img=cfg.max_per_img)
+    return multiclass_nms(torch.cat(boxes_l, 1), torch.cat(scores_l, 1), nms)
+
+
+class ProposalDecoder(Float32Block):
+    """RPN proposals (:func:`level_proposals` on the sigmoid objectness of every anchor).
 
     ``forward`` returns ``DetOutputs`` whose ``labels`` are the proposals' levels.
     """
@@ -164,19 +183,6 @@ class ProposalDecoder(Float32Block):
     def forward(self, cls_scores: list[torch.Tensor], bbox_preds: list[torch.Tensor], image_shapes: torch.Tensor,
                 cfg: ProposalSettings) -> DetOutputs:
         anchors = self.anchor_generator.grid_anchors([tuple(c.shape[-2:]) for c in cls_scores], cls_scores[0].device)
-        num_levels = len(cls_scores)
-        boxes_l, scores_l = [], []
-        for lvl, (c, r, a) in enumerate(zip(cls_scores, bbox_preds, anchors)):
-            scores = levels_to_rows(c.float(), 1)[..., 0].sigmoid()  # [B, n]
-            top = top_k_rows(scores, cfg.nms_pre)
-            scores = torch.gather(scores, 1, top)
-            deltas = gather_rows(levels_to_rows(r.float(), 4), top)
-            boxes = clip_boxes(self.bbox_coder.decode(gather_rows(a, top), deltas), image_shapes)
-            w, h = boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]
-            scores = torch.where((w > cfg.min_bbox_size) & (h > cfg.min_bbox_size), scores, torch.zeros_like(scores))
-            level = torch.zeros(num_levels, dtype=scores.dtype, device=scores.device)
-            level[lvl] = 1.0
-            boxes_l.append(boxes)
-            scores_l.append(scores[..., None] * level)  # no suppression across levels
-        nms = NMSSettings(score_thr=0.0, nms_pre=cfg.nms_pre, iou_thr=cfg.iou_thr, max_per_img=cfg.max_per_img)
-        return multiclass_nms(torch.cat(boxes_l, 1), torch.cat(scores_l, 1), nms)
+        levels = [(levels_to_rows(c.float(), 1)[..., 0].sigmoid(), levels_to_rows(r.float(), 4), a)
+                  for c, r, a in zip(cls_scores, bbox_preds, anchors)]
+        return level_proposals(levels, self.bbox_coder, image_shapes, cfg)
