@@ -135,10 +135,9 @@ def _ssd_head(t: Translation, s: Section, train: Section | None) -> None:
         train.done(ignore=("debug",))
 
 
-def _ga_retina_head(t: Translation, s: Section, train: Section | None) -> None:
-    """GARetinaHead: RetinaHead's towers, location / shape branches, feature adaption (its
-    deformable conv's weight is dettool's ``feature_adaption_*.weight``), the ga train settings."""
-    h = _retina_towers(t, s, "ga_retina")
+def _guided_anchors(t: Translation, s: Section, train: Section | None, h: dict) -> None:
+    """What GARetinaHead and GARPNHead share: offset groups, approximating and square anchors, the
+    anchor and box coders, ``loc_filter_thr``, the four losses and the ga train settings."""
     h["deform_groups"] = s.get("deform_groups", 4)
     s.expect("reg_decoded_bbox", (False,), False)
     h["approx_anchor"] = anchor_generator(t, s.sub("approx_anchor_generator"))
@@ -148,15 +147,22 @@ def _ga_retina_head(t: Translation, s: Section, train: Section | None) -> None:
     h["loc_filter_thr"] = s.get("loc_filter_thr", 0.01)
     head_losses(t, s, h, ("loss_loc", "loss_shape", "loss_cls", "loss_bbox"))
     s.done()
-    t.rules += [*_tower_rules("bbox_head", with_norm=False),
-                (r"^bbox_head\.feature_adaption_(cls|reg)\.conv_adaption\.weight$",
-                 r"bbox_head.feature_adaption_\1.weight")]
     if train is not None:
         h["ga_assigner"] = assigner(t, train.sub("ga_assigner"))
         h["ga_sampler"] = sampler(t, train.sub("ga_sampler", {"type": "PseudoSampler"}))
         h["center_ratio"] = train.get("center_ratio", 0.2)
         h["ignore_ratio"] = train.get("ignore_ratio", 0.5)
-        train_settings(t, train, h, anchors=True)
+
+
+def _ga_retina_head(t: Translation, s: Section, train: Section | None) -> None:
+    """GARetinaHead: RetinaHead's towers, location / shape branches, feature adaption (its
+    deformable conv's weight is dettool's ``feature_adaption_*.weight``), the ga train settings."""
+    h = _retina_towers(t, s, "ga_retina")
+    _guided_anchors(t, s, train, h)
+    t.rules += [*_tower_rules("bbox_head", with_norm=False),
+                (r"^bbox_head\.feature_adaption_(cls|reg)\.conv_adaption\.weight$",
+                 r"bbox_head.feature_adaption_\1.weight")]
+    train_settings(t, train, h, anchors=True)
 
 
 DENSE_HEADS: dict[str, Callable[[Translation, Section, Section | None], None]] = {
@@ -171,22 +177,9 @@ def _ga_rpn_head(t: Translation, s: Section, train: Section | None) -> dict:
     s.expect("num_classes", (1,), 1)
     s.get("in_channels")
     h["feat_channels"] = s.get("feat_channels", 256)
-    h["deform_groups"] = s.get("deform_groups", 4)
-    s.expect("reg_decoded_bbox", (False,), False)
-    h["approx_anchor"] = anchor_generator(t, s.sub("approx_anchor_generator"))
-    h["square_anchor"] = anchor_generator(t, s.sub("square_anchor_generator"))
-    for key in ("anchor_coder", "bbox_coder"):
-        h[key] = delta_coder(t, s.sub(key, {"type": "DeltaXYWHBBoxCoder"}))
-    h["loc_filter_thr"] = s.get("loc_filter_thr", 0.01)
-    head_losses(t, s, h, ("loss_loc", "loss_shape", "loss_cls", "loss_bbox"))
-    s.done()
+    _guided_anchors(t, s, train, h)
     # an RPN alone is MMDetection's (and dettool's) ``bbox_head``
     t.rules += [(r"^(rpn_head|bbox_head)\.feature_adaption\.conv_adaption\.weight$", r"\1.feature_adaption.weight")]
-    if train is not None:
-        h["ga_assigner"] = assigner(t, train.sub("ga_assigner"))
-        h["ga_sampler"] = sampler(t, train.sub("ga_sampler", {"type": "PseudoSampler"}))
-        h["center_ratio"] = train.get("center_ratio", 0.2)
-        h["ignore_ratio"] = train.get("ignore_ratio", 0.5)
     return h
 
 
