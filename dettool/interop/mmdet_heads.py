@@ -1,5 +1,5 @@
 """MMDetection dense heads (RetinaNet, FCOS, FSAF, SSD, GA-RetinaNet, RPN, GA-RPN) and RoI heads
-(standard, Double-Head, Cascade) -> dettool's, with their test settings."""
+(standard, Double-Head, Cascade, Mask Scoring) -> dettool's, with their test settings."""
 from __future__ import annotations
 
 import re
@@ -285,15 +285,47 @@ def _mask_head(t: Translation, s: Section, extractor: Section, prefix: str, pref
 
 def _standard_roi_head(t: Translation, s: Section, train: Section | None) -> None:
     """StandardRoIHead (Fast / Faster / Mask R-CNN); ``train``: the model's train_cfg."""
-    r = t.config["model"]["roi_head"] = {"type": "standard"}
+    _standard_parts(t, s, train, "standard")
+
+
+def _standard_parts(t: Translation, s: Section, train: Section | None, kind: str) -> dict:
+    r = t.config["model"]["roi_head"] = {"type": kind}
     r["roi_extractor"] = _roi_extractor(t, s.sub("bbox_roi_extractor"))
     r["bbox_head"] = _bbox_head(t, s.sub("bbox_head"), "roi_head.bbox_head", "roi_head.bbox_head")
     if s.get("mask_head", None) is not None:
         r["mask_head"] = _mask_head(t, s.sub("mask_head"), s.sub("mask_roi_extractor"), "roi_head.mask_head",
                                     "roi_head.mask_branch.mask_head")
     s.expect("shared_head", (None,), None)
+    rcnn = train and train.sub("rcnn")
+    if kind == "mask_scoring":
+        r["mask_iou_head"] = _mask_iou_head(t, s.sub("mask_iou_head"), rcnn)
     s.done()
-    train_settings(t, train and train.sub("rcnn"), r, anchors=False)
+    train_settings(t, rcnn, r, anchors=False)
+    return r
+
+
+def _mask_iou_head(t: Translation, s: Section, rcnn: Section | None) -> dict:
+    """MaskIoUHead (its weights keep their names) and the rcnn train_cfg's ``mask_thr_binary``."""
+    s.expect("type", ("MaskIoUHead",))
+    h = {"num_convs": s.get("num_convs", 4), "num_fcs": s.get("num_fcs", 2),
+         "conv_out_channels": s.get("conv_out_channels", 256), "fc_out_channels": s.get("fc_out_channels", 1024)}
+    s.expect("roi_feat_size", (14,), 14)
+    s.get("in_channels", 256)
+    s.get("num_classes", 80)
+    loss = s.sub("loss_iou", {"type": "MSELoss", "loss_weight": 0.5})
+    loss.expect("type", ("MSELoss",))
+    loss.expect("reduction", ("mean",), "mean")
+    h["loss_weight"] = loss.get("loss_weight", 1.0)
+    loss.done()
+    s.done()
+    if rcnn is not None:
+        h["mask_thr_binary"] = rcnn.get("mask_thr_binary", 0.5)
+    return h
+
+
+def _mask_scoring(t: Translation, s: Section, train: Section | None) -> None:
+    """MaskScoringRoIHead: Mask R-CNN's RoI head and a MaskIoUHead."""
+    _standard_parts(t, s, train, "mask_scoring")
 
 
 def _double_head(t: Translation, s: Section, train: Section | None) -> None:
@@ -353,7 +385,8 @@ def _cascade(t: Translation, s: Section, train: Any) -> None:
 
 
 ROI_HEADS: dict[str, Callable[[Translation, Section, Any], None]] = {
-    "StandardRoIHead": _standard_roi_head, "DoubleHeadRoIHead": _double_head, "CascadeRoIHead": _cascade}
+    "StandardRoIHead": _standard_roi_head, "DoubleHeadRoIHead": _double_head, "CascadeRoIHead": _cascade,
+    "MaskScoringRoIHead": _mask_scoring}
 
 
 def rcnn_test(t: Translation, s: Section) -> None:

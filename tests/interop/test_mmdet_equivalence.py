@@ -39,6 +39,8 @@ FAMILIES = {
     "retinanet_r101": ("retinanet/retinanet_r101_fpn_1x_coco.py",
                        {"bbox_head.retina_cls": 2.0, "bbox_head.retina_reg": 0.3}),
     "mask_rcnn": ("mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py", {**RCNN_LAYERS, "roi_head.mask_head.conv_logits": 2.0}),
+    "ms_rcnn": ("ms_rcnn/ms-rcnn_r50_fpn_1x_coco.py", {**RCNN_LAYERS, "roi_head.mask_head.conv_logits": 2.0,
+                                                       "roi_head.mask_iou_head.fc_mask_iou": (0.3, 0.8)}),
     "mask_rcnn_gn": ("gn/mask-rcnn_r50_fpn_gn-all_2x_coco.py", {**RCNN_LAYERS, "roi_head.mask_head.conv_logits": 2.0}),
     "ghm": ("ghm/retinanet_r50_fpn_ghm-1x_coco.py", {"bbox_head.retina_cls": 2.0, "bbox_head.retina_reg": 0.3}),
     # FSAF's distances pass a ReLU: a positive bias keeps most of them (and the boxes' sides) above 0

@@ -59,7 +59,7 @@ def test_cascade_stage_assignment_follows_threshold():
 @pytest.mark.parametrize("name,mask", [("faster_rcnn_r18_fpn_synth", False), ("mask_rcnn_r18_fpn_synth", True),
                                        ("cascade_mask_rcnn_r18_fpn_synth", True), ("rfcn_r18_synth", False),
                                        ("libra_faster_rcnn_r18_fpn_synth", False),
-                                       ("ga_faster_rcnn_r18_fpn_synth", False)])
+                                       ("ga_faster_rcnn_r18_fpn_synth", False), ("ms_rcnn_r18_fpn_synth", True)])
 def test_empty_ground_truth_gives_classification_loss_only(name, mask):
     cfg = load_config(ROOT / f"configs/{name}.yaml")
     torch.manual_seed(0)

@@ -1,4 +1,4 @@
-"""RoI-head configs -> standard, Double-Head, cascade and R-FCN RoI heads, their box and mask heads."""
+"""RoI-head configs -> standard, Double-Head, cascade, R-FCN and Mask Scoring RoI heads, their box and mask heads."""
 from __future__ import annotations
 
 from torch import nn
@@ -14,6 +14,8 @@ from dettool.trainer.models.roi_heads.cascade_roi_head import CascadeRoIHead
 from dettool.trainer.models.roi_heads.double_bbox_head import DoubleConvFCBBoxHead
 from dettool.trainer.models.roi_heads.double_roi_head import DoubleHeadRoIHead
 from dettool.trainer.models.roi_heads.mask_head import FCNMaskHead
+from dettool.trainer.models.roi_heads.mask_scoring_roi_head import MaskScoringRoIHead
+from dettool.trainer.models.roi_heads.maskiou_head import MaskIoUHead
 from dettool.trainer.models.roi_heads.rfcn_head import PSRoIBBoxHead, RFCNRoIHead
 from dettool.trainer.models.roi_heads.standard_roi_head import MaskBranch, StandardRoIHead
 from dettool.trainer.models.task_modules.delta_xywh_coder import DeltaXYWHCoder
@@ -85,6 +87,16 @@ def _double_head(cfg: S.DoubleHeadRoIHeadConfig, num_classes: int, in_channels: 
                              **_standard_args(cfg, num_classes, in_channels, test, key))
 
 
+def _mask_scoring(cfg: S.MaskScoringRoIHeadConfig, num_classes: int, in_channels: int, test: S.TestConfig,
+                  key: str) -> MaskScoringRoIHead:
+    m = cfg.mask_iou_head
+    head = MaskIoUHead(num_classes=num_classes, in_channels=in_channels,
+                       roi_feat_size=cfg.mask_head.roi_extractor.output_size, num_convs=m.num_convs, num_fcs=m.num_fcs,
+                       conv_out_channels=m.conv_out_channels, fc_out_channels=m.fc_out_channels,
+                       loss_weight=m.loss_weight, mask_thr_binary=m.mask_thr_binary)
+    return MaskScoringRoIHead(mask_iou_head=head, **_standard_args(cfg, num_classes, in_channels, test, key))
+
+
 def _cascade(cfg: S.CascadeRoIHeadConfig, num_classes: int, in_channels: int, test: S.TestConfig,
              key: str) -> CascadeRoIHead:
     size = cfg.roi_extractor.output_size
@@ -112,7 +124,8 @@ def _rfcn(cfg: S.RFCNRoIHeadConfig, num_classes: int, in_channels: int, test: S.
 
 
 ROI_HEADS = Table("RoI head", {S.StandardRoIHeadConfig: _standard, S.DoubleHeadRoIHeadConfig: _double_head,
-                               S.CascadeRoIHeadConfig: _cascade, S.RFCNRoIHeadConfig: _rfcn})
+                               S.CascadeRoIHeadConfig: _cascade, S.RFCNRoIHeadConfig: _rfcn,
+                               S.MaskScoringRoIHeadConfig: _mask_scoring})
 
 
 def build_roi_head(cfg, num_classes: int, in_channels: int, test: S.TestConfig) -> nn.Module:

@@ -73,6 +73,8 @@ from dettool.config.schema.roi_heads import (
     DoubleConvFCBBoxHeadConfig,
     DoubleHeadRoIHeadConfig,
     MaskHeadConfig,
+    MaskIoUHeadConfig,
+    MaskScoringRoIHeadConfig,
     RFCNRoIHeadConfig,
     RoIExtractorConfig,
     RoIHeadConfig,
@@ -131,5 +133,5 @@ __all__ = [
     "CenterRegionAssignerConfig", "FSAFHeadConfig", "TBLRCoderConfig",
     "ApproxMaxIoUAssignerConfig", "BoundedIoULossConfig", "GARetinaHeadConfig",
     "RootResNetConfig", "MLFPNConfig", "RFCNRoIHeadConfig", "IoUBalancedSamplerConfig", "GARPNHeadConfig",
-    "ProposalHeadConfig",
+    "ProposalHeadConfig", "MaskIoUHeadConfig", "MaskScoringRoIHeadConfig",
 ]

@@ -1,4 +1,4 @@
-"""Config of RoI heads (Fast / Faster / Mask R-CNN, Double-Head, Cascade, R-FCN) and their parts."""
+"""Config of RoI heads (Fast / Faster / Mask R-CNN, Double-Head, Cascade, R-FCN, Mask Scoring) and their parts."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -116,6 +116,35 @@ class DoubleHeadRoIHeadConfig(StandardRoIHeadConfig):
 
 
 @dataclass(frozen=True)
+class MaskIoUHeadConfig(Section):
+    """Mask Scoring R-CNN's MaskIoU head (MMDetection's ``MaskIoUHead``): ``num_convs`` 3x3 convs (the
+    last with stride 2) on the mask RoI features and the pooled mask, ``num_fcs`` FCs, one IoU per
+    class; MSE weighted ``loss_weight`` on the positives' class; ``mask_thr_binary``: the predicted
+    mask of an IoU target is its logits above this (MMDetection's ``train_cfg.rcnn.mask_thr_binary``)."""
+
+    num_convs: NonNegInt = 4
+    num_fcs: NonNegInt = 2
+    conv_out_channels: PosInt = 256
+    fc_out_channels: PosInt = 1024
+    loss_weight: NonNegFloat = 0.5
+    mask_thr_binary: float = 0.5
+
+
+@dataclass(frozen=True)
+class MaskScoringRoIHeadConfig(StandardRoIHeadConfig):
+    """Mask Scoring R-CNN: the standard RoI head with its mask head (required) and a MaskIoU head;
+    a detection's score is its classification score times its predicted mask IoU."""
+
+    type: Literal["mask_scoring"] = "mask_scoring"
+    mask_head: Optional[MaskHeadConfig] = field(default_factory=MaskHeadConfig)
+    mask_iou_head: MaskIoUHeadConfig = field(default_factory=MaskIoUHeadConfig)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.mask_head is not None, "mask_head", "Mask Scoring R-CNN needs a mask head")
+
+
+@dataclass(frozen=True)
 class CascadeStageConfig(Section):
     """One cascade stage: its box head, IoU thresholds, sampler and loss weight."""
 
@@ -179,4 +208,5 @@ class RFCNRoIHeadConfig(Section):
     sampler: RoISamplerConfig = field(default_factory=_rfcn_sampler)
 
 
-RoIHeadConfig = Union[StandardRoIHeadConfig, DoubleHeadRoIHeadConfig, CascadeRoIHeadConfig, RFCNRoIHeadConfig]
+RoIHeadConfig = Union[StandardRoIHeadConfig, DoubleHeadRoIHeadConfig, CascadeRoIHeadConfig, RFCNRoIHeadConfig,
+                      MaskScoringRoIHeadConfig]

@@ -113,15 +113,16 @@ class FCNMaskHead(nn.Module):
         """
         if mask_logits.shape[0] == 0:
             return {"loss_mask": mask_logits.sum() * 0}
-        logits = self._select(mask_logits, pos_labels)
+        logits = self.label_logits(mask_logits, pos_labels)
         loss = F.binary_cross_entropy_with_logits(logits, mask_targets.to(logits.dtype), reduction="mean")
         return {"loss_mask": self.loss_weight * loss}
 
     def predict_masks(self, mask_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """``[K, C', M, M]`` logits and ``[K]`` labels -> ``[K, M, M]`` probabilities of each label."""
-        return self._select(mask_logits, labels).sigmoid()
+        return self.label_logits(mask_logits, labels).sigmoid()
 
-    def _select(self, mask_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def label_logits(self, mask_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """``[K, C', M, M]`` logits and ``[K]`` labels -> ``[K, M, M]`` logits of each label."""
         if self.class_agnostic:
             return mask_logits[:, 0]
         return mask_logits[torch.arange(mask_logits.shape[0], device=mask_logits.device), labels.long()]

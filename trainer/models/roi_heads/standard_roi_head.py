@@ -32,26 +32,41 @@ class MaskBranch(nn.Module):
         self.mask_paste = mask_paste
         self.rois = BatchedRoIs()
 
-    def loss(self, feats: list[torch.Tensor], pos_boxes: list[torch.Tensor], pos_gt_inds: list[torch.Tensor],
-             pos_labels: list[torch.Tensor], targets: list[dict]) -> torch.Tensor:
-        """``loss_mask`` of the positives of each image (boxes ``[P_i, 4]`` in resized pixels)."""
+    def train_outputs(self, feats: list[torch.Tensor], pos_boxes: list[torch.Tensor],
+                      pos_gt_inds: list[torch.Tensor], targets: list[dict]
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The positives' RoI features ``[P, C, S, S]``, mask logits ``[P, C', M, M]`` and mask
+        targets ``[P, M, M]`` (boxes ``[P_i, 4]`` per image in resized pixels)."""
         rois = rois_from_boxes(pos_boxes).to(feats[0].device)
-        logits = self.mask_head(self.roi_extractor(feats, rois))
+        roi_feats = self.roi_extractor(feats, rois)
+        logits = self.mask_head(roi_feats)
         mask_size = logits.shape[-1]
         if rois.shape[0]:
             mask_targets = torch.cat([self.mask_head.get_targets(b, t["masks"], g, mask_size=mask_size)
                                       for b, g, t in zip(pos_boxes, pos_gt_inds, targets)])
         else:
             mask_targets = logits.new_zeros((0, mask_size, mask_size))
+        return roi_feats, logits, mask_targets
+
+    def loss(self, feats: list[torch.Tensor], pos_boxes: list[torch.Tensor], pos_gt_inds: list[torch.Tensor],
+             pos_labels: list[torch.Tensor], targets: list[dict]) -> torch.Tensor:
+        """``loss_mask`` of the positives of each image (boxes ``[P_i, 4]`` in resized pixels)."""
+        _, logits, mask_targets = self.train_outputs(feats, pos_boxes, pos_gt_inds, targets)
         return self.mask_head.loss(logits, mask_targets, torch.cat(pos_labels))["loss_mask"]
 
-    def decode(self, feats: list[torch.Tensor], boxes: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Mask probabilities ``[B, K, M, M]`` of detections ``boxes`` ``[B, K, 4]`` (input pixels)
-        and ``labels`` ``[B, K]`` (padding rows, label -1, read class 0 and are cut by ``num_dets``)."""
-        b, k = boxes.shape[0], boxes.shape[1]
+    def decode_logits(self, feats: list[torch.Tensor], boxes: torch.Tensor,
+                      labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """RoI features ``[B * K, C, S, S]`` and the mask logits of each detection's label
+        ``[B * K, M, M]`` for detections ``boxes`` ``[B, K, 4]`` (input pixels) and ``labels``
+        ``[B, K]`` (padding rows, label -1, read class 0 and are cut by ``num_dets``)."""
+        roi_feats = self.roi_extractor(feats, self.rois(boxes))
         flat_labels = labels.reshape(-1).clamp(min=0).long()
-        probs = self.mask_head.predict_masks(self.mask_head(self.roi_extractor(feats, self.rois(boxes))), flat_labels)
-        return probs.reshape(b, k, probs.shape[-2], probs.shape[-1])
+        return roi_feats, self.mask_head.label_logits(self.mask_head(roi_feats), flat_labels)
+
+    def decode(self, feats: list[torch.Tensor], boxes: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Mask probabilities ``[B, K, M, M]`` of the detections (see :meth:`decode_logits`)."""
+        logits = self.decode_logits(feats, boxes, labels)[1].sigmoid()
+        return logits.reshape(boxes.shape[0], boxes.shape[1], logits.shape[-2], logits.shape[-1])
 
 
 def mean_mask_probs(branches: list[MaskBranch], feats: list[torch.Tensor], dets: DetOutputs) -> torch.Tensor:
@@ -126,10 +141,14 @@ class StandardRoIHead(nn.Module):
         labels, label_w, box_t, box_w = (torch.cat(x) for x in zip(*parts))
         losses = self.bbox_head.loss(cls_score, bbox_pred, rois, labels, label_w, box_t, box_w)
         if self.mask_branch is not None:
-            losses["loss_mask"] = self.mask_branch.loss(
-                feats, [s.boxes[: s.num_pos] for s in sampled], [s.pos_gt_inds for s in sampled],
-                [s.pos_labels for s in sampled], targets)
+            losses.update(self.mask_losses(feats, sampled, targets))
         return losses
+
+    def mask_losses(self, feats: list[torch.Tensor], sampled: list, targets: list[dict]) -> dict[str, torch.Tensor]:
+        """``loss_mask`` of the sampled positives (``SampledRoIs`` per image)."""
+        return {"loss_mask": self.mask_branch.loss(
+            feats, [s.boxes[: s.num_pos] for s in sampled], [s.pos_gt_inds for s in sampled],
+            [s.pos_labels for s in sampled], targets)}
 
     def decode(self, feats: list[torch.Tensor], num_proposals: torch.Tensor, proposals: torch.Tensor,
                image_shapes: torch.Tensor) -> DetOutputs:
@@ -141,10 +160,15 @@ class StandardRoIHead(nn.Module):
             proposals: ``Tensor[B, K, 4]`` xyxy in input pixels.
             image_shapes: ``Tensor[B, 2]`` (h, w) of each unpadded image.
         """
-        rois = self.rois(proposals)
-        cls_score, bbox_pred = self.bbox_forward(feats, rois)
-        boxes, scores = self.box_decode(rois, cls_score, bbox_pred, num_proposals, image_shapes)
-        dets = multiclass_nms(boxes, scores, self.test_cfg)
+        dets = self.box_detections(feats, num_proposals, proposals, image_shapes)
         if self.mask_branch is None:
             return dets
         return dets._replace(masks=mean_mask_probs(self.mask_branches, feats, dets))
+
+    def box_detections(self, feats: list[torch.Tensor], num_proposals: torch.Tensor, proposals: torch.Tensor,
+                       image_shapes: torch.Tensor) -> DetOutputs:
+        """The box head's decoded boxes after NMS (:meth:`decode` without masks)."""
+        rois = self.rois(proposals)
+        cls_score, bbox_pred = self.bbox_forward(feats, rois)
+        boxes, scores = self.box_decode(rois, cls_score, bbox_pred, num_proposals, image_shapes)
+        return multiclass_nms(boxes, scores, self.test_cfg)
