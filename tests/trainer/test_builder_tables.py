@@ -12,7 +12,7 @@ from dettool.config import schema as S
 from dettool.errors import ConfigError
 from dettool.exporters.deploy.detector import DENSE_HEAD_ADAPTERS, DETECTOR_ADAPTERS, ROI_HEAD_ADAPTERS
 from dettool.trainer.builder.backbones import BACKBONES, PLUGINS
-from dettool.trainer.builder.dense_heads import DENSE_HEADS
+from dettool.trainer.builder.dense_heads import DENSE_HEADS, RPN_HEADS
 from dettool.trainer.builder.detectors import DETECTORS
 from dettool.trainer.builder.losses import LOSSES
 from dettool.trainer.builder.necks import NECKS
@@ -21,10 +21,11 @@ from dettool.trainer.builder.task_modules import ANCHOR_GENERATORS, ASSIGNERS, C
 
 TABLES = {"backbone": BACKBONES, "backbone plugin": PLUGINS, "neck": NECKS, "dense head": DENSE_HEADS,
           "detector": DETECTORS, "loss": LOSSES, "RoI box head": BBOX_HEADS, "RoI head": ROI_HEADS,
-          "assigner": ASSIGNERS, "box coder": CODERS, "sampler": SAMPLERS, "anchor generator": ANCHOR_GENERATORS}
-# Sections with a ``type`` tag that are not built through a class table: the RPN head is the
-# two-stage detector's fixed part; the optimizer's ``type`` is a Literal choice (``OPTIMIZERS``).
-NOT_TABLED = {S.RPNHeadConfig, S.OptimizerConfig}
+          "assigner": ASSIGNERS, "box coder": CODERS, "sampler": SAMPLERS, "anchor generator": ANCHOR_GENERATORS,
+          "proposal head": RPN_HEADS}
+# Sections with a ``type`` tag that are not built through a class table: the optimizer's ``type``
+# is a Literal choice (``OPTIMIZERS``).
+NOT_TABLED = {S.OptimizerConfig}
 
 
 def tagged_classes() -> set[type]:
@@ -59,7 +60,7 @@ def test_union_members_are_in_their_family_table():
                          (S.BBoxHeadConfig, BBOX_HEADS), (S.CoderConfig, CODERS), (S.AssignerConfig, ASSIGNERS),
                          (S.DenseSamplerConfig, SAMPLERS), (S.RoISamplerConfig, SAMPLERS),
                          (S.ClsLossConfig, LOSSES), (S.BoxLossConfig, LOSSES), (S.ModelConfig, DETECTORS),
-                         (S.AnchorGeneratorConfig, ANCHOR_GENERATORS)):
+                         (S.AnchorGeneratorConfig, ANCHOR_GENERATORS), (S.ProposalHeadConfig, RPN_HEADS)):
         members = typing.get_args(union) or (union,)
         assert all(m in table for m in members), union
 
@@ -70,8 +71,8 @@ def test_unknown_config_class_is_a_config_error_naming_the_key():
         type: typing.Literal["mystery"] = "mystery"
 
     with pytest.raises(ConfigError, match=r"model\.roi_head\.sampler: MysterySamplerConfig is not a sampler dettool "
-                                          r"can build \(known: OHEMSamplerConfig, PseudoSamplerConfig, "
-                                          r"RandomSamplerConfig\)"):
+                                          r"can build \(known: IoUBalancedSamplerConfig, OHEMSamplerConfig, "
+                                          r"PseudoSamplerConfig, RandomSamplerConfig\)"):
         SAMPLERS.build(MysterySamplerConfig(), key="model.roi_head.sampler")
 
 
@@ -82,6 +83,8 @@ def test_every_head_the_builder_makes_has_a_deploy_adapter():
     built = {fn.__annotations__.get("return") for fn in DENSE_HEADS.entries.values()}
     assert {c.__name__ for c in DENSE_HEAD_ADAPTERS} >= {b if isinstance(b, str) else b.__name__ for b in built}
     assert RPNHead in DENSE_HEAD_ADAPTERS
+    built = {fn.__annotations__.get("return") for fn in RPN_HEADS.entries.values()}
+    assert {c.__name__ for c in DENSE_HEAD_ADAPTERS} >= {b if isinstance(b, str) else b.__name__ for b in built}
     built = {fn.__annotations__.get("return") for fn in ROI_HEADS.entries.values()}
     assert {c.__name__ for c in ROI_HEAD_ADAPTERS} >= {b if isinstance(b, str) else b.__name__ for b in built}
     built = {fn.__annotations__.get("return") for fn in DETECTORS.entries.values()}
