@@ -1,5 +1,5 @@
 """MMDetection dense heads (RetinaNet, FCOS, FSAF, SSD, GA-RetinaNet, RPN, GA-RPN) and RoI heads
-(standard, Double-Head, Cascade, Mask Scoring) -> dettool's, with their test settings."""
+(standard, Double-Head, Cascade, Mask Scoring, Grid) -> dettool's, with their test settings."""
 from __future__ import annotations
 
 import re
@@ -222,6 +222,11 @@ def _roi_extractor(t: Translation, s: Section) -> dict:
 _CONV_FC = {"Shared2FCBBoxHead": (0, 2), "Shared4Conv1FCBBoxHead": (4, 1), "ConvFCBBoxHead": None}
 
 
+# MMDetection's BBoxHead defaults (Grid R-CNN's config states neither)
+_BBOX_HEAD_LOSSES = {"loss_cls": {"type": "CrossEntropyLoss", "use_sigmoid": False, "loss_weight": 1.0},
+                     "loss_bbox": {"type": "SmoothL1Loss", "beta": 1.0, "loss_weight": 1.0}}
+
+
 def _bbox_head(t: Translation, s: Section, prefix: str, prefix_to: str) -> dict:
     """A ConvFC box head; its weights under ``prefix`` (MMDetection) go to ``prefix_to`` (dettool)."""
     shape = table_entry(t, {k: (lambda v=v: v) for k, v in _CONV_FC.items()}, s, "RoI box head")()
@@ -230,7 +235,8 @@ def _bbox_head(t: Translation, s: Section, prefix: str, prefix_to: str) -> dict:
         s.expect(key, (0,), 0)
     h = {"num_shared_convs": convs, "num_shared_fcs": fcs, "conv_out_channels": s.get("conv_out_channels", 256),
          "fc_out_channels": s.get("fc_out_channels", 1024), "norm": conv_norm(s, None, ("GN",)),
-         "reg_class_agnostic": s.get("reg_class_agnostic", False)}
+         "reg_class_agnostic": s.get("reg_class_agnostic", False), "with_reg": s.get("with_reg", True)}
+    s.expect("with_cls", (True,), True)
     t.config["model"]["num_classes"] = s.get("num_classes")
     s.get("in_channels")
     s.get("roi_feat_size", 7)
@@ -241,7 +247,7 @@ def _bbox_head(t: Translation, s: Section, prefix: str, prefix_to: str) -> dict:
     if any(m != 0.0 for m in coder["target_means"]):
         raise t.fail(f"{s.where}.bbox_coder.target_means", "non-zero means are not implemented by dettool")
     h["target_stds"] = coder["target_stds"]
-    head_losses(t, s, h, ("loss_cls", "loss_bbox"))
+    head_losses(t, s, h, ("loss_cls", "loss_bbox"), _BBOX_HEAD_LOSSES)
     # dettool's box heads regress decoded boxes exactly when the loss compares boxes (IoU losses)
     loss_bbox = h.get("loss_bbox", {}).get("type", "smooth_l1")
     if bool(decoded) != (loss_bbox in ("giou", "iou")):
@@ -299,6 +305,8 @@ def _standard_parts(t: Translation, s: Section, train: Section | None, kind: str
     rcnn = train and train.sub("rcnn")
     if kind == "mask_scoring":
         r["mask_iou_head"] = _mask_iou_head(t, s.sub("mask_iou_head"), rcnn)
+    if kind == "grid":
+        _grid_parts(t, s, rcnn, r)
     s.done()
     train_settings(t, rcnn, r, anchors=False)
     return r
@@ -321,6 +329,43 @@ def _mask_iou_head(t: Translation, s: Section, rcnn: Section | None) -> dict:
     if rcnn is not None:
         h["mask_thr_binary"] = rcnn.get("mask_thr_binary", 0.5)
     return h
+
+
+def _grid_parts(t: Translation, s: Section, rcnn: Section | None, r: dict) -> None:
+    """GridRoIHead's grid RoI extractor and GridHead (its weights keep their names), and the rcnn
+    train_cfg's ``pos_radius`` / ``max_num_grid``."""
+    if s.get("grid_roi_extractor", None) is None:
+        raise t.fail(f"{s.where}.grid_roi_extractor", "None (sharing the box head's extractor) is not implemented "
+                                                      "by dettool")
+    r["grid_roi_extractor"] = _roi_extractor(t, s.sub("grid_roi_extractor"))
+    g = s.sub("grid_head")
+    g.expect("type", ("GridHead",))
+    r["grid_head"] = {"grid_points": g.get("grid_points", 9), "num_convs": g.get("num_convs", 8),
+                      "point_feat_channels": g.get("point_feat_channels", 64)}
+    g.expect("roi_feat_size", (r["grid_roi_extractor"]["output_size"],), 14)
+    g.get("in_channels", 256)
+    g.expect("conv_kernel_size", (3,), 3)
+    g.expect("deconv_kernel_size", (4,), 4)
+    g.expect("class_agnostic", (False,), False)
+    g.expect("conv_cfg", (None,), None)
+    norm = g.sub("norm_cfg", {"type": "GN", "num_groups": 36})
+    norm.expect("type", ("GN",))
+    r["grid_head"]["num_groups"] = norm.get("num_groups")
+    norm.done(ignore=("requires_grad",))
+    loss = g.sub("loss_grid", {"type": "CrossEntropyLoss", "use_sigmoid": True, "loss_weight": 15})
+    loss.expect("type", ("CrossEntropyLoss",))
+    loss.expect("use_sigmoid", (True,))
+    r["grid_head"]["loss_weight"] = loss.get("loss_weight", 1.0)
+    loss.done()
+    g.done()
+    if rcnn is not None:
+        r["pos_radius"] = rcnn.get("pos_radius")
+        r["max_num_grid"] = rcnn.get("max_num_grid", 192)
+
+
+def _grid(t: Translation, s: Section, train: Section | None) -> None:
+    """GridRoIHead: a box head that only classifies, and a grid head."""
+    _standard_parts(t, s, train, "grid")
 
 
 def _mask_scoring(t: Translation, s: Section, train: Section | None) -> None:
@@ -386,7 +431,7 @@ def _cascade(t: Translation, s: Section, train: Any) -> None:
 
 ROI_HEADS: dict[str, Callable[[Translation, Section, Any], None]] = {
     "StandardRoIHead": _standard_roi_head, "DoubleHeadRoIHead": _double_head, "CascadeRoIHead": _cascade,
-    "MaskScoringRoIHead": _mask_scoring}
+    "MaskScoringRoIHead": _mask_scoring, "GridRoIHead": _grid}
 
 
 def rcnn_test(t: Translation, s: Section) -> None:

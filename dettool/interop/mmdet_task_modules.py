@@ -161,10 +161,13 @@ def train_settings(t: Translation, train: Section | None, h: dict, anchors: bool
     train.done(ignore=("debug",))
 
 
-def head_losses(t: Translation, s: Section, h: dict, keys: tuple[str, ...]) -> None:
-    """The head's losses dettool has, under ``keys``; ``s.where`` names the module for GHM's buffers."""
+def head_losses(t: Translation, s: Section, h: dict, keys: tuple[str, ...], defaults: dict | None = None) -> None:
+    """The head's losses dettool has, under ``keys`` (``defaults``: MMDetection's class defaults of
+    those a config may leave out); ``s.where`` names the module for GHM's buffers."""
+    defaults = defaults or {}
     for key in keys:
-        if loss := loss_settings(t, s.sub(key), f"{s.where.removeprefix('model.')}.{key}"):
+        section = s.sub(key, defaults[key]) if key in defaults else s.sub(key)
+        if loss := loss_settings(t, section, f"{s.where.removeprefix('model.')}.{key}"):
             h[key] = loss
 
 

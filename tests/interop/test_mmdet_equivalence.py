@@ -41,6 +41,9 @@ FAMILIES = {
     "mask_rcnn": ("mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py", {**RCNN_LAYERS, "roi_head.mask_head.conv_logits": 2.0}),
     "ms_rcnn": ("ms_rcnn/ms-rcnn_r50_fpn_1x_coco.py", {**RCNN_LAYERS, "roi_head.mask_head.conv_logits": 2.0,
                                                        "roi_head.mask_iou_head.fc_mask_iou": (0.3, 0.8)}),
+    # heatmap logits of std 2: distinct maxima (at MMDetection's init all pixels sit near p = 0.01)
+    "grid_rcnn": ("grid_rcnn/grid-rcnn_r50_fpn_gn-head_2x_coco.py",
+                  {**RPN_LAYERS, "roi_head.bbox_head.fc_cls": 2.0, "roi_head.grid_head.deconv2": 2.0}),
     "mask_rcnn_gn": ("gn/mask-rcnn_r50_fpn_gn-all_2x_coco.py", {**RCNN_LAYERS, "roi_head.mask_head.conv_logits": 2.0}),
     "ghm": ("ghm/retinanet_r50_fpn_ghm-1x_coco.py", {"bbox_head.retina_cls": 2.0, "bbox_head.retina_reg": 0.3}),
     # FSAF's distances pass a ReLU: a positive bias keeps most of them (and the boxes' sides) above 0
@@ -218,6 +221,11 @@ def run_family(family: str, tmp_path: Path) -> dict:
                         for s in reference.predict(images[i:i + 1], samples[i:i + 1], rescale=True)]
         else:
             ref_dets = [s.pred_instances for s in reference.predict(images, samples, rescale=True)]
+        if hasattr(getattr(reference, "roi_head", None), "grid_head"):
+            # MMDetection's GridHead clamps a copy of its boxes (a no-op); dettool clips them
+            for d in ref_dets:
+                d.bboxes = torch.stack([d.bboxes[:, 0].clamp(0, w), d.bboxes[:, 1].clamp(0, h),
+                                        d.bboxes[:, 2].clamp(0, w), d.bboxes[:, 3].clamp(0, h)], dim=1)
     return {"pairs": pairs, "ref_dets": ref_dets, "dets": model.predict(images, metas)}
 
 
@@ -277,7 +285,15 @@ def raw_output_pairs(reference, model, images) -> list[tuple[str, torch.Tensor, 
     else:
         ref_roi = reference.roi_head._bbox_forward(feats_ref, rois)
         cls, reg = model.roi_head.bbox_forward(feats, rois)
-    return pairs + [("roi_cls", ref_roi["cls_score"], cls), ("roi_reg", ref_roi["bbox_pred"], reg)]
+    pairs.append(("roi_cls", ref_roi["cls_score"], cls))
+    if reg is not None or ref_roi["bbox_pred"] is not None:
+        pairs.append(("roi_reg", ref_roi["bbox_pred"], reg))
+    if hasattr(reference.roi_head, "grid_head"):  # Grid R-CNN's heatmaps of 20 RoIs (its convs are wide)
+        head = reference.roi_head
+        ref_grid = head.grid_head(head.grid_roi_extractor(feats_ref[:head.grid_roi_extractor.num_inputs],
+                                                          rois[:20]))["fused"]
+        pairs.append(("grid", ref_grid, model.roi_head.grid_forward(feats, rois[:20])))
+    return pairs
 
 
 def is_guided_anchoring(head) -> bool:

@@ -1,5 +1,5 @@
-"""GHM RetinaNet, Double-Head Faster R-CNN, Libra RetinaNet, FSAF, R-FCN, Libra and GA Faster R-CNN and
-Mask Scoring R-CNN exported to ONNX (custom-op and portable) give the PyTorch model's detections on
+"""GHM RetinaNet, Double-Head Faster R-CNN, Libra RetinaNet, FSAF, R-FCN, Libra and GA Faster R-CNN, Grid
+R-CNN and Mask Scoring R-CNN exported to ONNX (custom-op and portable) give the PyTorch model's detections on
 ONNX Runtime (``slow``: each export traces for a minute or two)."""
 from __future__ import annotations
 
@@ -20,15 +20,16 @@ from dettool.runtime.torch_backend import TorchBackend
 @pytest.mark.parametrize("flavour", ["custom", "portable"])
 @pytest.mark.parametrize("name", ["ghm_retinanet_r18_fpn_synth", "dh_faster_rcnn_r18_fpn_synth",
                                   "libra_retinanet_r18_fpn_synth", "fsaf_r18_fpn_synth", "rfcn_r18_synth",
-                                  "libra_faster_rcnn_r18_fpn_synth", "ga_faster_rcnn_r18_fpn_synth"])
+                                  "libra_faster_rcnn_r18_fpn_synth", "ga_faster_rcnn_r18_fpn_synth",
+                                  "grid_rcnn_r18_fpn_synth"])
 def test_new_members_export_and_match_torch(name, flavour, tiny_synth, tmp_path):
-    two_stage = name.startswith(("dh_", "rfcn_", "libra_faster_", "ga_faster_"))
+    two_stage = name.startswith(("dh_", "rfcn_", "libra_faster_", "ga_faster_", "grid_"))
     sets = tiny_sets(tiny_synth) if two_stage else dense_sets(tiny_synth, "model.backbone.weights=null")
     cfg = load_config(CONFIGS / f"{name}.yaml", sets)
     ref, got, meta = export_and_run(cfg, random_detector(cfg), tmp_path, name, flavour)
     if two_stage:
         families = {"dh_": "double_head_rcnn", "rfcn_": "rfcn", "libra_faster_": "faster_rcnn",
-                    "ga_faster_": "faster_rcnn"}
+                    "ga_faster_": "faster_rcnn", "grid_": "grid_rcnn"}
         assert meta.model_type == next(v for k, v in families.items() if name.startswith(k))
     assert_same(ref, got)
 

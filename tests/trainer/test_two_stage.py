@@ -59,14 +59,15 @@ def test_cascade_stage_assignment_follows_threshold():
 @pytest.mark.parametrize("name,mask", [("faster_rcnn_r18_fpn_synth", False), ("mask_rcnn_r18_fpn_synth", True),
                                        ("cascade_mask_rcnn_r18_fpn_synth", True), ("rfcn_r18_synth", False),
                                        ("libra_faster_rcnn_r18_fpn_synth", False),
-                                       ("ga_faster_rcnn_r18_fpn_synth", False), ("ms_rcnn_r18_fpn_synth", True)])
+                                       ("ga_faster_rcnn_r18_fpn_synth", False), ("ms_rcnn_r18_fpn_synth", True),
+                                       ("grid_rcnn_r18_fpn_synth", False)])
 def test_empty_ground_truth_gives_classification_loss_only(name, mask):
     cfg = load_config(ROOT / f"configs/{name}.yaml")
     torch.manual_seed(0)
     model = builder.build_model(cfg)
     losses = model.loss(*empty_batch(cfg, mask))
     cls = [v for k, v in losses.items() if k.startswith("loss_") and "cls" in k]
-    other = [v for k, v in losses.items() if k.startswith("loss_") and ("bbox" in k or "mask" in k)]
+    other = [v for k, v in losses.items() if k.startswith("loss_") and ("bbox" in k or "mask" in k or "grid" in k)]
     assert cls and all(float(v.detach()) > 0 for v in cls)
     assert other and all(float(v.detach()) == 0 for v in other)
     assert any("mask" in k for k in losses) == mask

@@ -14,7 +14,8 @@ ZOO_COCO = ["ssd300_coco", "ssd512_coco", "scratchdet300_rootres34_coco", "m2det
             "ga_retinanet_r50_fpn_1x_coco",
             # the two-stage zoo (issue 15); R-FCN follows the paper (MMDetection has none)
             "rfcn_r50_1x_coco", "libra_faster_rcnn_r50_fpn_1x_coco", "ga_rpn_r50_fpn_1x_coco",
-            "ga_faster_rcnn_r50_fpn_1x_coco", "ms_rcnn_r50_fpn_1x_coco"]
+            "ga_faster_rcnn_r50_fpn_1x_coco", "ms_rcnn_r50_fpn_1x_coco",
+            "grid_rcnn_r50_fpn_gn-head_2x_coco"]
 
 
 def data_sets(root: Path) -> list[str]:

@@ -1,4 +1,5 @@
-"""RoI-head configs -> standard, Double-Head, cascade, R-FCN and Mask Scoring RoI heads, their box and mask heads."""
+"""RoI-head configs -> standard, Double-Head, cascade, R-FCN, Mask Scoring and Grid RoI heads, their box, mask
+and grid heads."""
 from __future__ import annotations
 
 from torch import nn
@@ -13,6 +14,8 @@ from dettool.trainer.models.roi_heads.bbox_head import ConvFCBBoxHead
 from dettool.trainer.models.roi_heads.cascade_roi_head import CascadeRoIHead
 from dettool.trainer.models.roi_heads.double_bbox_head import DoubleConvFCBBoxHead
 from dettool.trainer.models.roi_heads.double_roi_head import DoubleHeadRoIHead
+from dettool.trainer.models.roi_heads.grid_head import GridHead
+from dettool.trainer.models.roi_heads.grid_roi_head import GridRoIHead
 from dettool.trainer.models.roi_heads.mask_head import FCNMaskHead
 from dettool.trainer.models.roi_heads.mask_scoring_roi_head import MaskScoringRoIHead
 from dettool.trainer.models.roi_heads.maskiou_head import MaskIoUHead
@@ -37,7 +40,8 @@ def _conv_fc(cfg: S.ConvFCBBoxHeadConfig, num_classes: int, in_channels: int, ro
              key: str) -> ConvFCBBoxHead:
     return ConvFCBBoxHead(in_channels=in_channels, roi_feat_size=roi_feat_size, num_shared_convs=cfg.num_shared_convs,
                           num_shared_fcs=cfg.num_shared_fcs, conv_out_channels=cfg.conv_out_channels,
-                          fc_out_channels=cfg.fc_out_channels, norm=cfg.norm, **_bbox_head_args(cfg, num_classes, key))
+                          fc_out_channels=cfg.fc_out_channels, norm=cfg.norm, with_reg=cfg.with_reg,
+                          **_bbox_head_args(cfg, num_classes, key))
 
 
 def _double_conv_fc(cfg: S.DoubleConvFCBBoxHeadConfig, num_classes: int, in_channels: int, roi_feat_size: int,
@@ -97,6 +101,17 @@ def _mask_scoring(cfg: S.MaskScoringRoIHeadConfig, num_classes: int, in_channels
     return MaskScoringRoIHead(mask_iou_head=head, **_standard_args(cfg, num_classes, in_channels, test, key))
 
 
+def _grid(cfg: S.GridRoIHeadConfig, num_classes: int, in_channels: int, test: S.TestConfig,
+          key: str) -> GridRoIHead:
+    g = cfg.grid_head
+    head = GridHead(in_channels=in_channels, roi_feat_size=cfg.grid_roi_extractor.output_size,
+                    grid_points=g.grid_points, num_convs=g.num_convs, point_feat_channels=g.point_feat_channels,
+                    num_groups=g.num_groups, loss_weight=g.loss_weight)
+    return GridRoIHead(grid_roi_extractor=build_roi_extractor(cfg.grid_roi_extractor), grid_head=head,
+                       pos_radius=cfg.pos_radius, max_num_grid=cfg.max_num_grid, jitter_amplitude=cfg.jitter_amplitude,
+                       **_standard_args(cfg, num_classes, in_channels, test, key))
+
+
 def _cascade(cfg: S.CascadeRoIHeadConfig, num_classes: int, in_channels: int, test: S.TestConfig,
              key: str) -> CascadeRoIHead:
     size = cfg.roi_extractor.output_size
@@ -125,7 +140,7 @@ def _rfcn(cfg: S.RFCNRoIHeadConfig, num_classes: int, in_channels: int, test: S.
 
 ROI_HEADS = Table("RoI head", {S.StandardRoIHeadConfig: _standard, S.DoubleHeadRoIHeadConfig: _double_head,
                                S.CascadeRoIHeadConfig: _cascade, S.RFCNRoIHeadConfig: _rfcn,
-                               S.MaskScoringRoIHeadConfig: _mask_scoring})
+                               S.MaskScoringRoIHeadConfig: _mask_scoring, S.GridRoIHeadConfig: _grid})
 
 
 def build_roi_head(cfg, num_classes: int, in_channels: int, test: S.TestConfig) -> nn.Module:

@@ -72,6 +72,8 @@ from dettool.config.schema.roi_heads import (
     ConvFCBBoxHeadConfig,
     DoubleConvFCBBoxHeadConfig,
     DoubleHeadRoIHeadConfig,
+    GridHeadConfig,
+    GridRoIHeadConfig,
     MaskHeadConfig,
     MaskIoUHeadConfig,
     MaskScoringRoIHeadConfig,
@@ -133,5 +135,5 @@ __all__ = [
     "CenterRegionAssignerConfig", "FSAFHeadConfig", "TBLRCoderConfig",
     "ApproxMaxIoUAssignerConfig", "BoundedIoULossConfig", "GARetinaHeadConfig",
     "RootResNetConfig", "MLFPNConfig", "RFCNRoIHeadConfig", "IoUBalancedSamplerConfig", "GARPNHeadConfig",
-    "ProposalHeadConfig", "MaskIoUHeadConfig", "MaskScoringRoIHeadConfig",
+    "ProposalHeadConfig", "MaskIoUHeadConfig", "MaskScoringRoIHeadConfig", "GridHeadConfig", "GridRoIHeadConfig",
 ]

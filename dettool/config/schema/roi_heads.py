@@ -1,4 +1,5 @@
-"""Config of RoI heads (Fast / Faster / Mask R-CNN, Double-Head, Cascade, R-FCN, Mask Scoring) and their parts."""
+"""Config of RoI heads (Fast / Faster / Mask R-CNN, Double-Head, Cascade, R-FCN, Mask Scoring, Grid) and their
+parts."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ class RoIExtractorConfig(Section):
 @dataclass(frozen=True)
 class ConvFCBBoxHeadConfig(Section):
     """RoI box head: shared2fc (0 convs, 2 fcs) or 4conv1fc (4 convs with GN, 1 fc; with BN in
-    torchvision's v2 models)."""
+    torchvision's v2 models); ``with_reg: false``: classification only (Grid R-CNN's)."""
 
     type: Literal["conv_fc"] = "conv_fc"
     num_shared_convs: NonNegInt = 0
@@ -41,6 +42,7 @@ class ConvFCBBoxHeadConfig(Section):
     fc_out_channels: PosInt = 1024
     norm: Literal["none", "gn", "bn"] = "none"
     reg_class_agnostic: bool = False
+    with_reg: bool = True
     target_stds: Stds = (0.1, 0.1, 0.2, 0.2)
     loss_cls: CrossEntropyLossConfig = field(default_factory=CrossEntropyLossConfig)
     loss_bbox: BoxLossConfig = field(default_factory=SmoothL1LossConfig)
@@ -145,6 +147,51 @@ class MaskScoringRoIHeadConfig(StandardRoIHeadConfig):
 
 
 @dataclass(frozen=True)
+class GridHeadConfig(Section):
+    """Grid R-CNN's grid head (MMDetection's ``GridHead``): ``num_convs`` 3x3 convs with GroupNorm
+    of ``num_groups`` groups on ``point_feat_channels`` channels per grid point, feature fusion
+    between neighbouring points, heatmaps twice the RoI features' side; binary cross-entropy
+    weighted ``loss_weight`` on the fused and the unfused heatmaps."""
+
+    grid_points: PosInt = 9
+    num_convs: PosInt = 8
+    point_feat_channels: PosInt = 64
+    num_groups: PosInt = 36
+    loss_weight: NonNegFloat = 15.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        side = int(round(self.grid_points ** 0.5))
+        require(side * side == self.grid_points and side >= 2, "grid_points",
+                f"must be a square of at least 4 (9 in Grid R-CNN), got {self.grid_points}")
+        channels = self.point_feat_channels * self.grid_points
+        require(channels % self.num_groups == 0, "num_groups",
+                f"must divide point_feat_channels x grid_points = {channels}, got {self.num_groups}")
+
+
+@dataclass(frozen=True)
+class GridRoIHeadConfig(StandardRoIHeadConfig):
+    """Grid R-CNN: the standard RoI head with a box head that only classifies, and a grid head on
+    RoIs pooled by ``grid_roi_extractor`` that locates each detection's box. Training:
+    ``pos_radius`` of the target points (MMDetection's ``train_cfg.rcnn.pos_radius``), at most
+    ``max_num_grid`` positives per batch (``max_num_grid``), jittered by ``jitter_amplitude`` of
+    their size (MMDetection's fixed 0.15)."""
+
+    type: Literal["grid"] = "grid"
+    bbox_head: ConvFCBBoxHeadConfig = field(default_factory=lambda: ConvFCBBoxHeadConfig(with_reg=False))
+    grid_roi_extractor: RoIExtractorConfig = field(default_factory=lambda: RoIExtractorConfig(output_size=14))
+    grid_head: GridHeadConfig = field(default_factory=GridHeadConfig)
+    pos_radius: PosInt = 1
+    max_num_grid: PosInt = 192
+    jitter_amplitude: NonNegFloat = 0.15
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(not self.bbox_head.with_reg, "bbox_head.with_reg",
+                "Grid R-CNN's box head only classifies: the grid head gives the boxes (set it false)")
+
+
+@dataclass(frozen=True)
 class CascadeStageConfig(Section):
     """One cascade stage: its box head, IoU thresholds, sampler and loss weight."""
 
@@ -209,4 +256,4 @@ class RFCNRoIHeadConfig(Section):
 
 
 RoIHeadConfig = Union[StandardRoIHeadConfig, DoubleHeadRoIHeadConfig, CascadeRoIHeadConfig, RFCNRoIHeadConfig,
-                      MaskScoringRoIHeadConfig]
+                      MaskScoringRoIHeadConfig, GridRoIHeadConfig]

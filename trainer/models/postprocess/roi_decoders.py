@@ -30,7 +30,8 @@ class BoxDecode(Float32Block):
         min_bbox_size: boxes whose width or height is not above it are scored 0 (torchvision's
             ``remove_small_boxes``; < 0, MMDetection's RoI heads: none).
 
-    ``forward`` returns ``boxes`` ``[B, K, C, 4]`` (``[B, K, 4]`` when class-agnostic) and
+    ``forward`` returns ``boxes`` ``[B, K, C, 4]`` (``[B, K, 4]`` when class-agnostic, or the RoIs
+    themselves when ``bbox_pred`` is None: a head without a regressor) and
     ``scores`` ``[B, K, C]`` (softmax without the background column), the scores of padding
     RoIs (index >= ``num_rois[b]``) set to 0.
     """
@@ -41,14 +42,16 @@ class BoxDecode(Float32Block):
         self.bbox_coder, self.num_classes, self.class_agnostic = bbox_coder, num_classes, class_agnostic
         self.min_bbox_size = min_bbox_size
 
-    def forward(self, rois: torch.Tensor, cls_score: torch.Tensor, bbox_pred: torch.Tensor, num_rois: torch.Tensor,
-                image_shapes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, rois: torch.Tensor, cls_score: torch.Tensor, bbox_pred: torch.Tensor | None,
+                num_rois: torch.Tensor, image_shapes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         batch = image_shapes.shape[0]
         k = rois.shape[0] // batch
         c = self.num_classes
         scores = cls_score.float().softmax(dim=1)[:, :c].reshape(batch, k, c)
         scores = torch.where(padding_mask(num_rois, k)[..., None], scores, torch.zeros_like(scores))
-        if self.class_agnostic:
+        if bbox_pred is None:
+            boxes = rois[:, 1:].reshape(batch, k, 4)
+        elif self.class_agnostic:
             boxes = self.bbox_coder.decode(rois[:, 1:], bbox_pred.float()).reshape(batch, k, 4)
         else:
             ref = rois[:, None, 1:].expand(rois.shape[0], c, 4)
@@ -57,7 +60,7 @@ class BoxDecode(Float32Block):
         if self.min_bbox_size >= 0:
             w, h = boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]
             big = (w > self.min_bbox_size) & (h > self.min_bbox_size)
-            scores = torch.where(big[..., None] if self.class_agnostic else big, scores,
+            scores = torch.where(big[..., None] if boxes.dim() == 3 else big, scores,
                                  torch.zeros_like(scores))
         return boxes, scores
 

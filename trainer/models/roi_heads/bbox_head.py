@@ -25,12 +25,15 @@ class BBoxHead(nn.Module):
         bbox_coder: delta coder (MMDetection's RoI-head stds are (0.1, 0.1, 0.2, 0.2)).
         loss_cls: softmax classification loss on logits ``[N, C + 1]``, labels ``[N]``, weights ``[N]``.
         loss_bbox: regression loss (on deltas, or on decoded boxes when its ``decoded_boxes``).
+        with_reg: False for a head that only classifies (Grid R-CNN's): no regressor, its
+            ``bbox_pred`` is None, no ``loss_bbox``, and its RoIs are its boxes.
     """
 
     def __init__(self, *, num_classes: int, reg_class_agnostic: bool, bbox_coder: DeltaXYWHCoder,
-                 loss_cls: nn.Module, loss_bbox: nn.Module) -> None:
+                 loss_cls: nn.Module, loss_bbox: nn.Module, with_reg: bool = True) -> None:
         super().__init__()
         self.num_classes = num_classes
+        self.with_reg = with_reg
         self.reg_class_agnostic = reg_class_agnostic
         self.bbox_coder = bbox_coder
         self.loss_cls = loss_cls
@@ -43,13 +46,14 @@ class BBoxHead(nn.Module):
         return 4 if self.reg_class_agnostic else 4 * self.num_classes
 
     @staticmethod
-    def init_predictors(fc_cls: nn.Module, fc_reg: nn.Module) -> None:
+    def init_predictors(fc_cls: nn.Module, fc_reg: nn.Module | None) -> None:
         """MMDetection's initialisation of the classifier (std 0.01) and the regressor (std 0.001),
         linear layers or 1x1 convs (R-FCN's score maps)."""
         nn.init.normal_(fc_cls.weight, std=0.01)
-        nn.init.normal_(fc_reg.weight, std=0.001)
         nn.init.zeros_(fc_cls.bias)
-        nn.init.zeros_(fc_reg.bias)
+        if fc_reg is not None:
+            nn.init.normal_(fc_reg.weight, std=0.001)
+            nn.init.zeros_(fc_reg.bias)
 
     # ------------------------------------------------------------------------------- targets
 
@@ -88,7 +92,7 @@ class BBoxHead(nn.Module):
         rows = torch.arange(bbox_pred.shape[0], device=bbox_pred.device)
         return bbox_pred.view(bbox_pred.shape[0], self.num_classes, 4)[rows, labels]
 
-    def loss(self, cls_score: torch.Tensor, bbox_pred: torch.Tensor, rois: torch.Tensor, labels: torch.Tensor,
+    def loss(self, cls_score: torch.Tensor, bbox_pred: torch.Tensor | None, rois: torch.Tensor, labels: torch.Tensor,
              label_weights: torch.Tensor, bbox_targets: torch.Tensor,
              bbox_weights: torch.Tensor) -> dict[str, torch.Tensor]:
         """Classification and regression losses over the sampled RoIs of the batch.
@@ -100,10 +104,18 @@ class BBoxHead(nn.Module):
             (the concatenated :meth:`get_targets` of every image).
 
         Returns: ``loss_cls`` (averaged over ``sum(label_weights)``), ``loss_bbox`` (averaged over R,
-        as MMDetection) and ``acc`` (classification accuracy in percent, detached).
+        as MMDetection; none without a regressor) and ``acc`` (classification accuracy in percent,
+        detached).
         """
         cls_avg = label_weights.float().sum().clamp(min=1.0)
         loss_cls = self.loss_cls(cls_score, labels, label_weights, avg_factor=cls_avg)
+        with torch.no_grad():
+            if labels.numel():
+                acc = (cls_score.argmax(dim=1) == labels).float().mean() * 100
+            else:
+                acc = cls_score.new_zeros(())
+        if bbox_pred is None:
+            return {"loss_cls": loss_cls, "acc": acc}
         pos = ((labels >= 0) & (labels < self.num_classes)).nonzero(as_tuple=True)[0]
         if pos.numel():
             pred = self._class_deltas(bbox_pred[pos], labels[pos])
@@ -116,11 +128,6 @@ class BBoxHead(nn.Module):
                                            avg_factor=float(bbox_targets.shape[0]))
         else:
             loss_bbox = bbox_pred.sum() * 0  # keeps the regressor in the graph
-        with torch.no_grad():
-            if labels.numel():
-                acc = (cls_score.argmax(dim=1) == labels).float().mean() * 100
-            else:
-                acc = cls_score.new_zeros(())
         return {"loss_cls": loss_cls, "loss_bbox": loss_bbox, "acc": acc}
 
     # ------------------------------------------------------------------------------- cascade
@@ -193,20 +200,21 @@ class ConvFCBBoxHead(BBoxHead):
             dim = fc_out_channels
         self.shared_fcs = nn.Sequential(*fcs)
         self.fc_cls = nn.Linear(dim, self.num_classes + 1)
-        self.fc_reg = nn.Linear(dim, self.reg_out_channels)
+        self.fc_reg = nn.Linear(dim, self.reg_out_channels) if self.with_reg else None
         self.init_predictors(self.fc_cls, self.fc_reg)
 
     # ------------------------------------------------------------------------------- forward
 
-    def forward(self, roi_feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, roi_feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Raw predictions for pooled RoI features.
 
         Args:
             roi_feats: ``Tensor[R, in_channels, S, S]``.
 
         Returns: ``cls_score`` ``Tensor[R, C + 1]`` softmax logits (background last) and
-        ``bbox_pred`` ``Tensor[R, 4]`` (agnostic) or ``Tensor[R, 4 * C]`` (per class, class-major).
+        ``bbox_pred`` ``Tensor[R, 4]`` (agnostic) or ``Tensor[R, 4 * C]`` (per class, class-major),
+        None without a regressor.
         """
         x = self.shared_convs(roi_feats).flatten(1)
         x = self.shared_fcs(x)
-        return self.fc_cls(x), self.fc_reg(x)
+        return self.fc_cls(x), (self.fc_reg(x) if self.fc_reg is not None else None)

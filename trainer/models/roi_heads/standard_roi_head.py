@@ -140,9 +140,13 @@ class StandardRoIHead(nn.Module):
                                             s.boxes.shape[0] - s.num_pos) for s in sampled]
         labels, label_w, box_t, box_w = (torch.cat(x) for x in zip(*parts))
         losses = self.bbox_head.loss(cls_score, bbox_pred, rois, labels, label_w, box_t, box_w)
-        if self.mask_branch is not None:
-            losses.update(self.mask_losses(feats, sampled, targets))
+        losses.update(self.branch_losses(feats, sampled, targets, metas))
         return losses
+
+    def branch_losses(self, feats: list[torch.Tensor], sampled: list, targets: list[dict],
+                      metas: list[dict]) -> dict[str, torch.Tensor]:
+        """The losses of the branches beside the box head on the sampled RoIs (the mask branch's)."""
+        return self.mask_losses(feats, sampled, targets) if self.mask_branch is not None else {}
 
     def mask_losses(self, feats: list[torch.Tensor], sampled: list, targets: list[dict]) -> dict[str, torch.Tensor]:
         """``loss_mask`` of the sampled positives (``SampledRoIs`` per image)."""
