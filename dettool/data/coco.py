@@ -110,16 +110,22 @@ class CocoDetection(torch.utils.data.Dataset):
     thresholded at 0.5, flipped, expanded, cropped). ``meta``: ``image_id``, ``file_name``,
     ``ori_shape`` (h, w), ``img_shape`` (h, w) of the output, ``scale_factor`` (sx, sy) of the
     resize (see ``Sample``), ``flip`` and, with a proposals file (Fast R-CNN), ``proposals``
-    Tensor[K, 5] in output pixels. Indexing takes an int or ``(index, seed)``; the sample's
-    generator is ``np.random.default_rng([seed, index])``, so augmentation is reproducible under
-    any number of workers and on resume.
+    Tensor[K, 5] in output pixels. With ``semantic_dir`` (Hybrid Task Cascade's semantic
+    branch) ``target`` also has ``semantic``: uint8 Tensor[H, W], the image's label map
+    ``<semantic_dir>/<file stem>.png`` (COCO-stuff's layout; 255 unknown) moved with the image.
+    Indexing takes an int or ``(index, seed)``; the sample's generator is
+    ``np.random.default_rng([seed, index])``, so augmentation is reproducible under any number
+    of workers and on resume.
     """
 
     def __init__(self, ann_file: str | Path, img_dir: str | Path, pipeline: Pipeline,
                  filter_empty_gt: bool = False, with_masks: bool = False,
                  proposals: dict[int, torch.Tensor] | None = None,
-                 category_ids: tuple[int, ...] | None = None) -> None:
+                 category_ids: tuple[int, ...] | None = None, semantic_dir: str | Path | None = None) -> None:
         self.ann_file = Path(ann_file)
+        self.semantic_dir = Path(semantic_dir) if semantic_dir is not None else None
+        if self.semantic_dir is not None and not self.semantic_dir.is_dir():
+            raise DataError(f"{self.semantic_dir}: semantic label map folder not found")
         self.proposals = proposals
         self.img_dir = Path(img_dir)
         self.pipeline = pipeline
@@ -209,6 +215,7 @@ class CocoDetection(torch.utils.data.Dataset):
         boxes, labels, ignore = self.annotations(image_id)
         sample = Sample(img=img, boxes=boxes, labels=labels, ignore_boxes=ignore,
                         masks=self.instance_masks(image_id, ori_h, ori_w) if self.with_masks else None,
+                        semantic=self.semantic_map(info["file_name"], ori_h, ori_w) if self.semantic_dir else None,
                         proposals=self._proposals(image_id) if self.proposals is not None else None)
         sample = self.pipeline(sample, np.random.default_rng([seed, index]))
         if not isinstance(sample.img, torch.Tensor):
@@ -216,11 +223,30 @@ class CocoDetection(torch.utils.data.Dataset):
         target = {"boxes": sample.boxes, "labels": sample.labels, "ignore_boxes": sample.ignore_boxes}
         if sample.masks is not None:
             target["masks"] = sample.masks
+        if sample.semantic is not None:
+            target["semantic"] = sample.semantic
         meta = {"image_id": image_id, "file_name": info["file_name"], "ori_shape": (ori_h, ori_w),
                 "img_shape": sample.img_shape, "scale_factor": sample.scale_factor, "flip": sample.flip}
         if sample.proposals is not None:
             meta["proposals"] = sample.proposals
         return sample.img, target, meta
+
+    def semantic_map(self, file_name: str, height: int, width: int) -> torch.Tensor:
+        """The label map of image ``file_name`` (uint8 ``[height, width]``); ``DataError`` names
+        a missing, undecodable or wrongly sized file."""
+        path = self.semantic_dir / f"{Path(file_name).stem}.png"
+        if not path.is_file():
+            raise DataError(f"{path}: semantic label map not found")
+        try:
+            with Image.open(path) as img:
+                if img.mode not in ("L", "P"):
+                    raise DataError(f"{path}: a label map must be an 8-bit single-channel PNG, got mode {img.mode}")
+                labels = np.asarray(img).copy()
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            raise DataError(f"{path}: cannot decode label map ({exc})") from None
+        if labels.shape != (height, width):
+            raise DataError(f"{path}: label map is {labels.shape[1]}x{labels.shape[0]}, its image {width}x{height}")
+        return torch.from_numpy(labels)
 
     def _proposals(self, image_id: int) -> torch.Tensor:
         """This image's proposals ``[K, 5]`` (original pixels + score); empty when the file has none."""

@@ -1,7 +1,7 @@
 """Geometric transforms, named and behaving as MMDetection's: Resize, RandomFlip, Expand, MinIoURandomCrop.
 
 Each is a small class called as ``transform(sample, rng)``: it moves the image, the boxes, the
-crowd boxes, the masks and the proposals together (``dettool.data.sample.Sample``) and draws its
+crowd boxes, the masks, the semantic map and the proposals together (``dettool.data.sample.Sample``) and draws its
 randomness from ``rng``, the one generator of this sample, in a fixed order, so that a sample is
 a function of (seed, epoch, index).
 """
@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
-from dettool.data.masks import resize_masks
-from dettool.data.sample import Sample
+from dettool.data.masks import resize_label_map, resize_masks
+from dettool.data.sample import IGNORE_LABEL, Sample
 from dettool.data.scale import ScaleSpec, rescale_size
 from dettool.data.transforms import hflip_boxes, hflip_image, resize_image
 from dettool.structures.boxes import clip_boxes
@@ -27,7 +27,7 @@ class Resize:
     and short side at most the (drawn, for multi-scale) short limit; without, ``scale`` read as
     ``WxH`` is the output size (``scale.exact_size()``). Boxes scale by the actual factors
     ``(new_w / w, new_h / h)``, which multiply ``scale_factor``; masks are resized like the image
-    (``resize_masks``). Draws the short limit (value / range mode only).
+    (``resize_masks``), a semantic map by nearest neighbour. Draws the short limit (value / range mode only).
 
     Args:
         scale: the parsed ``data.train_scale`` / ``data.test_scale``.
@@ -53,6 +53,8 @@ class Resize:
         sample.map_boxes(lambda b: b * factors)
         if sample.masks is not None:
             sample.masks = resize_masks(sample.masks, new_h, new_w)
+        if sample.semantic is not None:
+            sample.semantic = resize_label_map(sample.semantic, new_h, new_w)
         sample.scale_factor = (sample.scale_factor[0] * sx, sample.scale_factor[1] * sy)
         return sample
 
@@ -74,6 +76,8 @@ class RandomFlip:
         sample.map_boxes(lambda b: hflip_boxes(b, width))
         if sample.masks is not None:
             sample.masks = sample.masks.flip(-1)
+        if sample.semantic is not None:
+            sample.semantic = sample.semantic.flip(-1)
         sample.flip = not sample.flip
         return sample
 
@@ -86,7 +90,8 @@ class Expand:
     ``int(h * ratio) x int(w * ratio)`` canvas of the image's dtype filled with ``mean`` (cast as
     NumPy casts, so a uint8 image gets the mean rounded down), and paste the image with its
     top-left corner at ``(int(U(0, w * ratio - w)), int(U(0, h * ratio - h)))``. Boxes, crowd
-    boxes and proposals shift by that offset; masks are pasted into zero canvases. The scale is
+    boxes and proposals shift by that offset; masks are pasted into zero canvases, a semantic map
+into one of ``IGNORE_LABEL``. The scale is
     unchanged (``scale_factor`` stays). Draws whether to apply, then (if so) ratio, left, top.
 
     Args:
@@ -119,6 +124,10 @@ class Expand:
             masks = sample.masks.new_zeros((sample.masks.shape[0], canvas.shape[0], canvas.shape[1]))
             masks[:, top:top + h, left:left + w] = sample.masks
             sample.masks = masks
+        if sample.semantic is not None:
+            semantic = sample.semantic.new_full(canvas.shape[:2], IGNORE_LABEL)
+            semantic[top:top + h, left:left + w] = sample.semantic
+            sample.semantic = semantic
         return sample
 
 
@@ -215,6 +224,8 @@ class MinIoURandomCrop:
         sample.labels = sample.labels[keep]
         if sample.masks is not None:
             sample.masks = sample.masks[keep][:, y1:y2, x1:x2].contiguous()
+        if sample.semantic is not None:
+            sample.semantic = sample.semantic[y1:y2, x1:x2].contiguous()
         sample.ignore_boxes = kept(sample.ignore_boxes, centres_inside(sample.ignore_boxes, patch))
         if sample.proposals is not None:
             p = sample.proposals

@@ -134,3 +134,11 @@ def resize_masks(masks: torch.Tensor, new_h: int, new_w: int) -> torch.Tensor:
         img = Image.fromarray(m * np.uint8(255)).resize((new_w, new_h), Image.BILINEAR)
         out.append(np.asarray(img) >= 128)
     return torch.from_numpy(np.stack(out).astype(np.uint8))
+
+
+def resize_label_map(labels: torch.Tensor, new_h: int, new_w: int) -> torch.Tensor:
+    """Resize a uint8 ``[H, W]`` label map to ``[new_h, new_w]`` by nearest neighbour (PIL's)."""
+    if labels.shape == (new_h, new_w):
+        return labels
+    img = Image.fromarray(labels.numpy()).resize((new_w, new_h), Image.NEAREST)
+    return torch.from_numpy(np.asarray(img).copy())

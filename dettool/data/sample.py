@@ -10,6 +10,8 @@ from PIL import Image
 
 from dettool.data.transforms import image_shape
 
+IGNORE_LABEL = 255  # a semantic label map's "unknown" (COCO-stuff's unlabeled; Expand's canvas; padding)
+
 
 @dataclass
 class Sample:
@@ -27,6 +29,8 @@ class Sample:
         labels: int64 ``Tensor[N]``, one per box.
         ignore_boxes: float32 ``Tensor[M, 4]`` xyxy crowd regions.
         masks: uint8 ``Tensor[N, H, W]`` in {0, 1}, one per box, or None (no mask model).
+        semantic: uint8 ``Tensor[H, W]`` semantic labels (``IGNORE_LABEL`` where unknown), or
+            None (no semantic branch).
         proposals: float32 ``Tensor[K, 5]`` (xyxy, score) Fast R-CNN proposals, or None.
         scale_factor: ``(sx, sy)``, the resize from original to current pixels. Only ``Resize``
             scales; ``Expand`` and ``MinIoURandomCrop`` translate the pixel grid and leave it as
@@ -40,6 +44,7 @@ class Sample:
     labels: torch.Tensor
     ignore_boxes: torch.Tensor
     masks: torch.Tensor | None = None
+    semantic: torch.Tensor | None = None
     proposals: torch.Tensor | None = None
     scale_factor: tuple[float, float] = (1.0, 1.0)
     flip: bool = False

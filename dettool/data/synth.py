@@ -9,6 +9,12 @@ polygon masks are exact. Every 40th file name has a space and non-ASCII letters.
 ``SynthOptions`` (the ``data.synth`` keys) give a held-out set from the same generator: other
 image and object size ranges and other category ids; their defaults write the original dataset
 byte for byte.
+
+Semantic label maps (Hybrid Task Cascade's semantic branch; ``write_semantic_maps``, opt-in) are
+PNGs beside the images in ``stuffthingmaps/<split>/``, one per image with its stem: the
+background's stuff is split by the sign of its stripes (``STUFF_LABELS``: 0 where the stripe
+wave is positive, 1 elsewhere) and each object's pixels carry ``2 + its shape index`` (box,
+disc, triangle, cross: 2-5); they are derived from the same draws, so the images do not change.
 """
 from __future__ import annotations
 
@@ -31,6 +37,8 @@ CATEGORIES = [
 # Class-specific hue centres (degrees) keep colour a cue but not a perfect one: ranges overlap.
 _HUES = {1: 0.0, 3: 110.0, 7: 220.0, 12: 300.0}
 MAX_BOX_IOU = 0.35
+STUFF_LABELS = ("stripe crest", "stripe trough")  # semantic labels 0 and 1; the shapes follow
+NUM_SEMANTIC_CLASSES = len(STUFF_LABELS) + len(CATEGORIES)
 IMAGE_W = (224, 320)
 IMAGE_H = (176, 256)
 OBJECT_SIZE = (20, 110)
@@ -66,8 +74,9 @@ def _hsv_to_rgb(h: float, s: float, v: float) -> tuple[int, int, int]:
     return tuple(int(round(255 * (t + m))) for t in (r, g, b))
 
 
-def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    """Low-saturation texture: gradient + stripes + blotchy noise, uint8 [h, w, 3]."""
+def _background(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Low-saturation texture: gradient + stripes + blotchy noise, uint8 [h, w, 3]; and the
+    stripe wave's sign, the stuff labels (uint8 [h, w]: 0 crest, 1 trough)."""
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     base = rng.uniform(60, 190, size=3).astype(np.float32)
     grad = rng.uniform(-0.25, 0.25, size=(2, 3)).astype(np.float32)
@@ -79,7 +88,7 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     coarse = rng.normal(0, 18, size=(h // 16 + 2, w // 16 + 2, 3)).astype(np.float32)
     coarse = np.kron(coarse, np.ones((16, 16, 1), dtype=np.float32))[:h, :w]
     img += coarse + rng.normal(0, 6, size=(h, w, 3))
-    return np.clip(img, 0, 255).astype(np.uint8)
+    return np.clip(img, 0, 255).astype(np.uint8), (stripes < 0).astype(np.uint8)
 
 
 def _shape_polygon(rng: np.random.Generator, cat_id: int, cx: float, cy: float, w: float,
@@ -118,10 +127,17 @@ def _box_iou(a: list[float], b: list[float]) -> float:
 
 def make_image(rng: np.random.Generator, options: SynthOptions = SynthOptions()) -> tuple[np.ndarray, list[dict]]:
     """One synthetic image uint8 [H, W, 3] and its objects (category_id, polygon, bbox xyxy)."""
+    pixels, objects, _ = make_image_and_semantic(rng, options)
+    return pixels, objects
+
+
+def make_image_and_semantic(rng: np.random.Generator, options: SynthOptions = SynthOptions()
+                            ) -> tuple[np.ndarray, list[dict], np.ndarray]:
+    """``make_image`` plus its semantic label map uint8 [H, W] (see the module's docstring)."""
     w = int(rng.integers(options.image_width[0], options.image_width[1] + 1))
     h = int(rng.integers(options.image_height[0], options.image_height[1] + 1))
     min_size, max_size = options.object_size
-    pixels = _background(rng, h, w)
+    pixels, semantic = _background(rng, h, w)
     occupied = np.zeros((h, w), dtype=bool)
     objects: list[dict] = []
     target = 0 if rng.random() < 0.03 else int(rng.integers(1, 7))
@@ -152,15 +168,41 @@ def make_image(rng: np.random.Generator, options: SynthOptions = SynthOptions())
         hue = _HUES[cat] + rng.uniform(-35, 35)
         color = _hsv_to_rgb(hue, rng.uniform(0.55, 1.0), rng.uniform(0.45, 1.0))
         pixels[mask] = color  # paint exactly the mask pycocotools will decode from the polygon
+        semantic[mask] = len(STUFF_LABELS) + shape
         rows, cols = np.nonzero(mask)
         box = [float(cols.min()), float(rows.min()), float(cols.max() + 1), float(rows.max() + 1)]
         objects.append({"category_id": options.category_ids[shape], "polygon": poly, "box": box,
                         "area": float(mask.sum())})
-    return pixels, objects
+    return pixels, objects, semantic
 
 
-def _file_name(index: int) -> str:
+def image_file_name(index: int) -> str:
+    """The file name of image ``index`` of a split (every 40th with a space and non-ASCII letters)."""
     return f"bild ü {index:06d}.jpg" if index % 40 == 7 else f"{index:06d}.jpg"
+
+
+def _split_seed(seed: int, split: str) -> int:
+    return seed * 1000 + (0 if split == "train" else 1)
+
+
+def semantic_dir(out_dir: Path, split: str) -> Path:
+    """Where ``write_semantic_maps`` puts a split's label maps (COCO-stuff's layout)."""
+    return Path(out_dir) / "stuffthingmaps" / split
+
+
+def write_semantic_maps(out_dir: Path, split: str, num_images: int, seed: int,
+                        options: SynthOptions = SynthOptions()) -> Path:
+    """Write the label map of each image of a split (``<stem>.png``, 8-bit grey) under
+    ``semantic_dir``; the images themselves are not touched. Returns the folder."""
+    folder = semantic_dir(out_dir, split)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(num_images):
+        _, _, semantic = make_image_and_semantic(np.random.default_rng([_split_seed(seed, split), i]), options)
+        target = folder / f"{Path(image_file_name(i)).stem}.png"
+        tmp = target.with_name(target.name + ".tmp")
+        Image.fromarray(semantic, mode="L").save(tmp, format="PNG")
+        os.replace(tmp, target)
+    return folder
 
 
 def write_split(out_dir: Path, split: str, num_images: int, seed: int,
@@ -170,12 +212,12 @@ def write_split(out_dir: Path, split: str, num_images: int, seed: int,
     ann_dir = out_dir / "annotations"
     img_dir.mkdir(parents=True, exist_ok=True)
     ann_dir.mkdir(parents=True, exist_ok=True)
-    split_seed = seed * 1000 + (0 if split == "train" else 1)
+    split_seed = _split_seed(seed, split)
     images, annotations = [], []
     for i in range(num_images):
         rng = np.random.default_rng([split_seed, i])
         pixels, objects = make_image(rng, options)
-        name = _file_name(i)
+        name = image_file_name(i)
         Image.fromarray(pixels).save(img_dir / name, quality=92)
         images.append({"id": i + 1, "file_name": name, "height": int(pixels.shape[0]), "width": int(pixels.shape[1])})
         for obj in objects:

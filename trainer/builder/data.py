@@ -25,7 +25,9 @@ def ensure_synthetic(cfg: S.DataConfig) -> None:
     """Generate the synthetic dataset where the config asks for it and its files are missing.
 
     The settings are stamped into ``<root>/synth.json``; a dataset already there that was
-    generated with other ``data.synth`` settings is refused (it would be reused silently)."""
+    generated with other ``data.synth`` settings is refused (it would be reused silently).
+    ``data.synth.semantic`` is not one of them: the label maps are written beside the images
+    where they are missing (``ensure_semantic_maps``)."""
     if cfg.synth is None:
         return
     from dataclasses import asdict
@@ -36,7 +38,11 @@ def ensure_synthetic(cfg: S.DataConfig) -> None:
     train_ann, val_ann = Path(cfg.train.ann_file), Path(cfg.val.ann_file)
     root = train_ann.parent.parent
     wanted = json.loads(json.dumps(asdict(cfg.synth)))  # tuples as lists, as the stamp reads back
+    wanted.pop("semantic")
     stamp = root / SYNTH_STAMP
+    if cfg.synth.semantic:
+        for split, sc in (("train", cfg.train), ("val", cfg.val)):
+            _check_seg_dir(root, split, sc)
     if train_ann.is_file() and val_ann.is_file():
         if stamp.is_file():
             try:
@@ -48,6 +54,7 @@ def ensure_synthetic(cfg: S.DataConfig) -> None:
                 k = differ[0]
                 raise ConfigError(f"data.synth.{k}: {root} was generated with {k}={made.get(k)}, the config asks for "
                                   f"{wanted[k]}; point data.train / data.val at another folder or delete {root}")
+        ensure_semantic_maps(cfg.synth, root)
         return
     expected = {"train": (root / "annotations" / "train.json", root / "train"),
                 "val": (root / "annotations" / "val.json", root / "val")}
@@ -58,11 +65,38 @@ def ensure_synthetic(cfg: S.DataConfig) -> None:
     print(f"dettool: generating the synthetic dataset in {root} (first use)", flush=True)
     generate(root, cfg.synth.num_train, cfg.synth.num_val, cfg.synth.seed, cfg.synth.options())
     atomic_write_bytes(json.dumps(wanted, indent=1).encode(), stamp)
+    ensure_semantic_maps(cfg.synth, root)
+
+
+def _check_seg_dir(root: Path, split: str, sc: D.SplitConfig) -> None:
+    from dettool.data.synth import semantic_dir
+
+    if sc.seg_dir is not None and Path(sc.seg_dir) != semantic_dir(root, split):
+        raise ConfigError(f"data.{split}.seg_dir: the synthetic label maps live at {semantic_dir(root, split)}; "
+                          f"got {sc.seg_dir}")
+
+
+def ensure_semantic_maps(synth: D.SynthConfig, root: Path) -> None:
+    """With ``data.synth.semantic``, write each split's label maps where the last one is missing
+    (they are written in order, each file atomically)."""
+    if not synth.semantic:
+        return
+    from dettool.data.synth import image_file_name, semantic_dir, write_semantic_maps
+
+    for split, count in (("train", synth.num_train), ("val", synth.num_val)):
+        if count and not (semantic_dir(root, split) / f"{Path(image_file_name(count - 1)).stem}.png").is_file():
+            print(f"dettool: writing the synthetic semantic label maps of {root}/{split} (first use)", flush=True)
+            write_semantic_maps(root, split, count, synth.seed, synth.options())
 
 
 def has_masks(cfg: S.Config) -> bool:
     """Whether the model predicts instance masks."""
     return isinstance(cfg.model, S.TwoStageConfig) and getattr(cfg.model.roi_head, "mask_head", None) is not None
+
+
+def has_semantic(cfg: S.Config) -> bool:
+    """Whether the model trains a semantic segmentation branch (Hybrid Task Cascade's)."""
+    return isinstance(cfg.model, S.TwoStageConfig) and getattr(cfg.model.roi_head, "semantic_head", None) is not None
 
 
 def _resize(cfg: D.ResizeConfig, d: D.DataConfig, scale: ScaleSpec) -> Resize:
@@ -125,8 +159,12 @@ def build_dataset(cfg: S.Config, split: str, augment: bool | None = None) -> Coc
     proposals = load_proposals(sc.proposals_file) if sc.proposals_file and fast_rcnn else None
     if fast_rcnn and proposals is None:
         raise ConfigError(f"data.{split}.proposals_file: required when model.rpn_head is null (Fast R-CNN)")
+    semantic = augment and has_semantic(cfg)
+    if semantic and sc.seg_dir is None:
+        raise ConfigError(f"data.{split}.seg_dir: required to train the semantic head (model.roi_head.semantic_head)")
     ds = CocoDetection(sc.ann_file, sc.img_dir, pipeline, filter_empty_gt=augment and d.filter_empty_gt,
-                       with_masks=augment and has_masks(cfg), proposals=proposals, category_ids=d.category_ids)
+                       with_masks=augment and has_masks(cfg), proposals=proposals, category_ids=d.category_ids,
+                       semantic_dir=sc.seg_dir if semantic else None)
     if len(ds.cat_ids) != cfg.model.num_classes:
         raise ConfigError(f"model.num_classes: {cfg.model.num_classes} but "
                           + (f"data.category_ids has {len(ds.cat_ids)}" if d.category_ids is not None

@@ -21,11 +21,14 @@ from dettool.data.scale import ScaleSpec
 
 @dataclass(frozen=True)
 class SplitConfig(Section):
-    """One dataset split in COCO format; ``proposals_file`` feeds Fast R-CNN."""
+    """One dataset split in COCO format; ``proposals_file`` feeds Fast R-CNN; ``seg_dir``, the
+    folder of semantic label maps (``<image stem>.png``; COCO: ``stuffthingmaps/train2017``), feeds
+    Hybrid Task Cascade's semantic branch (read for training only)."""
 
     ann_file: str
     img_dir: str
     proposals_file: Optional[str] = None
+    seg_dir: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,8 @@ class SynthConfig(Section):
     ``image_width`` / ``image_height`` / ``object_size``: (min, max) in pixels; ``category_ids``:
     the COCO ids of box, disc, triangle and cross. The defaults are the original dataset's
     (``dettool.data.synth``); other values (and another ``seed``) give a held-out set.
+    ``semantic``: also write each image's semantic label map (``stuffthingmaps/<split>/``; the
+    images stay the same, so it can be switched on for a dataset already there).
     """
 
     num_train: NonNegInt = 1000
@@ -44,6 +49,7 @@ class SynthConfig(Section):
     image_height: tuple[PosInt, PosInt] = synth.IMAGE_H
     object_size: tuple[PosFloat, PosFloat] = synth.OBJECT_SIZE
     category_ids: tuple[PosInt, PosInt, PosInt, PosInt] = synth.SynthOptions().category_ids
+    semantic: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
