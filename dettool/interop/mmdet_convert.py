@@ -68,7 +68,7 @@ def _two_stage(t: Translation, m: Section) -> None:
 DETECTORS: dict[str, Callable[[Translation, Section], None]] = {
     "RetinaNet": _single_stage, "FCOS": _single_stage, "RPN": _rpn, "FastRCNN": _two_stage, "FasterRCNN": _two_stage,
     "MaskRCNN": _two_stage, "CascadeRCNN": _two_stage, "MaskScoringRCNN": _two_stage, "GridRCNN": _two_stage,
-    "FSAF": _single_stage,
+    "HybridTaskCascade": _two_stage, "FSAF": _single_stage,
     "SingleStageDetector": _single_stage}
 
 

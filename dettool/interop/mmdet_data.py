@@ -11,6 +11,8 @@ def preprocessor(t: Translation, s: Section) -> None:
     s.expect("type", ("DetDataPreprocessor",))
     s.expect("pad_mask", (True, False), False)
     s.expect("pad_value", (0,), 0)
+    s.expect("pad_seg", (True, False), False)  # dettool's semantic loss pads each label map with 255
+    s.expect("seg_pad_value", (255,), 255)
     s.expect("boxtype2tensor", (True,), True)
     d = t.config.setdefault("data", {})
     d["channel_order"] = "rgb" if s.get("bgr_to_rgb", False) else "bgr"  # MMDetection decodes BGR

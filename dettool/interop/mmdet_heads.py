@@ -1,5 +1,5 @@
 """MMDetection dense heads (RetinaNet, FCOS, FSAF, SSD, GA-RetinaNet, RPN, GA-RPN) and RoI heads
-(standard, Double-Head, Cascade, Mask Scoring, Grid) -> dettool's, with their test settings."""
+(standard, Double-Head, Cascade, Mask Scoring, Grid, Hybrid Task Cascade) -> dettool's, with their test settings."""
 from __future__ import annotations
 
 import re
@@ -263,9 +263,12 @@ def _bbox_head(t: Translation, s: Section, prefix: str, prefix_to: str) -> dict:
     return h
 
 
-def _mask_head(t: Translation, s: Section, extractor: Section, prefix: str, prefix_to: str) -> dict:
-    """An FCN mask head; its weights under ``prefix`` (MMDetection) go to ``prefix_to`` (dettool)."""
-    s.expect("type", ("FCNMaskHead",))
+def _mask_head(t: Translation, s: Section, extractor: Section, prefix: str, prefix_to: str,
+               htc: bool = False) -> dict:
+    """An FCN mask head (``htc``: an HTCMaskHead, whose ``with_conv_res`` is returned under that
+    key); its weights under ``prefix`` (MMDetection) go to ``prefix_to`` (dettool)."""
+    s.expect("type", ("HTCMaskHead",) if htc else ("FCNMaskHead",))
+    extra = {"with_conv_res": s.get("with_conv_res", True)} if htc else {}
     h = {"num_convs": s.get("num_convs", 4), "conv_out_channels": s.get("conv_out_channels", 256),
          "class_agnostic": s.get("class_agnostic", False), "roi_extractor": _roi_extractor(t, extractor)}
     s.get("in_channels")
@@ -285,8 +288,8 @@ def _mask_head(t: Translation, s: Section, extractor: Section, prefix: str, pref
     p, step = re.escape(prefix), 3 if h["norm"] == "gn" else 2
     t.rules += [(rf"^{p}\.convs\.(\d+)\.conv\.", lambda m: f"{prefix_to}.convs.{step * int(m[1])}."),
                 (rf"^{p}\.convs\.(\d+)\.gn\.", lambda m: f"{prefix_to}.convs.{step * int(m[1]) + 1}."),
-                (rf"^{p}\.(upsample|conv_logits)\.", rf"{prefix_to}.\1.")]
-    return h
+                (rf"^{p}\.(upsample|conv_logits|conv_res)\.", rf"{prefix_to}.\1.")]
+    return {**h, **extra}
 
 
 def _standard_roi_head(t: Translation, s: Section, train: Section | None) -> None:
@@ -401,6 +404,50 @@ def _double_head(t: Translation, s: Section, train: Section | None) -> None:
 
 def _cascade(t: Translation, s: Section, train: Any) -> None:
     """CascadeRoIHead: one box head (and mask head) per stage, each stage's training settings."""
+    _cascade_parts(t, s, train, "cascade")
+    s.done()
+
+
+def _htc(t: Translation, s: Section, train: Any) -> None:
+    """HybridTaskCascadeRoIHead: the cascade's parts with HTC mask heads, interleaving, the mask
+    information flow and the semantic branch (its weights keep their names)."""
+    r, conv_res = _cascade_parts(t, s, train, "htc")
+    r["interleaved"] = s.get("interleaved", True)
+    r["mask_info_flow"] = s.get("mask_info_flow", True)
+    if conv_res != [r["mask_info_flow"] and i > 0 for i in range(len(conv_res))]:
+        raise t.fail(f"{s.where}.mask_head", f"with_conv_res {conv_res} with mask_info_flow {r['mask_info_flow']} "
+                                             "is not implemented by dettool (the flow's heads but the first have it)")
+    s.expect("semantic_fusion", (("bbox", "mask"), ["bbox", "mask"]), ("bbox", "mask"))
+    if s.get("semantic_head", None) is None:
+        r["semantic_head"] = None
+    else:
+        r["semantic_roi_extractor"] = _roi_extractor(t, s.sub("semantic_roi_extractor"))
+        h = s.sub("semantic_head")
+        h.expect("type", ("FusedSemanticHead",))
+        r["semantic_head"] = {"num_ins": h.get("num_ins"), "fusion_level": h.get("fusion_level"),
+                              "num_convs": h.get("num_convs", 4), "conv_out_channels": h.get("conv_out_channels", 256),
+                              "num_classes": h.get("num_classes", 183)}
+        h.get("in_channels", 256)
+        stride = r["semantic_roi_extractor"]["strides"][0]
+        if h.get("seg_scale_factor", 1 / 8) * stride != 1:
+            raise t.fail(f"{h.where}.seg_scale_factor", f"must be 1 / the semantic RoI extractor's stride ({stride})")
+        h.expect("conv_cfg", (None,), None)
+        h.expect("norm_cfg", (None,), None)
+        h.expect("ignore_label", (None, 255), None)
+        weight = h.get("loss_weight", None)
+        loss = h.sub("loss_seg", {"type": "CrossEntropyLoss", "ignore_index": 255, "loss_weight": 0.2})
+        loss.expect("type", ("CrossEntropyLoss",))
+        loss.expect("ignore_index", (255,), 255)
+        loss.expect("use_sigmoid", (False,), False)
+        r["semantic_head"]["loss_weight"] = weight if weight is not None else loss.get("loss_weight", 1.0)
+        loss.done()
+        h.done()
+    s.done()
+
+
+def _cascade_parts(t: Translation, s: Section, train: Any, kind: str) -> tuple[dict, list[bool]]:
+    """The stages, RoI extractor and mask head of a cascade (``kind``: ``cascade`` or ``htc``);
+    also the mask heads' ``with_conv_res`` (HTC)."""
     n = s.get("num_stages")
     weights = list(s.get("stage_loss_weights"))
     heads, trains = s.get("bbox_head"), train.get("rcnn") if train is not None else None
@@ -415,23 +462,25 @@ def _cascade(t: Translation, s: Section, train: Any) -> None:
             train_settings(t, Section(t, trains[i], f"model.train_cfg.rcnn[{i}]"), stage, anchors=False)
         stages.append(stage)
     extractor = _roi_extractor(t, s.sub("bbox_roi_extractor"))
-    r = t.config["model"]["roi_head"] = {"type": "cascade", "roi_extractor": extractor, "stages": stages}
+    r = t.config["model"]["roi_head"] = {"type": kind, "roi_extractor": extractor, "stages": stages}
+    conv_res: list[bool] = []
     if s.get("mask_head", None) is not None:
         masks = s.get("mask_head")
         masks = masks if isinstance(masks, list) else [masks] * n
         specs = [_mask_head(t, Section(t, m, f"{s.where}.mask_head[{i}]"), s.sub("mask_roi_extractor"),
-                            f"roi_head.mask_head.{i}", f"roi_head.mask_branches.{i}.mask_head")
+                            f"roi_head.mask_head.{i}", f"roi_head.mask_branches.{i}.mask_head", htc=kind == "htc")
                  for i, m in enumerate(masks)]
+        conv_res = [spec.pop("with_conv_res") for spec in specs if "with_conv_res" in spec]
         if any(spec != specs[0] for spec in specs):
             raise t.fail(f"{s.where}.mask_head", "differs between stages, which dettool does not implement")
         r["mask_head"] = specs[0]
     s.expect("shared_head", (None,), None)
-    s.done()
+    return r, conv_res
 
 
 ROI_HEADS: dict[str, Callable[[Translation, Section, Any], None]] = {
     "StandardRoIHead": _standard_roi_head, "DoubleHeadRoIHead": _double_head, "CascadeRoIHead": _cascade,
-    "MaskScoringRoIHead": _mask_scoring, "GridRoIHead": _grid}
+    "MaskScoringRoIHead": _mask_scoring, "GridRoIHead": _grid, "HybridTaskCascadeRoIHead": _htc}
 
 
 def rcnn_test(t: Translation, s: Section) -> None:

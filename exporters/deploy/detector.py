@@ -28,6 +28,7 @@ from dettool.trainer.models.detectors.two_stage import TwoStageDetector
 from dettool.trainer.models.roi_heads.cascade_roi_head import CascadeRoIHead
 from dettool.trainer.models.roi_heads.double_roi_head import DoubleHeadRoIHead
 from dettool.trainer.models.roi_heads.grid_roi_head import GridRoIHead
+from dettool.trainer.models.roi_heads.htc_roi_head import HybridTaskCascadeRoIHead
 from dettool.trainer.models.roi_heads.mask_scoring_roi_head import MaskScoringRoIHead
 from dettool.trainer.models.roi_heads.rfcn_head import RFCNRoIHead
 from dettool.trainer.models.roi_heads.standard_roi_head import StandardRoIHead
@@ -67,6 +68,7 @@ ROI_HEAD_ADAPTERS: dict[type, Callable[[nn.Module], str]] = {
     RFCNRoIHead: _named("rfcn"),
     MaskScoringRoIHead: _named("ms_rcnn"),
     GridRoIHead: _named("grid_rcnn", masks="grid_mask_rcnn"),
+    HybridTaskCascadeRoIHead: _named("htc"),
 }
 
 

@@ -74,6 +74,14 @@ FAMILIES = {
     "cascade_rcnn": ("cascade_rcnn/cascade-rcnn_r50_fpn_1x_coco.py",
                      {**RPN_LAYERS, **{f"roi_head.bbox_head.{i}.fc_{k}": v for i in range(3)
                                        for k, v in (("cls", 2.0), ("reg", 0.3))}}),
+    # Hybrid Task Cascade with and without its semantic branch (183 COCO-stuff classes)
+    "htc": ("htc/htc_r50_fpn_1x_coco.py", {**RPN_LAYERS, **{f"roi_head.bbox_head.{i}.fc_{k}": v for i in range(3)
+                                                            for k, v in (("cls", 2.0), ("reg", 0.3))},
+                                           **{f"roi_head.mask_head.{i}.conv_logits": 2.0 for i in range(3)}}),
+    "htc_without_semantic": ("htc/htc-without-semantic_r50_fpn_1x_coco.py",
+                             {**RPN_LAYERS, **{f"roi_head.bbox_head.{i}.fc_{k}": v for i in range(3)
+                                               for k, v in (("cls", 2.0), ("reg", 0.3))},
+                              **{f"roi_head.mask_head.{i}.conv_logits": 2.0 for i in range(3)}}),
     "cascade_mask_rcnn": ("cascade_rcnn/cascade-mask-rcnn_r50_fpn_1x_coco.py",
                           {**RPN_LAYERS, **{f"roi_head.bbox_head.{i}.fc_{k}": v for i in range(3)
                                             for k, v in (("cls", 2.0), ("reg", 0.3))},
@@ -242,7 +250,7 @@ def assert_same_outputs(family: str, result: dict) -> None:
             assert max(flips) <= 1e-3, f"mask pixels differ: {max(flips):.4f}"
 
 
-SLOW_FAMILIES = {"ssd512"}  # VGG16 at 512 x 512 in float64: minutes on 2 cores (-m slow runs it)
+SLOW_FAMILIES = {"ssd512", "htc_without_semantic"}  # minutes on 2 cores (-m slow runs them); htc covers its parts
 
 
 @pytest.mark.parametrize("family", [pytest.param(f, marks=pytest.mark.slow) if f in SLOW_FAMILIES else f
@@ -279,6 +287,8 @@ def raw_output_pairs(reference, model, images) -> list[tuple[str, torch.Tensor, 
     else:
         boxes = proposals(len(images))
     rois = bbox2roi(boxes)
+    if hasattr(reference.roi_head, "semantic_head"):  # HTC: semantic branch, box stage 0 and the mask flow
+        return pairs + htc_pairs(reference.roi_head, model.roi_head, feats_ref, feats, rois)
     if hasattr(model.roi_head, "bbox_heads"):  # cascade: the first stage's head
         ref_roi = reference.roi_head._bbox_forward(0, feats_ref, rois)
         cls, reg = model.roi_head.bbox_heads[0](model.roi_head.roi_extractor(feats, rois))
@@ -294,6 +304,23 @@ def raw_output_pairs(reference, model, images) -> list[tuple[str, torch.Tensor, 
                                                           rois[:20]))["fused"]
         pairs.append(("grid", ref_grid, model.roi_head.grid_forward(feats, rois[:20])))
     return pairs
+
+
+def htc_pairs(ref, head, feats_ref, feats, rois) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    """Hybrid Task Cascade's raw outputs: the semantic logits and embedding, the first box stage
+    on RoI features with the embedding's, and the last stage's mask logits after the information
+    flow through every stage (20 RoIs)."""
+    pairs, sem_ref, sem = [], None, None
+    if ref.with_semantic:
+        seg_ref, sem_ref = ref.semantic_head(feats_ref)
+        seg, sem = head.semantic_head(feats)
+        pairs += [("semantic_logits", seg_ref, seg), ("semantic_embedding", sem_ref, sem)]
+    box_ref = ref._bbox_forward(0, feats_ref, rois, semantic_feat=sem_ref)
+    cls, reg = head.bbox_heads[0](head.box_features(feats, rois, sem))
+    masks_ref = ref._mask_forward(-1, feats_ref, rois[:20], semantic_feat=sem_ref, training=False)["mask_preds"][0]
+    masks = head.mask_logits(head.num_stages - 1, feats, rois[:20], sem)
+    return pairs + [("roi_cls", box_ref["cls_score"], cls), ("roi_reg", box_ref["bbox_pred"], reg),
+                    ("mask_logits", masks_ref, masks)]
 
 
 def is_guided_anchoring(head) -> bool:

@@ -1,6 +1,6 @@
 """GHM RetinaNet, Double-Head Faster R-CNN, Libra RetinaNet, FSAF, R-FCN, Libra and GA Faster R-CNN, Grid
-R-CNN and Mask Scoring R-CNN exported to ONNX (custom-op and portable) give the PyTorch model's detections on
-ONNX Runtime (``slow``: each export traces for a minute or two)."""
+R-CNN, Mask Scoring R-CNN and Hybrid Task Cascade exported to ONNX (custom-op and portable) give the
+PyTorch model's detections on ONNX Runtime (``slow``: each export traces for a minute or two)."""
 from __future__ import annotations
 
 import pytest
@@ -36,15 +36,17 @@ def test_new_members_export_and_match_torch(name, flavour, tiny_synth, tmp_path)
 
 @pytest.mark.slow
 @pytest.mark.parametrize("flavour", ["custom", "portable"])
-def test_mask_scoring_rcnn_exports_its_rescored_detections_and_masks(flavour, tiny_synth, tmp_path):
-    """Mask Scoring R-CNN's deploy graph: scores times the MaskIoU head's IoU, and the masks, as PyTorch's."""
-    name = "ms_rcnn_r18_fpn_synth"
+@pytest.mark.parametrize("name,family", [("ms_rcnn_r18_fpn_synth", "ms_rcnn"), ("htc_r18_fpn_synth", "htc")])
+def test_mask_models_export_their_detections_and_masks(name, family, flavour, tiny_synth, tmp_path):
+    """Mask Scoring R-CNN's deploy graph (scores times the MaskIoU head's IoU) and Hybrid Task
+    Cascade's (semantic embedding in the RoI features, the mask flow through every stage): the
+    detections and masks PyTorch gives."""
     cfg = load_config(CONFIGS / f"{name}.yaml", tiny_sets(tiny_synth))
     checkpoint = tmp_path / f"{name}.pth"
     torch.save({"model": random_detector(cfg).state_dict(), "meta": {}}, checkpoint)
     path, meta = export_onnx(cfg, checkpoint, tmp_path / f"{name}.onnx", portable=flavour == "portable",
                              dynamic_batch=True)
-    assert meta.model_type == "ms_rcnn" and meta.with_masks
+    assert meta.model_type == family and meta.with_masks
     images, metas = val_batch(cfg, 3)
     ref = TorchBackend.from_checkpoint(cfg, checkpoint, "cpu").infer(images, metas)
     assert sum(len(d) for d in ref) > 0

@@ -31,6 +31,8 @@ def empty_batch(cfg, with_masks: bool):
               "ignore_boxes": torch.zeros((0, 4))}
     if with_masks:
         target["masks"] = torch.zeros((0, 96, 128), dtype=torch.uint8)
+    if getattr(cfg.model.roi_head, "semantic_head", None) is not None:  # HTC: no labelled pixel either
+        target["semantic"] = torch.full((96, 128), 255, dtype=torch.uint8)
     meta = {"img_shape": (96, 128), "pad_shape": (96, 128), "ori_shape": (96, 128), "scale_factor": (1.0, 1.0)}
     return images, [dict(target), dict(target)], [dict(meta), dict(meta)]
 
@@ -60,14 +62,15 @@ def test_cascade_stage_assignment_follows_threshold():
                                        ("cascade_mask_rcnn_r18_fpn_synth", True), ("rfcn_r18_synth", False),
                                        ("libra_faster_rcnn_r18_fpn_synth", False),
                                        ("ga_faster_rcnn_r18_fpn_synth", False), ("ms_rcnn_r18_fpn_synth", True),
-                                       ("grid_rcnn_r18_fpn_synth", False)])
+                                       ("grid_rcnn_r18_fpn_synth", False), ("htc_r18_fpn_synth", True)])
 def test_empty_ground_truth_gives_classification_loss_only(name, mask):
     cfg = load_config(ROOT / f"configs/{name}.yaml")
     torch.manual_seed(0)
     model = builder.build_model(cfg)
     losses = model.loss(*empty_batch(cfg, mask))
     cls = [v for k, v in losses.items() if k.startswith("loss_") and "cls" in k]
-    other = [v for k, v in losses.items() if k.startswith("loss_") and ("bbox" in k or "mask" in k or "grid" in k)]
+    other = [v for k, v in losses.items()
+             if k.startswith("loss_") and ("bbox" in k or "mask" in k or "grid" in k or "semantic" in k)]
     assert cls and all(float(v.detach()) > 0 for v in cls)
     assert other and all(float(v.detach()) == 0 for v in other)
     assert any("mask" in k for k in losses) == mask

@@ -15,12 +15,14 @@ ZOO_COCO = ["ssd300_coco", "ssd512_coco", "scratchdet300_rootres34_coco", "m2det
             # the two-stage zoo (issue 15); R-FCN follows the paper (MMDetection has none)
             "rfcn_r50_1x_coco", "libra_faster_rcnn_r50_fpn_1x_coco", "ga_rpn_r50_fpn_1x_coco",
             "ga_faster_rcnn_r50_fpn_1x_coco", "ms_rcnn_r50_fpn_1x_coco",
-            "grid_rcnn_r50_fpn_gn-head_2x_coco"]
+            "grid_rcnn_r50_fpn_gn-head_2x_coco", "htc_r50_fpn_1x_coco",
+            pytest.param("htc_without_semantic_r50_fpn_1x_coco", marks=pytest.mark.slow)]  # htc's parts, minutes
 
 
 def data_sets(root: Path) -> list[str]:
     return [f"data.train.ann_file={root / 'annotations/train.json'}", f"data.train.img_dir={root / 'train'}",
             f"data.val.ann_file={root / 'annotations/val.json'}", f"data.val.img_dir={root / 'val'}",
+            f"data.train.seg_dir={root / 'stuffthingmaps/train'}",  # read by models with a semantic head
             "data.num_workers=0", "model.num_classes=4"]  # the synthetic set has 4 classes
 
 

@@ -1,10 +1,11 @@
-"""RoI-head configs -> standard, Double-Head, cascade, R-FCN, Mask Scoring and Grid RoI heads, their box, mask
-and grid heads."""
+"""RoI-head configs -> standard, Double-Head, cascade, R-FCN, Mask Scoring, Grid and Hybrid Task Cascade RoI heads,
+their box, mask, grid and semantic heads."""
 from __future__ import annotations
 
 from torch import nn
 
 from dettool.config import schema as S
+from dettool.errors import ConfigError
 from dettool.trainer.builder.dense_heads import nms_settings
 from dettool.trainer.builder.losses import build_loss
 from dettool.trainer.builder.table import Table
@@ -14,8 +15,11 @@ from dettool.trainer.models.roi_heads.bbox_head import ConvFCBBoxHead
 from dettool.trainer.models.roi_heads.cascade_roi_head import CascadeRoIHead
 from dettool.trainer.models.roi_heads.double_bbox_head import DoubleConvFCBBoxHead
 from dettool.trainer.models.roi_heads.double_roi_head import DoubleHeadRoIHead
+from dettool.trainer.models.roi_heads.fused_semantic_head import FusedSemanticHead
 from dettool.trainer.models.roi_heads.grid_head import GridHead
 from dettool.trainer.models.roi_heads.grid_roi_head import GridRoIHead
+from dettool.trainer.models.roi_heads.htc_mask_head import HTCMaskHead
+from dettool.trainer.models.roi_heads.htc_roi_head import HybridTaskCascadeRoIHead
 from dettool.trainer.models.roi_heads.mask_head import FCNMaskHead
 from dettool.trainer.models.roi_heads.mask_scoring_roi_head import MaskScoringRoIHead
 from dettool.trainer.models.roi_heads.maskiou_head import MaskIoUHead
@@ -60,12 +64,15 @@ def build_bbox_head(cfg, num_classes: int, in_channels: int, roi_feat_size: int,
 
 
 def build_mask_branch(cfg: S.MaskHeadConfig | None, num_classes: int, in_channels: int,
-                      test: S.TestConfig) -> MaskBranch | None:
+                      test: S.TestConfig, htc_conv_res: bool | None = None) -> MaskBranch | None:
+    """The mask branch of ``cfg``; ``htc_conv_res`` not None: an HTC mask head, with or without
+    the 1x1 conv of the previous stage's features."""
     if cfg is None:
         return None
-    head = FCNMaskHead(num_classes=num_classes, in_channels=in_channels, conv_out_channels=cfg.conv_out_channels,
-                       num_convs=cfg.num_convs, norm=cfg.norm, roi_feat_size=cfg.roi_extractor.output_size,
-                       class_agnostic=cfg.class_agnostic, loss_weight=cfg.loss_weight)
+    args = dict(num_classes=num_classes, in_channels=in_channels, conv_out_channels=cfg.conv_out_channels,
+                num_convs=cfg.num_convs, norm=cfg.norm, roi_feat_size=cfg.roi_extractor.output_size,
+                class_agnostic=cfg.class_agnostic, loss_weight=cfg.loss_weight)
+    head = FCNMaskHead(**args) if htc_conv_res is None else HTCMaskHead(with_conv_res=htc_conv_res, **args)
     return MaskBranch(build_roi_extractor(cfg.roi_extractor), head, mask_thr=test.mask_thr, mask_paste=test.mask_paste)
 
 
@@ -112,13 +119,11 @@ def _grid(cfg: S.GridRoIHeadConfig, num_classes: int, in_channels: int, test: S.
                        **_standard_args(cfg, num_classes, in_channels, test, key))
 
 
-def _cascade(cfg: S.CascadeRoIHeadConfig, num_classes: int, in_channels: int, test: S.TestConfig,
-             key: str) -> CascadeRoIHead:
+def _cascade_args(cfg: S.CascadeRoIHeadConfig, num_classes: int, in_channels: int, test: S.TestConfig,
+                  key: str, masks: list[MaskBranch] | None) -> dict:
     size = cfg.roi_extractor.output_size
     stages = [f"{key}.stages[{i}]" for i in range(len(cfg.stages))]
-    masks = ([build_mask_branch(cfg.mask_head, num_classes, in_channels, test) for _ in cfg.stages]
-             if cfg.mask_head is not None else None)
-    return CascadeRoIHead(
+    return dict(
         roi_extractor=build_roi_extractor(cfg.roi_extractor),
         bbox_heads=[build_bbox_head(st.bbox_head, num_classes, in_channels, size, f"{k}.bbox_head")
                     for st, k in zip(cfg.stages, stages)],
@@ -126,6 +131,32 @@ def _cascade(cfg: S.CascadeRoIHeadConfig, num_classes: int, in_channels: int, te
         samplers=[SAMPLERS.build(st.sampler, key=f"{k}.sampler") for st, k in zip(cfg.stages, stages)],
         add_gt_as_proposals=[st.sampler.add_gt_as_proposals for st in cfg.stages],
         stage_loss_weights=[st.loss_weight for st in cfg.stages], mask_branches=masks, test_cfg=nms_settings(test))
+
+
+def _cascade(cfg: S.CascadeRoIHeadConfig, num_classes: int, in_channels: int, test: S.TestConfig,
+             key: str) -> CascadeRoIHead:
+    masks = ([build_mask_branch(cfg.mask_head, num_classes, in_channels, test) for _ in cfg.stages]
+             if cfg.mask_head is not None else None)
+    return CascadeRoIHead(**_cascade_args(cfg, num_classes, in_channels, test, key, masks))
+
+
+def _htc(cfg: S.HTCRoIHeadConfig, num_classes: int, in_channels: int, test: S.TestConfig,
+         key: str) -> HybridTaskCascadeRoIHead:
+    if cfg.mask_info_flow and cfg.mask_head.conv_out_channels != in_channels:
+        raise ConfigError(f"{key}.mask_head.conv_out_channels: the mask information flow adds a stage's mask "
+                          f"features to the RoI features: it must equal the neck's channels ({in_channels}), got "
+                          f"{cfg.mask_head.conv_out_channels}")
+    masks = [build_mask_branch(cfg.mask_head, num_classes, in_channels, test, htc_conv_res=cfg.mask_info_flow and s > 0)
+             for s in range(len(cfg.stages))]
+    sem = cfg.semantic_head
+    semantic = None if sem is None else FusedSemanticHead(
+        num_ins=sem.num_ins, fusion_level=sem.fusion_level, in_channels=in_channels,
+        conv_out_channels=sem.conv_out_channels, num_convs=sem.num_convs, num_classes=sem.num_classes,
+        loss_weight=sem.loss_weight, seg_stride=cfg.semantic_roi_extractor.strides[0])
+    return HybridTaskCascadeRoIHead(
+        semantic_head=semantic, semantic_roi_extractor=build_roi_extractor(cfg.semantic_roi_extractor) if sem else None,
+        interleaved=cfg.interleaved, mask_info_flow=cfg.mask_info_flow,
+        **_cascade_args(cfg, num_classes, in_channels, test, key, masks))
 
 
 def _rfcn(cfg: S.RFCNRoIHeadConfig, num_classes: int, in_channels: int, test: S.TestConfig,
@@ -140,7 +171,8 @@ def _rfcn(cfg: S.RFCNRoIHeadConfig, num_classes: int, in_channels: int, test: S.
 
 ROI_HEADS = Table("RoI head", {S.StandardRoIHeadConfig: _standard, S.DoubleHeadRoIHeadConfig: _double_head,
                                S.CascadeRoIHeadConfig: _cascade, S.RFCNRoIHeadConfig: _rfcn,
-                               S.MaskScoringRoIHeadConfig: _mask_scoring, S.GridRoIHeadConfig: _grid})
+                               S.MaskScoringRoIHeadConfig: _mask_scoring, S.GridRoIHeadConfig: _grid,
+                               S.HTCRoIHeadConfig: _htc})
 
 
 def build_roi_head(cfg, num_classes: int, in_channels: int, test: S.TestConfig) -> nn.Module:

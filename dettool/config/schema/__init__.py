@@ -74,12 +74,14 @@ from dettool.config.schema.roi_heads import (
     DoubleHeadRoIHeadConfig,
     GridHeadConfig,
     GridRoIHeadConfig,
+    HTCRoIHeadConfig,
     MaskHeadConfig,
     MaskIoUHeadConfig,
     MaskScoringRoIHeadConfig,
     RFCNRoIHeadConfig,
     RoIExtractorConfig,
     RoIHeadConfig,
+    SemanticHeadConfig,
     StandardRoIHeadConfig,
 )
 from dettool.config.schema.task_modules import (
@@ -136,4 +138,5 @@ __all__ = [
     "ApproxMaxIoUAssignerConfig", "BoundedIoULossConfig", "GARetinaHeadConfig",
     "RootResNetConfig", "MLFPNConfig", "RFCNRoIHeadConfig", "IoUBalancedSamplerConfig", "GARPNHeadConfig",
     "ProposalHeadConfig", "MaskIoUHeadConfig", "MaskScoringRoIHeadConfig", "GridHeadConfig", "GridRoIHeadConfig",
+    "HTCRoIHeadConfig", "SemanticHeadConfig",
 ]

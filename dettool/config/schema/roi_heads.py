@@ -1,5 +1,5 @@
-"""Config of RoI heads (Fast / Faster / Mask R-CNN, Double-Head, Cascade, R-FCN, Mask Scoring, Grid) and their
-parts."""
+"""Config of RoI heads (Fast / Faster / Mask R-CNN, Double-Head, Cascade, R-FCN, Mask Scoring, Grid, Hybrid Task
+Cascade) and their parts."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -227,6 +227,55 @@ class CascadeRoIHeadConfig(Section):
         require(len(self.stages) > 0, "stages", "a cascade needs at least one stage")
 
 
+@dataclass(frozen=True)
+class SemanticHeadConfig(Section):
+    """Hybrid Task Cascade's semantic branch (MMDetection's ``FusedSemanticHead``): the first
+    ``num_ins`` FPN levels fused at ``fusion_level`` by 1x1 convs, ``num_convs`` 3x3 convs of
+    ``conv_out_channels``, ``num_classes`` logits (COCO-stuff: 183) under a cross-entropy weighted
+    ``loss_weight`` (label 255 ignored), and an embedding added to the RoI features."""
+
+    num_ins: PosInt = 5
+    fusion_level: NonNegInt = 1
+    num_convs: NonNegInt = 4
+    conv_out_channels: PosInt = 256
+    num_classes: PosInt = 183
+    loss_weight: NonNegFloat = 0.2
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.fusion_level < self.num_ins, "fusion_level",
+                f"must be one of the {self.num_ins} levels read (num_ins), got {self.fusion_level}")
+
+
+@dataclass(frozen=True)
+class HTCRoIHeadConfig(CascadeRoIHeadConfig):
+    """Hybrid Task Cascade (Chen et al. 2019): the cascade with its mask head (required) in every
+    stage, ``interleaved`` box and mask branches, the ``mask_info_flow`` between the stages' mask
+    heads, and an optional ``semantic_head`` whose embedding, pooled by ``semantic_roi_extractor``
+    (one level: the fusion level's stride), joins the box and mask RoI features (``null``:
+    MMDetection's htc-without-semantic)."""
+
+    type: Literal["htc"] = "htc"
+    mask_head: Optional[MaskHeadConfig] = field(default_factory=MaskHeadConfig)
+    interleaved: bool = True
+    mask_info_flow: bool = True
+    semantic_head: Optional[SemanticHeadConfig] = None
+    semantic_roi_extractor: RoIExtractorConfig = field(
+        default_factory=lambda: RoIExtractorConfig(output_size=14, strides=(8,)))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.mask_head is not None, "mask_head", "Hybrid Task Cascade needs a mask head")
+        if self.semantic_head is not None:
+            require(len(self.semantic_roi_extractor.strides) == 1, "semantic_roi_extractor.strides",
+                    f"the semantic embedding is one level, got {list(self.semantic_roi_extractor.strides)}")
+            level = self.semantic_head.fusion_level
+            fused = self.roi_extractor.strides[level] if level < len(self.roi_extractor.strides) else None
+            require(fused == self.semantic_roi_extractor.strides[0], "semantic_roi_extractor.strides",
+                    f"must be the fusion level's stride (roi_extractor.strides[{level}] = {fused}), "
+                    f"got {self.semantic_roi_extractor.strides[0]}")
+
+
 def _rfcn_sampler() -> OHEMSamplerConfig:
     return OHEMSamplerConfig(num=128, pos_fraction=0.25, add_gt_as_proposals=True)
 
@@ -256,4 +305,4 @@ class RFCNRoIHeadConfig(Section):
 
 
 RoIHeadConfig = Union[StandardRoIHeadConfig, DoubleHeadRoIHeadConfig, CascadeRoIHeadConfig, RFCNRoIHeadConfig,
-                      MaskScoringRoIHeadConfig, GridRoIHeadConfig]
+                      MaskScoringRoIHeadConfig, GridRoIHeadConfig, HTCRoIHeadConfig]

@@ -59,27 +59,43 @@ class CascadeRoIHead(nn.Module):
     def num_classes(self) -> int:
         return self.bbox_heads[0].num_classes
 
+    def box_features(self, feats: list[torch.Tensor], rois: torch.Tensor,
+                     semantic: torch.Tensor | None = None) -> torch.Tensor:
+        """The box heads' RoI features of RoIs ``[R, 5]`` (``semantic``: the semantic embedding of
+        a model with a semantic branch, Hybrid Task Cascade's; unused here)."""
+        return self.roi_extractor(feats, rois)
+
+    def stage_box_loss(self, s: int, feats: list[torch.Tensor], boxes_per_image: list[torch.Tensor],
+                       targets: list[dict], semantic: torch.Tensor | None = None) -> tuple[dict, list, tuple]:
+        """Stage ``s`` on its RoIs sampled from ``boxes_per_image``: its weighted losses
+        (``*_s{s}``), the sampled RoIs per image and ``(rois, labels, cls_score, bbox_pred)``."""
+        head, w = self.bbox_heads[s], self.stage_loss_weights[s]
+        sampled = [assign_and_sample(b, t, self.assigners[s], self.samplers[s], self.add_gt_as_proposals[s])
+                   for b, t in zip(boxes_per_image, targets)]
+        rois = rois_from_boxes([x.boxes for x in sampled])
+        cls_score, bbox_pred = head(self.box_features(feats, rois, semantic))
+        parts = [head.get_targets(x.boxes[: x.num_pos], x.pos_gt_boxes, x.pos_labels, x.boxes.shape[0] - x.num_pos)
+                 for x in sampled]
+        labels, label_w, box_t, box_w = (torch.cat(p) for p in zip(*parts))
+        losses = {f"{k}_s{s}": v * w if k.startswith("loss_") else v
+                  for k, v in head.loss(cls_score, bbox_pred, rois, labels, label_w, box_t, box_w).items()}
+        return losses, sampled, (rois, labels, cls_score, bbox_pred)
+
     def loss(self, feats: list[torch.Tensor], proposals: list[torch.Tensor], targets: list[dict],
              metas: list[dict]) -> dict[str, torch.Tensor]:
         losses: dict[str, torch.Tensor] = {}
         boxes_per_image = [p[:, :4].detach() for p in proposals]
-        stages = zip(self.bbox_heads, self.assigners, self.samplers, self.add_gt_as_proposals, self.stage_loss_weights)
-        for s, (head, assigner, sampler, add_gt, w) in enumerate(stages):
-            sampled = [assign_and_sample(b, t, assigner, sampler, add_gt) for b, t in zip(boxes_per_image, targets)]
-            rois = rois_from_boxes([x.boxes for x in sampled])
-            cls_score, bbox_pred = head(self.roi_extractor(feats, rois))
-            parts = [head.get_targets(x.boxes[: x.num_pos], x.pos_gt_boxes, x.pos_labels, x.boxes.shape[0] - x.num_pos)
-                     for x in sampled]
-            labels, label_w, box_t, box_w = (torch.cat(p) for p in zip(*parts))
-            for k, v in head.loss(cls_score, bbox_pred, rois, labels, label_w, box_t, box_w).items():
-                losses[f"{k}_s{s}"] = v * w if k.startswith("loss_") else v
+        for s in range(self.num_stages):
+            stage_losses, sampled, (rois, labels, cls_score, bbox_pred) = self.stage_box_loss(
+                s, feats, boxes_per_image, targets)
+            losses.update(stage_losses)
             if self.mask_branches is not None:
-                losses[f"loss_mask_s{s}"] = w * self.mask_branches[s].loss(
+                losses[f"loss_mask_s{s}"] = self.stage_loss_weights[s] * self.mask_branches[s].loss(
                     feats, [x.boxes[: x.num_pos] for x in sampled], [x.pos_gt_inds for x in sampled],
                     [x.pos_labels for x in sampled], targets)
             if s + 1 < self.num_stages:
-                boxes_per_image = self._refine(head, sampled, rois, labels, cls_score.detach(), bbox_pred.detach(),
-                                               metas)
+                boxes_per_image = self._refine(self.bbox_heads[s], sampled, rois, labels, cls_score.detach(),
+                                               bbox_pred.detach(), metas)
         return losses
 
     def _refine(self, head, sampled, rois, labels, cls_score, bbox_pred, metas) -> list[torch.Tensor]:
@@ -96,21 +112,26 @@ class CascadeRoIHead(nn.Module):
             out.append(refined[keep].detach())
         return out
 
-    def decode(self, feats: list[torch.Tensor], num_proposals: torch.Tensor, proposals: torch.Tensor,
-               image_shapes: torch.Tensor) -> DetOutputs:
-        """Fixed-size detections (and mask probabilities) from padded proposals ``[B, K, 4]``:
-        each stage refines the RoIs of the one before, logits are averaged over the stages, boxes
-        come from the last stage, masks are averaged over the stages' mask branches."""
+    def box_detections(self, feats: list[torch.Tensor], num_proposals: torch.Tensor, proposals: torch.Tensor,
+                       image_shapes: torch.Tensor, semantic: torch.Tensor | None = None) -> DetOutputs:
+        """Detections without masks from padded proposals ``[B, K, 4]``: each stage refines the
+        RoIs of the one before, logits are averaged over the stages, boxes come from the last."""
         rois = self.rois(proposals)
         cls_scores = []
         for s, head in enumerate(self.bbox_heads):
-            cls_score, bbox_pred = head(self.roi_extractor(feats, rois))
+            cls_score, bbox_pred = head(self.box_features(feats, rois, semantic))
             cls_scores.append(cls_score)
             if s + 1 < self.num_stages:
                 rois = self.refine[s](rois, cls_score, bbox_pred, image_shapes)
         logits = cls_scores[0] if len(cls_scores) == 1 else self.stage_mean(cls_scores)
         boxes, scores = self.box_decode(rois, logits, bbox_pred, num_proposals, image_shapes)
-        dets = multiclass_nms(boxes, scores, self.test_cfg)
+        return multiclass_nms(boxes, scores, self.test_cfg)
+
+    def decode(self, feats: list[torch.Tensor], num_proposals: torch.Tensor, proposals: torch.Tensor,
+               image_shapes: torch.Tensor) -> DetOutputs:
+        """Fixed-size detections (``box_detections``) and mask probabilities averaged over the
+        stages' mask branches."""
+        dets = self.box_detections(feats, num_proposals, proposals, image_shapes)
         if self.mask_branches is None:
             return dets
         return dets._replace(masks=mean_mask_probs(list(self.mask_branches), feats, dets))
