@@ -209,13 +209,21 @@ def data() -> None:
 @click.option("--num-train", default=1000, show_default=True, type=click.IntRange(0))
 @click.option("--num-val", default=200, show_default=True, type=click.IntRange(0))
 @click.option("--seed", default=0, show_default=True, type=int)
-def synth(out: str, num_train: int, num_val: int, seed: int) -> None:
+@click.option("--semantic", is_flag=True,
+              help="Also write each image's semantic label map (OUT/stuffthingmaps/<split>/, for HTC).")
+def synth(out: str, num_train: int, num_val: int, seed: int, semantic: bool) -> None:
     """Write a deterministic synthetic COCO dataset to OUT."""
-    from dettool.data.synth import generate
+    from pathlib import Path
+
+    from dettool.data.synth import generate, write_semantic_maps
 
     paths = generate(out, num_train, num_val, seed)
     click.echo(f"dettool: wrote {num_train} train and {num_val} val images; annotations: "
                f"{paths['train']} and {paths['val']}")
+    if semantic:
+        folders = [write_semantic_maps(Path(out), split, n, seed) for split, n in (("train", num_train),
+                                                                                     ("val", num_val))]
+        click.echo(f"dettool: wrote their semantic label maps into {folders[0]} and {folders[1]}")
 
 
 @cli.group()

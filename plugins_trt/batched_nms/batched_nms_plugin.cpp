@@ -189,45 +189,27 @@ size_t BatchedNmsPlugin::getWorkspaceSize(
 int32_t BatchedNmsPlugin::onShapeChange(
     PluginTensorDesc const* in, int32_t nbInputs, PluginTensorDesc const* /*out*/, int32_t nbOutputs) noexcept
 {
-    if (nbInputs != kNbInputs || nbOutputs != kNbOutputs)
-    {
-        return -1;
-    }
     nms::Shape shape;
-    std::string const error = shapeOf(in[0].dims, in[1].dims, shape);
-    if (!error.empty())
-    {
-        logError(std::string(kNAME) + ": " + error);
-        return -1;
-    }
-    return 0;
+    return report((nbInputs == kNbInputs && nbOutputs == kNbOutputs) ? shapeOf(in[0].dims, in[1].dims, shape)
+                                                                     : "expects 2 inputs and 4 outputs");
 }
 
 int32_t BatchedNmsPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc const* /*outputDesc*/,
     void const* const* inputs, void* const* outputs, void* workspace, cudaStream_t stream) noexcept
 {
     nms::Shape shape;
-    std::string const error = shapeOf(inputDesc[0].dims, inputDesc[1].dims, shape);
-    if (!error.empty())
+    if (int32_t const failed = report(shapeOf(inputDesc[0].dims, inputDesc[1].dims, shape)))
     {
-        logError(std::string(kNAME) + ": " + error);
-        return -1;
+        return failed;
     }
     if (workspace == nullptr && nms::workspaceSize(shape) > 0)
     {
-        logError(std::string(kNAME) + ": enqueue without a workspace (" + std::to_string(nms::workspaceSize(shape))
+        return report("enqueue without a workspace (" + std::to_string(nms::workspaceSize(shape))
             + " bytes needed for scores " + toString(inputDesc[1].dims) + ")");
-        return -1;
     }
-    cudaError_t const status = nms::launchBatchedNms(shape, mParams, static_cast<float const*>(inputs[0]),
+    return reportLaunch(nms::launchBatchedNms(shape, mParams, static_cast<float const*>(inputs[0]),
         static_cast<float const*>(inputs[1]), static_cast<int32_t*>(outputs[0]), static_cast<float*>(outputs[1]),
-        static_cast<float*>(outputs[2]), static_cast<int32_t*>(outputs[3]), workspace, stream);
-    if (status != cudaSuccess)
-    {
-        logError(std::string(kNAME) + ": kernel launch failed: " + cudaGetErrorString(status));
-        return -1;
-    }
-    return 0;
+        static_cast<float*>(outputs[2]), static_cast<int32_t*>(outputs[3]), workspace, stream));
 }
 
 PluginFieldCollection const* BatchedNmsPlugin::getFieldsToSerialize() noexcept

@@ -11,6 +11,7 @@
 #include "common/precision.h"
 
 #include <NvInferRuntime.h>
+#include <cuda_runtime_api.h>
 
 #include <cstdint>
 #include <optional>
@@ -151,6 +152,26 @@ public:
     nvinfer1::IPluginV3* attachToContext(nvinfer1::IPluginResourceContext* /*context*/) noexcept override
     {
         return clone();
+    }
+
+protected:
+    //! The status TensorRT expects from onShapeChange / enqueue: 0 when `error` is empty, else the
+    //! error logged as "<kNAME>: <error>" and -1.
+    static int32_t report(std::string const& error) noexcept
+    {
+        if (error.empty())
+        {
+            return 0;
+        }
+        logError(std::string(Derived::kNAME) + ": " + error);
+        return -1;
+    }
+
+    //! report() of a kernel launch: 0 on cudaSuccess, else "kernel launch failed: <CUDA's message>".
+    static int32_t reportLaunch(cudaError_t status) noexcept
+    {
+        return report(status == cudaSuccess ? std::string() : std::string("kernel launch failed: ")
+                + cudaGetErrorString(status));
     }
 };
 

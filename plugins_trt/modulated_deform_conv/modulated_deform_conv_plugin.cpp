@@ -202,14 +202,7 @@ int32_t ModulatedDeformConvPlugin::onShapeChange(
     PluginTensorDesc const* in, int32_t nbInputs, PluginTensorDesc const* /*out*/, int32_t nbOutputs) noexcept
 {
     dcn::Shape shape;
-    std::string const error
-        = (nbInputs == kNbInputs && nbOutputs == 1) ? shapeOf(in, shape) : "expects 5 inputs and 1 output";
-    if (!error.empty())
-    {
-        logError(std::string(kNAME) + ": " + error);
-        return -1;
-    }
-    return 0;
+    return report((nbInputs == kNbInputs && nbOutputs == 1) ? shapeOf(in, shape) : "expects 5 inputs and 1 output");
 }
 
 int32_t ModulatedDeformConvPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc const* /*outputDesc*/,
@@ -220,17 +213,10 @@ int32_t ModulatedDeformConvPlugin::enqueue(PluginTensorDesc const* inputDesc, Pl
     std::optional<Precision> const precision = precisionOf(inputDesc[0].type);
     if (!error.empty() || !precision)
     {
-        logError(std::string(kNAME) + ": " + (error.empty() ? "tensors must be float32 or float16" : error));
-        return -1;
+        return report(error.empty() ? "tensors must be float32 or float16" : error);
     }
-    cudaError_t const status = dcn::launchModulatedDeformConv(
-        *precision, shape, mParams, inputs[0], inputs[1], inputs[2], inputs[3], inputs[4], outputs[0], stream);
-    if (status != cudaSuccess)
-    {
-        logError(std::string(kNAME) + ": kernel launch failed: " + cudaGetErrorString(status));
-        return -1;
-    }
-    return 0;
+    return reportLaunch(dcn::launchModulatedDeformConv(
+        *precision, shape, mParams, inputs[0], inputs[1], inputs[2], inputs[3], inputs[4], outputs[0], stream));
 }
 
 PluginFieldCollection const* ModulatedDeformConvPlugin::getFieldsToSerialize() noexcept

@@ -203,13 +203,7 @@ int32_t MultiLevelRoiAlignPlugin::onShapeChange(
     PluginTensorDesc const* in, int32_t nbInputs, PluginTensorDesc const* /*out*/, int32_t nbOutputs) noexcept
 {
     roialign::Shape shape;
-    std::string const error = nbOutputs == 1 ? shapeOf(in, nbInputs, shape) : "expects one output";
-    if (!error.empty())
-    {
-        logError(std::string(kNAME) + ": " + error);
-        return -1;
-    }
-    return 0;
+    return report(nbOutputs == 1 ? shapeOf(in, nbInputs, shape) : "expects one output");
 }
 
 int32_t MultiLevelRoiAlignPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc const* /*outputDesc*/,
@@ -220,17 +214,10 @@ int32_t MultiLevelRoiAlignPlugin::enqueue(PluginTensorDesc const* inputDesc, Plu
     std::optional<Precision> const precision = precisionOf(inputDesc[1].type);
     if (!error.empty() || !precision)
     {
-        logError(std::string(kNAME) + ": " + (error.empty() ? "features must be float32 or float16" : error));
-        return -1;
+        return report(error.empty() ? "features must be float32 or float16" : error);
     }
-    cudaError_t const status = roialign::launchMultiLevelRoiAlign(
-        *precision, shape, mParams, static_cast<float const*>(inputs[0]), inputs + 1, outputs[0], stream);
-    if (status != cudaSuccess)
-    {
-        logError(std::string(kNAME) + ": kernel launch failed: " + cudaGetErrorString(status));
-        return -1;
-    }
-    return 0;
+    return reportLaunch(roialign::launchMultiLevelRoiAlign(
+        *precision, shape, mParams, static_cast<float const*>(inputs[0]), inputs + 1, outputs[0], stream));
 }
 
 PluginFieldCollection const* MultiLevelRoiAlignPlugin::getFieldsToSerialize() noexcept

@@ -158,14 +158,7 @@ int32_t PsRoiAlignPlugin::onShapeChange(
     PluginTensorDesc const* in, int32_t nbInputs, PluginTensorDesc const* /*out*/, int32_t nbOutputs) noexcept
 {
     psroialign::Shape shape;
-    std::string const error
-        = (nbInputs == kNbInputs && nbOutputs == 1) ? shapeOf(in, shape) : "expects 2 inputs and 1 output";
-    if (!error.empty())
-    {
-        logError(std::string(kNAME) + ": " + error);
-        return -1;
-    }
-    return 0;
+    return report((nbInputs == kNbInputs && nbOutputs == 1) ? shapeOf(in, shape) : "expects 2 inputs and 1 output");
 }
 
 int32_t PsRoiAlignPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc const* /*outputDesc*/,
@@ -176,17 +169,10 @@ int32_t PsRoiAlignPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTenso
     std::optional<Precision> const precision = precisionOf(inputDesc[0].type);
     if (!error.empty() || !precision)
     {
-        logError(std::string(kNAME) + ": " + (error.empty() ? "features must be float32 or float16" : error));
-        return -1;
+        return report(error.empty() ? "features must be float32 or float16" : error);
     }
-    cudaError_t const status = psroialign::launchPsRoiAlign(
-        *precision, shape, mParams, inputs[0], static_cast<float const*>(inputs[1]), outputs[0], stream);
-    if (status != cudaSuccess)
-    {
-        logError(std::string(kNAME) + ": kernel launch failed: " + cudaGetErrorString(status));
-        return -1;
-    }
-    return 0;
+    return reportLaunch(psroialign::launchPsRoiAlign(
+        *precision, shape, mParams, inputs[0], static_cast<float const*>(inputs[1]), outputs[0], stream));
 }
 
 PluginFieldCollection const* PsRoiAlignPlugin::getFieldsToSerialize() noexcept

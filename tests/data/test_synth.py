@@ -118,6 +118,13 @@ def test_cli_data_synth(tmp_path):
     assert len(list((out / "train").glob("*.jpg"))) == 3 and len(list((out / "val").glob("*.jpg"))) == 2
     generate(tmp_path / "same", 3, 2, seed=4)
     assert split_bytes(out, "train") == split_bytes(tmp_path / "same", "train")
+    assert not (out / "stuffthingmaps").exists()
+    proc = subprocess.run(cmd + ["data", "synth", str(out), "--num-train", "3", "--num-val", "2", "--seed", "4",
+                                 "--semantic"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert len(list((out / "stuffthingmaps" / "train").glob("*.png"))) == 3
+    assert len(list((out / "stuffthingmaps" / "val").glob("*.png"))) == 2
+    assert split_bytes(out, "train") == split_bytes(tmp_path / "same", "train")
 
 
 def test_cli_data_synth_rejects_negative_count(tmp_path):
