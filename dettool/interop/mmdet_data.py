@@ -142,6 +142,8 @@ def pipelines(t: Translation, cfg: dict) -> None:
         root = ds.get("data_root", "")
         if "ann_file" in ds:
             d[split] = {"ann_file": root + ds["ann_file"], "img_dir": root + ds.get("data_prefix", {}).get("img", "")}
+            if "seg" in ds.get("data_prefix", {}):  # HTC's semantic label maps (COCO-stuff)
+                d[split]["seg_dir"] = root + ds["data_prefix"]["seg"]
         if ds.get("proposal_file"):  # MMDetection's pickled proposals: dettool reads its own .pt files
             t.dropped.append(f"{key}.dataset.proposal_file ({ds['proposal_file']}: write dettool proposals "
                              f"files with an RPN and set data.{split}.proposals_file)")

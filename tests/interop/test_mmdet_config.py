@@ -116,3 +116,18 @@ def test_every_shipped_config_translates_to_a_valid_config_or_is_refused_by_key(
         load_config(out)
         translated += 1
     assert translated >= 215 and refused <= 15, (translated, refused)
+
+
+@pytest.mark.skipif(not CONFIGS, reason="MMDetection is not installed")
+def test_htc_reads_its_semantic_label_maps_where_mmdetection_does() -> None:
+    """HTC's ``data_prefix.seg`` (COCO-stuff's maps) becomes ``data.train.seg_dir``, its semantic
+    head the RoI head's, with MMDetection's settings."""
+    from dettool.interop.mmdet_convert import translate_config
+
+    path = next(p for p in CONFIGS if p.name == "htc_r50_fpn_1x_coco.py")
+    cfg = translate_config(read_mmdet_config(path), path.name).config
+    assert cfg["data"]["train"]["seg_dir"] == "data/coco/stuffthingmaps/train2017/"
+    assert cfg["model"]["roi_head"]["semantic_head"] == {"num_ins": 5, "fusion_level": 1, "num_convs": 4,
+                                                         "conv_out_channels": 256, "num_classes": 183,
+                                                         "loss_weight": 0.2}
+    assert cfg["model"]["roi_head"]["interleaved"] and cfg["model"]["roi_head"]["mask_info_flow"]
