@@ -108,14 +108,9 @@ class HybridTaskCascadeRoIHead(CascadeRoIHead):
         pos_boxes = [x.boxes[: x.num_pos] for x in sampled]
         rois = rois_from_boxes(pos_boxes).to(feats[0].device)
         logits = self.mask_logits(s, feats, rois, semantic)
-        head = self.mask_branches[s].mask_head
-        size = logits.shape[-1]
-        if rois.shape[0]:
-            mask_targets = torch.cat([head.get_targets(b, t["masks"], x.pos_gt_inds, mask_size=size)
-                                      for b, x, t in zip(pos_boxes, sampled, targets)])
-        else:
-            mask_targets = logits.new_zeros((0, size, size))
-        return head.loss(logits, mask_targets, torch.cat([x.pos_labels for x in sampled]))["loss_mask"]
+        branch = self.mask_branches[s]
+        mask_targets = branch.targets(logits, pos_boxes, [x.pos_gt_inds for x in sampled], targets)
+        return branch.mask_head.loss(logits, mask_targets, torch.cat([x.pos_labels for x in sampled]))["loss_mask"]
 
     def decode(self, feats: list[torch.Tensor], num_proposals: torch.Tensor, proposals: torch.Tensor,
                image_shapes: torch.Tensor) -> DetOutputs:
@@ -125,12 +120,7 @@ class HybridTaskCascadeRoIHead(CascadeRoIHead):
         dets = self.box_detections(feats, num_proposals, proposals, image_shapes, semantic)
         last = self.num_stages - 1
         branch = self.mask_branches[last]
-        rois = branch.rois(dets.boxes)
-        if self.mask_info_flow:
-            logits = self.mask_logits(last, feats, rois, semantic)
-        else:
-            mask_feats = self._with_semantic(branch.roi_extractor(feats, rois), rois, semantic)
-            logits = branch.mask_head(mask_feats)
+        logits = self.mask_logits(last, feats, branch.rois(dets.boxes), semantic)  # without the flow: its head alone
         labels = dets.labels.reshape(-1).clamp(min=0).long()
         probs = branch.mask_head.label_logits(logits, labels).sigmoid()
         b, k = dets.boxes.shape[:2]

@@ -40,13 +40,16 @@ class MaskBranch(nn.Module):
         rois = rois_from_boxes(pos_boxes).to(feats[0].device)
         roi_feats = self.roi_extractor(feats, rois)
         logits = self.mask_head(roi_feats)
-        mask_size = logits.shape[-1]
-        if rois.shape[0]:
-            mask_targets = torch.cat([self.mask_head.get_targets(b, t["masks"], g, mask_size=mask_size)
-                                      for b, g, t in zip(pos_boxes, pos_gt_inds, targets)])
-        else:
-            mask_targets = logits.new_zeros((0, mask_size, mask_size))
-        return roi_feats, logits, mask_targets
+        return roi_feats, logits, self.targets(logits, pos_boxes, pos_gt_inds, targets)
+
+    def targets(self, logits: torch.Tensor, pos_boxes: list[torch.Tensor], pos_gt_inds: list[torch.Tensor],
+                targets: list[dict]) -> torch.Tensor:
+        """Mask targets ``[P, M, M]`` of the positives whose logits ``[P, C', M, M]`` are given."""
+        size = logits.shape[-1]
+        if not logits.shape[0]:
+            return logits.new_zeros((0, size, size))
+        return torch.cat([self.mask_head.get_targets(b, t["masks"], g, mask_size=size)
+                          for b, g, t in zip(pos_boxes, pos_gt_inds, targets)])
 
     def loss(self, feats: list[torch.Tensor], pos_boxes: list[torch.Tensor], pos_gt_inds: list[torch.Tensor],
              pos_labels: list[torch.Tensor], targets: list[dict]) -> torch.Tensor:
