@@ -90,6 +90,28 @@ def prepare_work_dir(work_dir: Path) -> None:
         raise ConfigError(f"work_dir: cannot write to {work_dir} ({exc.strerror or exc})") from None
 
 
+def sync_batch_norm(model: nn.Module, cfg: Config, info: DistInfo) -> nn.Module:
+    """``model`` with its BatchNorms synchronised across the processes: all of them with
+    ``train.sync_bn`` (converted here), the backbone's with ``norm: syncbn`` (built so).
+
+    PyTorch's ``nn.SyncBatchNorm`` synchronises CUDA tensors only: in training under a process
+    group it raises ``ValueError: SyncBatchNorm expected input tensor to be on GPU or XPU or
+    privateuseone`` for CPU tensors, gloo included (PyTorch 2.14; tests/trainer/test_sync_batch_norm.py
+    checks it still does). A multi-process CPU run with either setting is refused before its first
+    step; a single process needs no synchronisation (``nn.SyncBatchNorm`` then computes as BN).
+    """
+    key = ("train.sync_bn" if cfg.train.sync_bn else
+           "model.backbone.norm" if any(isinstance(m, nn.SyncBatchNorm) for m in model.modules()) else None)
+    if key is None or info.world_size == 1:
+        return model
+    if info.device.type != "cuda":
+        fix = "false" if cfg.train.sync_bn else "bn"
+        raise ConfigError(f"{key}: PyTorch's SyncBatchNorm synchronises CUDA tensors only (on CPU tensors it raises "
+                          f"'SyncBatchNorm expected input tensor to be on GPU'); set {key}={fix} for this "
+                          f"{info.world_size}-process CPU run")
+    return nn.SyncBatchNorm.convert_sync_batchnorm(model) if cfg.train.sync_bn else model
+
+
 def _train(cfg: Config, info: DistInfo, resume: str | None) -> dict:
     work_dir = Path(cfg.work_dir)
     if info.is_main:
@@ -115,12 +137,7 @@ def _train(cfg: Config, info: DistInfo, resume: str | None) -> dict:
     model = builder.build_model(cfg).to(info.device)
     if cfg.train.channels_last:  # NHWC convs: ~25% faster training on x86 CPUs
         model = model.to(memory_format=torch.channels_last)
-    uses_sync_bn = cfg.train.sync_bn or cfg.model.backbone.norm == "syncbn"
-    if uses_sync_bn and info.world_size > 1:
-        if info.device.type != "cuda":
-            raise ConfigError("train.sync_bn / model.backbone.norm=syncbn: PyTorch's SyncBatchNorm needs CUDA; "
-                              "use norm 'bn' or 'gn' for multi-process CPU training")
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = sync_batch_norm(model, cfg, info)
     train_model: nn.Module = LossWrapper(model)
     if info.world_size > 1:
         train_model = nn.parallel.DistributedDataParallel(

@@ -2,6 +2,7 @@
 training settings dettool has no equivalent for are listed in ``Translation.dropped``."""
 from __future__ import annotations
 
+from dettool.interop.mmdet_optim_wrapper import HANDLED, optim_wrapper
 from dettool.interop.mmdet_section import Section, Translation
 
 # ---------------------------------------------------------------------------------------- data, train
@@ -165,10 +166,9 @@ def training(t: Translation, cfg: dict) -> None:
     elif opt:
         t.dropped.append(f"optim_wrapper.optimizer ({opt.get('type')})")
     wrapper = cfg.get("optim_wrapper") or {}
-    for key in sorted(set(wrapper) - {"type", "optimizer", "clip_grad"}):
+    for key in sorted(set(wrapper) - {"optimizer", "clip_grad", *HANDLED}):
         t.dropped.append(f"optim_wrapper.{key}")
-    if wrapper.get("type", "OptimWrapper") != "OptimWrapper":
-        t.dropped.append(f"optim_wrapper.type ({wrapper['type']}: dettool's mixed precision is train.amp)")
+    optim_wrapper(t, wrapper)
     clip = wrapper.get("clip_grad") or {}
     if clip and "optimizer" in tr and clip.get("norm_type", 2) == 2:
         tr["optimizer"]["grad_clip"] = clip.get("max_norm")

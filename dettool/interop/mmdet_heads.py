@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any, Callable
 
-from dettool.interop.mmdet_features import conv_norm
+from dettool.interop.mmdet_features import conv_kind, conv_norm
 from dettool.interop.mmdet_section import Section, Translation, table_entry
 from dettool.interop.mmdet_task_modules import (
     anchor_generator,
@@ -236,6 +236,8 @@ def _bbox_head(t: Translation, s: Section, prefix: str, prefix_to: str) -> dict:
     h = {"num_shared_convs": convs, "num_shared_fcs": fcs, "conv_out_channels": s.get("conv_out_channels", 256),
          "fc_out_channels": s.get("fc_out_channels", 1024), "norm": conv_norm(s, None, ("GN",)),
          "reg_class_agnostic": s.get("reg_class_agnostic", False), "with_reg": s.get("with_reg", True)}
+    conv = conv_kind(s)  # reaches the shared convs only: a head without them has plain fcs whatever it says
+    h["conv"] = conv if convs else "conv"
     s.expect("with_cls", (True,), True)
     t.config["model"]["num_classes"] = s.get("num_classes")
     s.get("in_channels")

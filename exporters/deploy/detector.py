@@ -16,6 +16,8 @@ import torch
 from torch import nn
 
 from dettool.errors import ExportError
+from dettool.exporters.deploy.sync_batch_norm import revert_sync_batch_norm
+from dettool.exporters.deploy.weight_standardization import fold_weight_standardization
 from dettool.trainer.models.dense_heads.fcos_head import FCOSHead
 from dettool.trainer.models.dense_heads.fsaf_head import FSAFHead
 from dettool.trainer.models.dense_heads.ga_retina_head import GARetinaHead
@@ -121,7 +123,8 @@ DETECTOR_ADAPTERS: dict[type, Callable[[nn.Module], DeployDetector]] = {
 
 
 def build_deploy_model(model: nn.Module) -> DeployDetector:
-    """Wrap a trained detector into its deploy graph (a deep copy, in eval mode, float32).
+    """Wrap a trained detector into its deploy graph (a deep copy, in eval mode, float32, its
+    weight-standardized convs folded into plain ones, its SyncBatchNorms plain BatchNorms).
 
     ``ExportError`` names the model, head or setting that has no deploy form (Fast R-CNN's
     external proposals, Soft-NMS, a head without an adapter).
@@ -129,4 +132,5 @@ def build_deploy_model(model: nn.Module) -> DeployDetector:
     adapter = DETECTOR_ADAPTERS.get(type(model))
     if adapter is None:
         raise ExportError(f"{type(model).__name__}: not a dettool detector the exporter knows")
-    return adapter(copy.deepcopy(model).eval().float()).eval()
+    plain = revert_sync_batch_norm(fold_weight_standardization(copy.deepcopy(model).eval().float()))
+    return adapter(plain).eval()

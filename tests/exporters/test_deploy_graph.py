@@ -15,7 +15,8 @@ from dettool.trainer import builder
 
 MODELS = ["retinanet", "ghm_retinanet", "libra_retinanet", "fcos", "fsaf", "faster_rcnn", "dh_faster_rcnn",
           "mask_rcnn", "cascade_rcnn", "cascade_mask_rcnn", "faster_rcnn_r18_fpn_dconv", "ssd300",
-          "scratchdet_rootres18", "m2det_vgg16", "ga_retinanet"]
+          "scratchdet_rootres18", "m2det_vgg16", "ga_retinanet", "faster_rcnn_r18_fpn_gn_ws",
+          "faster_rcnn_hrnetv2p_w18"]
 # single-shot models whose last levels need their input size (unpadded 3x3 convs down to 1x1)
 FIXED_INPUT = {"ssd300": "300x300", "scratchdet": "300x300", "m2det": "320x320"}
 

@@ -4,7 +4,7 @@
     python tests/gpu/check_gpu.py                      # everything on the GPU, < 10 min on an H200
     python tests/gpu/check_gpu.py --device cpu --quick # deploy + train parts on the CPU (development)
 
-Parts (``--parts``, default all three on CUDA, ``deploy,train`` on the CPU):
+Parts (``--parts``, default all five on CUDA, ``deploy,train`` on the CPU):
   kernels  plugins_trt/*/*.cu built as a torch extension (~2-3 min) and compared with torchvision
            on CUDA in float32 / float16 (tests/gpu/check_kernels_cuda.py, tolerances there).
   deploy   every configs/*_synth.yaml detector, random weights (seed 0), 4 synthetic images
@@ -15,7 +15,15 @@ Parts (``--parts``, default all three on CUDA, ``deploy,train`` on the CPU):
            no weights file) vs torchvision's fasterrcnn_resnet50_fpn(weights=None,
            weights_backbone=None) on one batch of 2 x 800 x 1333: ms/iter in float32 and in autocast
            float16 with a GradScaler, losses finite (tests/gpu/train_step_checks.py).
---quick: 2 images at 128x96 for deploy, 1 x 128 x 160 and 2 steps for train.
+  syncbn   two torchrun ranks on the one GPU (gloo with CUDA tensors: NCCL takes one GPU per rank)
+           train dettool's ResNet-18 with SyncBN for one step on half a batch each: running
+           statistics and summed gradients equal plain BN's on the whole batch
+           (tests/gpu/sync_bn_checks.py). CUDA only: PyTorch's SyncBatchNorm refuses CPU tensors.
+  amp      dettool's trainer with train.amp=fp16 (RetinaNet R-18-FPN synth, a 16-image synthetic
+           set at 160x128): one step (float16 autocast, GradScaler, finite loss, weights moved),
+           then a 30-iteration run whose loss falls (tests/gpu/amp_checks.py). On the CPU it
+           runs as bf16 (MixedPrecisionHook's rule).
+--quick: 2 images at 128x96 for deploy, 1 x 128 x 160 and 2 steps for train (syncbn and amp as above).
 
 Prints one pass/fail table, writes it to --out (default $OUT, else /tmp/dettool_gpu_check) as
 check_gpu.json (every row with its numbers) and check_gpu.md. Exit status 0 when every row
@@ -42,7 +50,8 @@ sys.path.insert(0, str(HERE))
 
 from check_table import Checker  # noqa: E402
 
-PARTS = ("kernels", "deploy", "train")
+PARTS = ("kernels", "deploy", "train", "syncbn", "amp")
+CPU_PARTS = ("deploy", "train")  # the default on the CPU; amp can be asked for, syncbn and kernels need CUDA
 # (deploy images, deploy test scale (None: the config's), train batch (n, h, w), warmup, timed steps)
 FULL = dict(deploy_images=4, deploy_scale=None, train_batch=(2, 800, 1333), warmup=5, iters=20)
 QUICK = dict(deploy_images=2, deploy_scale="128x96", train_batch=(1, 128, 160), warmup=0, iters=2)
@@ -104,7 +113,7 @@ def environment(args: argparse.Namespace, parts: list[str]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    parts = args.parts.split(",") if args.parts else list(PARTS if args.device == "cuda" else PARTS[1:])
+    parts = args.parts.split(",") if args.parts else list(PARTS if args.device == "cuda" else CPU_PARTS)
     if unknown := set(parts) - set(PARTS):
         print(f"--parts: unknown {sorted(unknown)}; choose from {','.join(PARTS)}", file=sys.stderr)
         return 2
@@ -112,8 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         print("no CUDA device: nothing to check on --device cuda (use --device cpu for the deploy and train parts)",
               file=sys.stderr)
         return 2
-    if "kernels" in parts and args.device != "cuda":
-        print("--parts kernels needs --device cuda", file=sys.stderr)
+    if cuda_only := [p for p in ("kernels", "syncbn") if p in parts and args.device != "cuda"]:
+        print(f"--parts {','.join(cuda_only)} needs --device cuda", file=sys.stderr)
         return 2
     names = args.detectors.split(",") if args.detectors else None
     precisions = tuple(args.train_precisions.split(","))
@@ -166,6 +175,20 @@ def main(argv: list[str] | None = None) -> int:
         checker.part = "train"
         n, h, w = sizes["train_batch"]
         run_part(checker, lambda: train_checks(checker, device, n, h, w, sizes["warmup"], sizes["iters"], precisions))
+        report()
+    if "syncbn" in parts:
+        from sync_bn_checks import sync_bn_checks
+
+        checker.part = "syncbn"
+        with tempfile.TemporaryDirectory(prefix="dettool_gpu_syncbn_") as root:
+            run_part(checker, lambda: sync_bn_checks(checker, device, Path(root)))
+        report()
+    if "amp" in parts:
+        from amp_checks import amp_checks
+
+        checker.part = "amp"
+        with tempfile.TemporaryDirectory(prefix="dettool_gpu_amp_") as root:
+            run_part(checker, lambda: amp_checks(checker, device, Path(root)))
 
     paths = report(final=True)
     print()

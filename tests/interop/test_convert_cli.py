@@ -96,6 +96,8 @@ def test_converts_config_and_weights(files) -> None:
     (("type='RetinaNet'", "type='YOLOX'"), "model.type: model type 'YOLOX' is not implemented by dettool convert"),
     (("num_outs=5)", "num_outs=5, norm_cfg=dict(type='GN', num_groups=32))"), "model.neck.norm_cfg"),
     (("style='pytorch'", "style='pytorch', deep_stem=True"), "model.backbone.deep_stem: True is not implemented"),
+    (("style='pytorch'", "style='pytorch', conv_cfg=dict(type='ConvAWS')"),
+     "model.backbone.conv_cfg.type: 'ConvAWS' is not implemented"),  # ConvWS is; DetectoRS's adaptive one is not
     (("model = dict(", "import os\nmodel = dict("), "retinanet_r18_tiny.py:2: imports"),
 ])
 def test_what_dettool_lacks_is_refused_by_name(files, edit: tuple[str, str], message: str) -> None:

@@ -11,7 +11,7 @@ from dettool.interop.mmdet_config import read_mmdet_config
 
 FAMILIES = ("retinanet", "fcos", "rpn", "fast_rcnn", "faster_rcnn", "mask_rcnn", "cascade_rcnn", "dcn", "dcnv2",
             "ghm", "double_heads", "gn", "fsaf", "libra_rcnn", "ssd", "guided_anchoring", "ms_rcnn", "grid_rcnn",
-            "htc")
+            "htc", "scratch", "hrnet", "gcnet", "empirical_attention")
 
 
 def shipped_configs() -> list[Path]:

@@ -45,6 +45,10 @@ FAMILIES = {
     "grid_rcnn": ("grid_rcnn/grid-rcnn_r50_fpn_gn-head_2x_coco.py",
                   {**RPN_LAYERS, "roi_head.bbox_head.fc_cls": 2.0, "roi_head.grid_head.deconv2": 2.0}),
     "mask_rcnn_gn": ("gn/mask-rcnn_r50_fpn_gn-all_2x_coco.py", {**RCNN_LAYERS, "roi_head.mask_head.conv_logits": 2.0}),
+    "gn_ws": ("gn+ws/faster-rcnn_r50_fpn_gn-ws-all_1x_coco.py", RCNN_LAYERS),  # weight-standardized convs
+    "faster_rcnn_scratch": ("scratch/faster-rcnn_r50-scratch_fpn_gn-all_6x_coco.py", RCNN_LAYERS),  # GN-all
+    "mask_rcnn_syncbn": ("gcnet/mask-rcnn_r50-syncbn_fpn_1x_coco.py", {**RCNN_LAYERS,
+                                                                       "roi_head.mask_head.conv_logits": 2.0}),
     "ghm": ("ghm/retinanet_r50_fpn_ghm-1x_coco.py", {"bbox_head.retina_cls": 2.0, "bbox_head.retina_reg": 0.3}),
     # FSAF's distances pass a ReLU: a positive bias keeps most of them (and the boxes' sides) above 0
     "fsaf": ("fsaf/fsaf_r50_fpn_1x_coco.py", {"bbox_head.retina_cls": 2.0, "bbox_head.retina_reg": (0.1, 0.25)}),
@@ -64,6 +68,10 @@ FAMILIES = {
                         "rpn_head.conv_reg": 0.3, "roi_head.bbox_head.fc_cls": 2.0, "roi_head.bbox_head.fc_reg": 0.3}),
     "dcn": ("dcn/faster-rcnn_r50-dconv-c3-c5_fpn_1x_coco.py", RCNN_LAYERS),
     "dcnv2": ("dcnv2/faster-rcnn_r50-mdconv-group4-c3-c5_fpn_1x_coco.py", RCNN_LAYERS),
+    # stage plugins: global context blocks after conv3 of res3-res5, generalized attention after conv2 of res4-res5
+    "gcnet": ("gcnet/mask-rcnn_r50-gcb-r16-c3-c5_fpn_1x_coco.py", {**RCNN_LAYERS,
+                                                                   "roi_head.mask_head.conv_logits": 2.0}),
+    "attention_1111": ("empirical_attention/faster-rcnn_r50-attn1111_fpn_1x_coco.py", RCNN_LAYERS),
     # FCOS regresses exp(x) pixels, or relu(x) strides with norm_on_bbox: biases give boxes of 20 px / 2 strides;
     # class logits around -5.5 leave fewer pairs above score_thr than nms_pre (no tie at a top-k cut)
     "fcos": ("fcos/fcos_r50-caffe_fpn_gn-head_1x_coco.py", fcos_layers(3.0)),
@@ -86,6 +94,7 @@ FAMILIES = {
                           {**RPN_LAYERS, **{f"roi_head.bbox_head.{i}.fc_{k}": v for i in range(3)
                                             for k, v in (("cls", 2.0), ("reg", 0.3))},
                            **{f"roi_head.mask_head.{i}.conv_logits": 2.0 for i in range(3)}}),
+    "hrnet_w18": ("hrnet/faster-rcnn_hrnetv2p-w18-1x_coco.py", RCNN_LAYERS),  # HRNetV2p-W18 + HRFPN
 }
 
 def ssd_layers(num_levels: int) -> dict:
@@ -120,12 +129,13 @@ def mmdet_model(config: Path, final_layers: dict[str, float], seed: int = 0,
     torch.manual_seed(seed)
     model = MODELS.build(cfg.model)
     model.init_weights()
+    randomize_plugin_constants(model)
     without_ssd_predict_bug(model).eval()
     fast_rcnn = is_fast_rcnn(model)
     if calibration is None:  # a pre-processed image [1, 3, h, w]; by default random values
         calibration = torch.randn(1, 3, H, W, generator=torch.Generator().manual_seed(seed))
     h, w = calibration.shape[-2:]
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]  # SyncBN too
     with torch.no_grad():
         for bn in norms:  # random affine; statistics of the calibration image, as a trained net's
             bn.weight.uniform_(0.5, 1.5)
@@ -150,6 +160,22 @@ def mmdet_model(config: Path, final_layers: dict[str, float], seed: int = 0,
             layers[name].weight.mul_(std / stds[0])
             layers[name].bias.fill_(bias)
     return model
+
+
+def randomize_plugin_constants(model: torch.nn.Module) -> None:
+    """Random values for the backbone plugins' parameters MMDetection's init leaves constant:
+    generalized attention's ``gamma`` (0, which would leave the block out) and the context
+    block's LayerNorm affine (1 and 0)."""
+    from mmcv.cnn.bricks.generalized_attention import GeneralizedAttention
+
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, GeneralizedAttention):
+                m.gamma.uniform_(0.5, 1.5, generator=g)
+            if isinstance(m, torch.nn.LayerNorm):
+                m.weight.uniform_(0.5, 1.5, generator=g)
+                m.bias.normal_(0.0, 0.1, generator=g)
 
 
 def is_fast_rcnn(mmdet_model) -> bool:
@@ -251,6 +277,7 @@ def assert_same_outputs(family: str, result: dict) -> None:
 
 
 SLOW_FAMILIES = {"ssd512", "htc_without_semantic"}  # minutes on 2 cores (-m slow runs them); htc covers its parts
+SLOW_FAMILIES.add("hrnet_w18")  # about 2 CPU-minutes; test_hrnet.py / test_hrfpn.py compare its parts by default
 
 
 @pytest.mark.parametrize("family", [pytest.param(f, marks=pytest.mark.slow) if f in SLOW_FAMILIES else f

@@ -6,18 +6,21 @@ from torch import nn
 from dettool.config import schema as S
 from dettool.errors import ConfigError
 from dettool.trainer.builder.table import Table
+from dettool.trainer.models.backbones.conv_ws import standardize_convs
 from dettool.trainer.models.backbones.norm import norm_layer
 from dettool.trainer.models.necks.bfp import BFP
 from dettool.trainer.models.necks.fpn import FPN
+from dettool.trainer.models.necks.hrfpn import HRFPN
 from dettool.trainer.models.necks.mlfpn import MLFPN
 from dettool.trainer.models.necks.sequence import NeckSequence
 from dettool.trainer.models.necks.ssd_neck import SSDNeck
 
 
 def _fpn(cfg: S.FPNConfig, in_channels: tuple[int, ...]) -> FPN:
-    return FPN(in_channels=in_channels, out_channels=cfg.out_channels, num_outs=cfg.num_outs,
-               add_extra_convs=cfg.add_extra_convs, relu_before_extra_convs=cfg.relu_before_extra_convs,
-               norm=None if cfg.norm == "none" else norm_layer(cfg.norm))
+    fpn = FPN(in_channels=in_channels, out_channels=cfg.out_channels, num_outs=cfg.num_outs,
+              add_extra_convs=cfg.add_extra_convs, relu_before_extra_convs=cfg.relu_before_extra_convs,
+              norm=None if cfg.norm == "none" else norm_layer(cfg.norm))
+    return standardize_convs(fpn) if cfg.conv == "ws" else fpn
 
 
 def _ssd_neck(cfg: S.SSDNeckConfig, in_channels: tuple[int, ...]) -> SSDNeck:
@@ -44,7 +47,13 @@ def _mlfpn(cfg: S.MLFPNConfig, in_channels: tuple[int, ...]) -> MLFPN:
                  sfam_reduction=cfg.sfam_reduction, norm=norm_layer(cfg.norm, cfg.gn_groups))
 
 
-NECKS = Table("neck", {S.FPNConfig: _fpn, S.SSDNeckConfig: _ssd_neck, S.BFPConfig: _bfp, S.MLFPNConfig: _mlfpn})
+def _hrfpn(cfg: S.HRFPNConfig, in_channels: tuple[int, ...]) -> HRFPN:
+    return HRFPN(in_channels=in_channels, out_channels=cfg.out_channels, num_outs=cfg.num_outs,
+                 pooling_type=cfg.pooling_type, stride=cfg.stride)
+
+
+NECKS = Table("neck", {S.FPNConfig: _fpn, S.SSDNeckConfig: _ssd_neck, S.BFPConfig: _bfp, S.MLFPNConfig: _mlfpn,
+                       S.HRFPNConfig: _hrfpn})
 
 
 def build_neck(cfg, in_channels: tuple[int, ...]) -> nn.Module:

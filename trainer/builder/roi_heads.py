@@ -10,6 +10,7 @@ from dettool.trainer.builder.dense_heads import nms_settings
 from dettool.trainer.builder.losses import build_loss
 from dettool.trainer.builder.table import Table
 from dettool.trainer.builder.task_modules import ASSIGNERS, SAMPLERS
+from dettool.trainer.models.backbones.conv_ws import standardize_convs
 from dettool.trainer.models.roi_extractors.multi_level_roi_align import MultiLevelRoIAlign
 from dettool.trainer.models.roi_heads.bbox_head import ConvFCBBoxHead
 from dettool.trainer.models.roi_heads.cascade_roi_head import CascadeRoIHead
@@ -42,10 +43,13 @@ def _bbox_head_args(cfg, num_classes: int, key: str) -> dict:
 
 def _conv_fc(cfg: S.ConvFCBBoxHeadConfig, num_classes: int, in_channels: int, roi_feat_size: int,
              key: str) -> ConvFCBBoxHead:
-    return ConvFCBBoxHead(in_channels=in_channels, roi_feat_size=roi_feat_size, num_shared_convs=cfg.num_shared_convs,
+    head = ConvFCBBoxHead(in_channels=in_channels, roi_feat_size=roi_feat_size, num_shared_convs=cfg.num_shared_convs,
                           num_shared_fcs=cfg.num_shared_fcs, conv_out_channels=cfg.conv_out_channels,
                           fc_out_channels=cfg.fc_out_channels, norm=cfg.norm, with_reg=cfg.with_reg,
                           **_bbox_head_args(cfg, num_classes, key))
+    if cfg.conv == "ws":
+        standardize_convs(head.shared_convs)
+    return head
 
 
 def _double_conv_fc(cfg: S.DoubleConvFCBBoxHeadConfig, num_classes: int, in_channels: int, roi_feat_size: int,

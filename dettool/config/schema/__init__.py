@@ -14,7 +14,11 @@ from dataclasses import dataclass, field
 
 from dettool.config.schema.backbones import (
     BackboneConfig,
+    ContextBlockPluginConfig,
     DCNPluginConfig,
+    GeneralizedAttentionPluginConfig,
+    HRNetConfig,
+    HRNetStageConfig,
     PluginConfig,
     ResNetConfig,
     RootResNetConfig,
@@ -64,7 +68,15 @@ from dettool.config.schema.losses import (
     L1LossConfig,
     SmoothL1LossConfig,
 )
-from dettool.config.schema.necks import BFPConfig, FPNConfig, MLFPNConfig, NeckConfig, NeckSpec, SSDNeckConfig
+from dettool.config.schema.necks import (
+    BFPConfig,
+    FPNConfig,
+    HRFPNConfig,
+    MLFPNConfig,
+    NeckConfig,
+    NeckSpec,
+    SSDNeckConfig,
+)
 from dettool.config.schema.roi_heads import (
     BBoxHeadConfig,
     CascadeRoIHeadConfig,
@@ -139,4 +151,6 @@ __all__ = [
     "RootResNetConfig", "MLFPNConfig", "RFCNRoIHeadConfig", "IoUBalancedSamplerConfig", "GARPNHeadConfig",
     "ProposalHeadConfig", "MaskIoUHeadConfig", "MaskScoringRoIHeadConfig", "GridHeadConfig", "GridRoIHeadConfig",
     "HTCRoIHeadConfig", "SemanticHeadConfig",
+    "ContextBlockPluginConfig", "GeneralizedAttentionPluginConfig",
+    "HRNetConfig", "HRNetStageConfig", "HRFPNConfig",
 ]

@@ -25,7 +25,67 @@ class DCNPluginConfig(Section):
     deform_groups: PosInt = 1
 
 
-PluginConfig = DCNPluginConfig  # a Union as more plugins arrive (context block, generalized attention)
+AfterConv = Literal["after_conv1", "after_conv2", "after_conv3"]  # after a conv's norm (and ReLU but the last's)
+
+
+@dataclass(frozen=True)
+class ContextBlockPluginConfig(Section):
+    """Global context block (GCNet, Cao et al. 2019) after a conv of each block in the chosen stages.
+
+    MMDetection's ``plugins=[dict(cfg=dict(type='ContextBlock', ratio=1./16), stages=(False, True,
+    True, True), position='after_conv3')]`` (the defaults: res3-res5, after a bottleneck's last conv;
+    a basic block's last conv is ``after_conv2``). ``ratio``: the bottleneck transform's share of
+    the channels (1/16 or 1/4); ``pooling_type``: ``att`` (softmax attention pooling) or ``avg``;
+    ``fusion_types``: ``channel_add`` (the paper's) and / or ``channel_mul``.
+    """
+
+    type: Literal["context_block"] = "context_block"
+    stages: Stages = (False, True, True, True)
+    position: AfterConv = "after_conv3"
+    ratio: Annotated[float, Range(0, 1, min_inclusive=False)] = 1.0 / 16
+    pooling_type: Literal["att", "avg"] = "att"
+    fusion_types: tuple[Literal["channel_add", "channel_mul"], ...] = ("channel_add",)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(len(self.fusion_types) > 0 and len(set(self.fusion_types)) == len(self.fusion_types),
+                "fusion_types", f"must name channel_add and / or channel_mul once each, got {list(self.fusion_types)}")
+
+
+@dataclass(frozen=True)
+class GeneralizedAttentionPluginConfig(Section):
+    """Generalized attention (Zhu et al. 2019) after a conv of each block in the chosen stages.
+
+    MMDetection's ``plugins=[dict(cfg=dict(type='GeneralizedAttention', spatial_range=-1,
+    num_heads=8, attention_type='1111', kv_stride=2), stages=(False, False, True, True),
+    position='after_conv2')]`` (the defaults: res4-res5, after a bottleneck's 3x3 conv).
+    ``attention_type``: four '0' / '1' switches, quoted in YAML ('0010'), for the query-key content,
+    query content-position, key content and position-only terms; ``kv_stride`` / ``q_stride``:
+    subsampling of keys and values / queries; ``position_embedding_dim``: channels of the relative
+    position embedding, a multiple of 4 (null: the block's channels); ``position_magnitude``: the
+    multiplier of the position offsets. mmcv's ``spatial_range`` (a local window) is not implemented.
+    """
+
+    type: Literal["generalized_attention"] = "generalized_attention"
+    stages: Stages = (False, False, True, True)
+    position: AfterConv = "after_conv2"
+    attention_type: str = "1111"
+    num_heads: PosInt = 8
+    kv_stride: PosInt = 2
+    q_stride: PosInt = 1
+    position_embedding_dim: Optional[PosInt] = None
+    position_magnitude: PosInt = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        switches = self.attention_type
+        require(len(switches) == 4 and set(switches) <= {"0", "1"} and "1" in switches, "attention_type",
+                f"must be four '0' / '1' switches (quoted in YAML), not all '0', got {switches!r}")
+        require(self.position_embedding_dim is None or self.position_embedding_dim % 4 == 0,
+                "position_embedding_dim", f"must be a multiple of 4, got {self.position_embedding_dim}")
+
+
+PluginConfig = Union[DCNPluginConfig, ContextBlockPluginConfig, GeneralizedAttentionPluginConfig]
 
 
 @dataclass(frozen=True)
@@ -38,6 +98,8 @@ class ResNetConfig(Section):
     MMDetection's ``plugins`` / ``dcn`` settings; ``strides`` / ``dilations``: each stage's first
     stride and its 3x3 convs' dilation, as MMDetection's (R-FCN's dilated res5 at stride 16:
     ``(1, 2, 2, 1)`` and ``(1, 1, 1, 2)``); ``weights``: a local torchvision-format state dict.
+    ``conv``: ``ws`` standardizes the weights of the stem, block and shortcut convs (Weight
+    Standardization, MMDetection's ``conv_cfg=dict(type='ConvWS')``, with ``norm: gn``); not DCN's.
     """
 
     type: Literal["resnet"] = "resnet"
@@ -47,6 +109,7 @@ class ResNetConfig(Section):
     style: Literal["pytorch", "caffe"] = "pytorch"
     norm: Literal["frozen_bn", "bn", "syncbn", "gn"] = "frozen_bn"
     gn_groups: PosInt = 32
+    conv: Literal["conv", "ws"] = "conv"
     norm_eval: bool = True
     frozen_stages: Annotated[int, Range(-1, 4)] = 1
     out_indices: tuple[Annotated[int, Range(0, 3)], ...] = (1, 2, 3)
@@ -119,4 +182,60 @@ class RootResNetConfig(Section):
                 "out_indices", f"must be increasing stage indices, got {list(self.out_indices)}")
 
 
-BackboneConfig = Union[ResNetConfig, SSDVGGConfig, RootResNetConfig]  # HRNet joins here
+@dataclass(frozen=True)
+class HRNetStageConfig(Section):
+    """One stage of an HRNet (MMDetection's ``extra['stageN']``): ``num_modules`` high-resolution
+    modules of ``num_branches`` parallel branches, branch ``i`` with ``num_blocks[i]`` residual
+    blocks (``basic`` or ``bottleneck``) of width ``num_channels[i]``. Defaults are HRNetV2p-W32's
+    stage 2."""
+
+    num_modules: PosInt = 1
+    num_branches: PosInt = 2
+    block: Literal["basic", "bottleneck"] = "basic"
+    num_blocks: tuple[PosInt, ...] = (4, 4)
+    num_channels: tuple[PosInt, ...] = (32, 64)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for key in ("num_blocks", "num_channels"):
+            require(len(getattr(self, key)) == self.num_branches, key,
+                    f"needs one entry per branch (num_branches {self.num_branches}), got {list(getattr(self, key))}")
+
+
+@dataclass(frozen=True)
+class HRNetConfig(Section):
+    """HRNetV2p (Sun et al. 2019; MMDetection's ``HRNet``): a stem of two 3x3 stride-2 convs,
+    ``stage1`` (one run of blocks at stride 4), then stages 2-4 of parallel branches at strides 4,
+    8, 16, 32 with repeated multi-scale fusion; the outputs are stage 4's branches. The stages are
+    MMDetection's ``extra`` (defaults: HRNetV2p-W32; W18 narrows stages 2-4 to 18 / 36 / 72 / 144
+    channels); ``norm`` and ``norm_eval`` as a ResNet's (MMDetection: trained BN, statistics
+    frozen); ``weights``: a local state dict of the module (an ImageNet HRNet's, its classifier
+    ignored) or a detector checkpoint's ``backbone.*``.
+    """
+
+    type: Literal["hrnet"] = "hrnet"
+    stage1: HRNetStageConfig = HRNetStageConfig(num_modules=1, num_branches=1, block="bottleneck", num_blocks=(4,),
+                                                num_channels=(64,))
+    stage2: HRNetStageConfig = HRNetStageConfig()
+    stage3: HRNetStageConfig = HRNetStageConfig(num_modules=4, num_branches=3, num_blocks=(4, 4, 4),
+                                                num_channels=(32, 64, 128))
+    stage4: HRNetStageConfig = HRNetStageConfig(num_modules=3, num_branches=4, num_blocks=(4, 4, 4, 4),
+                                                num_channels=(32, 64, 128, 256))
+    norm: Literal["frozen_bn", "bn", "syncbn", "gn"] = "bn"
+    gn_groups: PosInt = 32
+    norm_eval: bool = True
+    weights: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require((self.stage1.num_modules, self.stage1.num_branches) == (1, 1), "stage1",
+                f"is one run of blocks: num_modules 1 and num_branches 1, got {self.stage1.num_modules} "
+                f"and {self.stage1.num_branches}")
+        stages = (self.stage1, self.stage2, self.stage3, self.stage4)
+        for k in range(1, 4):
+            require(stages[k].num_branches >= stages[k - 1].num_branches, f"stage{k + 1}.num_branches",
+                    f"a stage keeps the branches before it: at least {stages[k - 1].num_branches}, "
+                    f"got {stages[k].num_branches}")
+
+
+BackboneConfig = Union[ResNetConfig, SSDVGGConfig, RootResNetConfig, HRNetConfig]

@@ -9,7 +9,9 @@ from dettool.config.schema.common import NonNegInt, PosFloat, PosInt, Section, r
 
 @dataclass(frozen=True)
 class FPNConfig(Section):
-    """Feature pyramid neck. ``add_extra_convs`` builds P6/P7 from C5 (on_input) or P5 (on_output)."""
+    """Feature pyramid neck. ``add_extra_convs`` builds P6/P7 from C5 (on_input) or P5 (on_output);
+    ``conv: ws`` standardizes the weights of all its convs (Weight Standardization, MMDetection's
+    ``conv_cfg=dict(type='ConvWS')``)."""
 
     type: Literal["fpn"] = "fpn"
     out_channels: PosInt = 256
@@ -17,6 +19,7 @@ class FPNConfig(Section):
     add_extra_convs: Literal["none", "on_input", "on_output"] = "on_input"
     relu_before_extra_convs: bool = False
     norm: Literal["none", "bn", "gn"] = "none"
+    conv: Literal["conv", "ws"] = "conv"
 
 
 @dataclass(frozen=True)
@@ -96,5 +99,21 @@ class MLFPNConfig(Section):
                 f"{self.tum_channels}")
 
 
-NeckConfig = Union[FPNConfig, SSDNeckConfig, BFPConfig, MLFPNConfig]
+@dataclass(frozen=True)
+class HRFPNConfig(Section):
+    """HRNet's feature pyramid (HRNetV2p, Sun et al. 2019; MMDetection's ``HRFPN``): the backbone's
+    branches upsampled (bilinear) to the first one's size and concatenated, a 1x1 conv to
+    ``out_channels``, then ``num_outs`` levels by ``pooling_type`` pooling of that map by 2, 4,
+    8..., each through a 3x3 conv of ``stride`` (FCOS's HRNet configs: 2). No norm layers
+    (MMDetection's HRFPN passes none to its convs).
+    """
+
+    type: Literal["hrfpn"] = "hrfpn"
+    out_channels: PosInt = 256
+    num_outs: PosInt = 5
+    pooling_type: Literal["avg", "max"] = "avg"
+    stride: PosInt = 1
+
+
+NeckConfig = Union[FPNConfig, SSDNeckConfig, BFPConfig, MLFPNConfig, HRFPNConfig]
 NeckSpec = Union[NeckConfig, tuple[NeckConfig, ...]]  # one neck, or several applied in order

@@ -33,7 +33,9 @@ class RoIExtractorConfig(Section):
 @dataclass(frozen=True)
 class ConvFCBBoxHeadConfig(Section):
     """RoI box head: shared2fc (0 convs, 2 fcs) or 4conv1fc (4 convs with GN, 1 fc; with BN in
-    torchvision's v2 models); ``with_reg: false``: classification only (Grid R-CNN's)."""
+    torchvision's v2 models); ``with_reg: false``: classification only (Grid R-CNN's); ``conv: ws``
+    standardizes the shared convs' weights (Weight Standardization, MMDetection's
+    ``conv_cfg=dict(type='ConvWS')``)."""
 
     type: Literal["conv_fc"] = "conv_fc"
     num_shared_convs: NonNegInt = 0
@@ -41,11 +43,17 @@ class ConvFCBBoxHeadConfig(Section):
     conv_out_channels: PosInt = 256
     fc_out_channels: PosInt = 1024
     norm: Literal["none", "gn", "bn"] = "none"
+    conv: Literal["conv", "ws"] = "conv"
     reg_class_agnostic: bool = False
     with_reg: bool = True
     target_stds: Stds = (0.1, 0.1, 0.2, 0.2)
     loss_cls: CrossEntropyLossConfig = field(default_factory=CrossEntropyLossConfig)
     loss_bbox: BoxLossConfig = field(default_factory=SmoothL1LossConfig)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.conv == "conv" or self.num_shared_convs > 0, "conv",
+                "ws standardizes the shared convs' weights: it needs num_shared_convs > 0")
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,10 @@ class TestConfig(Section):
 @dataclass(frozen=True)
 class OptimizerConfig(Section):
     """SGD or AdamW; ``decay_norm_and_bias`` (MMDetection decays every parameter; its COCO configs
-    set true), ``grad_clip`` the max total gradient norm."""
+    set true), ``norm_decay_mult`` the weight decay factor of normalization layers' weights and
+    biases, whatever ``decay_norm_and_bias`` says (MMDetection's ``paramwise_cfg.norm_decay_mult``;
+    its from-scratch configs set 0; ``null``: as the other parameters), ``grad_clip`` the max total
+    gradient norm."""
 
     type: Literal["sgd", "adamw"] = "sgd"
     lr: PosFloat = 0.01
@@ -44,6 +47,7 @@ class OptimizerConfig(Section):
                  Annotated[float, Range(0, 1, max_inclusive=False)]] = (0.9, 0.999)
     weight_decay: NonNegFloat = 1e-4
     decay_norm_and_bias: bool = False
+    norm_decay_mult: Optional[NonNegFloat] = None
     grad_clip: Optional[PosFloat] = None
 
 

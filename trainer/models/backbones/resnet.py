@@ -102,9 +102,10 @@ class ResNet(nn.Module):
         """Load a local torchvision-format state dict (``fc.*`` ignored), or the backbone of a
         detector checkpoint (dettool's or MMDetection's: the ``backbone.*`` entries of its
         ``model`` / ``state_dict``); names what doesn't fit."""
-        # a torchvision file has no DCN offsets (zero-initialised) and may predate num_batches_tracked
-        load_backbone_weights(self, path, "fc.",
-                              optional=lambda key: "conv_offset" in key or "num_batches_tracked" in key)
+        # a torchvision file has no DCN offsets (zero-initialised), no plugin blocks (context blocks,
+        # attention: initialised as the identity) and may predate num_batches_tracked
+        load_backbone_weights(self, path, "fc.", optional=lambda key: "conv_offset" in key or ".after_conv" in key
+                              or "num_batches_tracked" in key)
 
     def _freeze(self) -> None:
         if self.frozen_stages >= 0:

@@ -11,7 +11,7 @@ from torch import nn
 from dettool.errors import CheckpointError
 
 
-def read_backbone_state(path: str | Path, head_prefix: str) -> dict[str, torch.Tensor]:
+def read_backbone_state(path: str | Path, head_prefix: str | tuple[str, ...]) -> dict[str, torch.Tensor]:
     """The backbone tensors of the file at ``path`` (``weights_only``): a state dict (``head_prefix``
     entries, the classifier, dropped) or a checkpoint's ``state_dict`` / ``model`` (its
     ``backbone.*`` entries when it is a whole detector). ``CheckpointError`` names the file."""
@@ -30,7 +30,7 @@ def read_backbone_state(path: str | Path, head_prefix: str) -> dict[str, torch.T
     return {k: v for k, v in state.items() if not k.startswith(head_prefix)}
 
 
-def load_backbone_weights(module: nn.Module, path: str | Path, head_prefix: str,
+def load_backbone_weights(module: nn.Module, path: str | Path, head_prefix: str | tuple[str, ...],
                           optional: Callable[[str], bool] = lambda key: False) -> None:
     """Load ``read_backbone_state(path)`` into ``module``; a tensor of the wrong shape, a missing
     one (unless ``optional(key)``: layers the file's model never had) or an unexpected one is a

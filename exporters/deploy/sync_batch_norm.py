@@ -1,0 +1,36 @@
+"""Deploy-graph step: ``nn.SyncBatchNorm`` -> ``nn.BatchNorm2d`` holding the same parameters and statistics.
+
+A SyncBatchNorm differs from BatchNorm only in training under a process group; in eval mode it
+computes BN's ``F.batch_norm`` on its running statistics. The deploy graph holds plain
+``nn.BatchNorm2d`` instead (MMEngine's ``revert_sync_batchnorm``), so the traced model asks
+nothing of ``torch.distributed`` and the exporter meets the one BatchNorm it translates.
+"""
+from __future__ import annotations
+
+from torch import nn
+
+
+def as_batch_norm(sync: nn.SyncBatchNorm) -> nn.BatchNorm2d:
+    """The ``nn.BatchNorm2d`` equal to ``sync``: same settings, parameters, running statistics,
+    ``requires_grad`` and train / eval mode (copies, on the same device and dtype)."""
+    reference = sync.weight if sync.affine else sync.running_mean
+    kwargs = {} if reference is None else {"device": reference.device, "dtype": reference.dtype}
+    bn = nn.BatchNorm2d(sync.num_features, eps=sync.eps, momentum=sync.momentum, affine=sync.affine,
+                        track_running_stats=sync.track_running_stats, **kwargs)
+    bn.load_state_dict(sync.state_dict())
+    for name, p in bn.named_parameters():
+        p.requires_grad_(getattr(sync, name).requires_grad)
+    return bn.train(sync.training)
+
+
+def revert_sync_batch_norm(model: nn.Module) -> nn.Module:
+    """Replace, in place, every ``nn.SyncBatchNorm`` of ``model`` by its :func:`as_batch_norm`;
+    returns ``model``. Inputs must be 4-D ``[N, C, H, W]`` (dettool's norms are all 2-D)."""
+    names = [name for name, m in model.named_modules() if isinstance(m, nn.SyncBatchNorm)]
+    if "" in names:
+        raise ValueError("revert_sync_batch_norm: pass the module holding the SyncBatchNorm, not the norm itself")
+    for name in names:
+        parent_name, _, attr = name.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        setattr(parent, attr, as_batch_norm(getattr(parent, attr)))
+    return model

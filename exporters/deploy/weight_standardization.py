@@ -1,0 +1,28 @@
+"""Deploy-graph step: weight-standardized convs -> plain convs holding their standardized weights.
+
+A ``ConvWS2d`` recomputes each output channel's weight mean and standard deviation on every call;
+at deployment the weights are constants, so each one becomes the ``nn.Conv2d`` it equals
+(``ConvWS2d.folded``) and the ONNX graph holds plain ``Conv`` nodes on constant weights, no weight
+statistics (``ReduceMean``, ``Sqrt``, ...).
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from dettool.trainer.models.backbones.conv_ws import ConvWS2d
+
+
+def fold_weight_standardization(model: nn.Module) -> nn.Module:
+    """Replace, in place, every ``ConvWS2d`` of ``model`` by its folded ``nn.Conv2d``; returns ``model``.
+
+    The outputs are unchanged (the same convolution with the weight the ``ConvWS2d`` computes);
+    the folded weights are copies, detached from the model's parameters.
+    """
+    names = [name for name, m in model.named_modules() if isinstance(m, ConvWS2d)]
+    if "" in names:
+        raise ValueError("fold_weight_standardization: pass the module holding the ConvWS2d, not the conv itself")
+    for name in names:
+        parent_name, _, attr = name.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        setattr(parent, attr, getattr(parent, attr).folded())
+    return model
