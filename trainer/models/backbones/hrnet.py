@@ -24,7 +24,7 @@ from torch.nn import functional as F
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from dettool.trainer.models.backbones.norm import norm_layer
-from dettool.trainer.models.backbones.weights import load_backbone_weights
+from dettool.trainer.models.backbones.weights import init_for_scratch, load_backbone_weights
 
 Norm = Callable[[int], nn.Module]
 BLOCKS: dict[str, type[BasicBlock] | type[Bottleneck]] = {"basic": BasicBlock, "bottleneck": Bottleneck}
@@ -204,12 +204,7 @@ class HRNet(nn.Module):
                          num_channels=stage.num_channels, norm=make_norm) for _ in range(stage.num_modules)]))
             channels = stage.out_channels
         self.out_channels = channels
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):  # MMDetection's init_cfg: Kaiming (fan_out, normal) and constant norms
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_for_scratch(self)
         if weights:
             self.load_weights(weights)
 

@@ -9,7 +9,7 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock
 
 from dettool.trainer.models.backbones.norm import norm_layer
-from dettool.trainer.models.backbones.weights import load_backbone_weights
+from dettool.trainer.models.backbones.weights import init_for_scratch, load_backbone_weights
 
 STAGE_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
 
@@ -76,12 +76,7 @@ class RootResNet(nn.Module):
             for i, num_blocks in enumerate(STAGE_BLOCKS[depth]))
         self.out_indices = tuple(indices)
         self.out_channels = tuple(base_channels * 2 ** i for i in self.out_indices)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):  # the authors' init from scratch (mmcv kaiming_init: fan_out, normal)
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.modules.batchnorm._BatchNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_for_scratch(self)
         if weights:
             self.load_weights(weights)
 

@@ -49,3 +49,15 @@ def load_backbone_weights(module: nn.Module, path: str | Path, head_prefix: str 
     if unexpected:
         raise CheckpointError(f"{path}: backbone weights have {len(unexpected)} unexpected tensors, "
                               f"e.g. {unexpected[0]}; wrong depth?")
+
+
+def init_for_scratch(module: nn.Module) -> None:
+    """MMDetection's initialisation of a backbone without pretrained weights (mmcv's ``kaiming_init``
+    and ``constant_init``): every conv Kaiming normal (fan_out, ReLU gain), every BatchNorm /
+    GroupNorm weight 1 and bias 0."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
