@@ -278,6 +278,9 @@ def assert_same_outputs(family: str, result: dict) -> None:
 
 SLOW_FAMILIES = {"ssd512", "htc_without_semantic"}  # minutes on 2 cores (-m slow runs them); htc covers its parts
 SLOW_FAMILIES.add("hrnet_w18")  # about 2 CPU-minutes; test_hrnet.py / test_hrfpn.py compare its parts by default
+# R-50 with GroupNorm / SyncBN from their own configs: what is new there is the translation, which
+# tests/interop/test_mmdet_config.py checks by default; the whole models take 1.5-2 minutes each
+SLOW_FAMILIES.update({"faster_rcnn_scratch", "mask_rcnn_syncbn"})
 
 
 @pytest.mark.parametrize("family", [pytest.param(f, marks=pytest.mark.slow) if f in SLOW_FAMILIES else f
