@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from dettool.trainer.models.submodules import replace_submodules
+
 
 def as_batch_norm(sync: nn.SyncBatchNorm) -> nn.BatchNorm2d:
     """The ``nn.BatchNorm2d`` equal to ``sync``: same settings, parameters, running statistics,
@@ -26,11 +28,4 @@ def as_batch_norm(sync: nn.SyncBatchNorm) -> nn.BatchNorm2d:
 def revert_sync_batch_norm(model: nn.Module) -> nn.Module:
     """Replace, in place, every ``nn.SyncBatchNorm`` of ``model`` by its :func:`as_batch_norm`;
     returns ``model``. Inputs must be 4-D ``[N, C, H, W]`` (dettool's norms are all 2-D)."""
-    names = [name for name, m in model.named_modules() if isinstance(m, nn.SyncBatchNorm)]
-    if "" in names:
-        raise ValueError("revert_sync_batch_norm: pass the module holding the SyncBatchNorm, not the norm itself")
-    for name in names:
-        parent_name, _, attr = name.rpartition(".")
-        parent = model.get_submodule(parent_name)
-        setattr(parent, attr, as_batch_norm(getattr(parent, attr)))
-    return model
+    return replace_submodules(model, lambda name, m: isinstance(m, nn.SyncBatchNorm), as_batch_norm, what="the norm")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from torch import nn
 
 from dettool.trainer.models.backbones.conv_ws import ConvWS2d
+from dettool.trainer.models.submodules import replace_submodules
 
 
 def fold_weight_standardization(model: nn.Module) -> nn.Module:
@@ -18,11 +19,4 @@ def fold_weight_standardization(model: nn.Module) -> nn.Module:
     The outputs are unchanged (the same convolution with the weight the ``ConvWS2d`` computes);
     the folded weights are copies, detached from the model's parameters.
     """
-    names = [name for name, m in model.named_modules() if isinstance(m, ConvWS2d)]
-    if "" in names:
-        raise ValueError("fold_weight_standardization: pass the module holding the ConvWS2d, not the conv itself")
-    for name in names:
-        parent_name, _, attr = name.rpartition(".")
-        parent = model.get_submodule(parent_name)
-        setattr(parent, attr, getattr(parent, attr).folded())
-    return model
+    return replace_submodules(model, lambda name, m: isinstance(m, ConvWS2d), ConvWS2d.folded, what="the conv")

@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from dettool.trainer.models.submodules import replace_submodules
+
 
 def standardize_weight(weight: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """``(w - mean) / (std + eps)`` per output channel, mmcv's ``conv_ws_2d`` weight.
@@ -87,9 +89,5 @@ def standardize_convs(module: nn.Module, select: Callable[[str], bool] = lambda 
     (deformable convs) are left as they are; plain convs inside them (a deformable conv's offset
     conv) are not, unless ``select`` leaves them out.
     """
-    chosen = [name for name, m in module.named_modules() if name and type(m) is nn.Conv2d and select(name)]
-    for name in chosen:
-        parent_name, _, attr = name.rpartition(".")
-        parent = module.get_submodule(parent_name)
-        setattr(parent, attr, ConvWS2d.replacing(getattr(parent, attr)))
-    return module
+    return replace_submodules(module, lambda name, m: bool(name) and type(m) is nn.Conv2d and select(name),
+                              ConvWS2d.replacing, what="the conv")
