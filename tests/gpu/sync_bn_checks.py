@@ -17,8 +17,9 @@ GPU ("Duplicate GPU detected"), and this check must run on a one-GPU machine. Py
 SyncBatchNorm has a branch for gloo (``dist.all_gather`` of its per-rank statistics instead of
 ``all_gather_into_tensor``), and gloo's all_gather and all_reduce take CUDA tensors (staged
 through host memory). On CPU tensors PyTorch refuses SyncBatchNorm in training under any process
-group (``ValueError: SyncBatchNorm expected input tensor to be on GPU ...``), which is why
-``--device cpu`` runs of this part fail with that message (tests/gpu/test_gpu_check.py checks it).
+group (``ValueError: SyncBatchNorm expected input tensor to be on GPU ...``): ``check_gpu.py``
+refuses ``--parts syncbn`` on the CPU, and a two-rank CPU run of ``run_sync_bn`` reports that
+message (tests/gpu/test_sync_bn_amp_checks.py checks both).
 """
 from __future__ import annotations
 
@@ -134,7 +135,7 @@ def run_sync_bn(device: torch.device, out: Path, timeout: float = 300) -> dict:
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     if not out.is_file():
         raise RuntimeError(f"torchrun exited {proc.returncode} without a result: {proc.stderr.strip()[-600:]}")
-    return torch.load(out, weights_only=False)
+    return torch.load(out, weights_only=True)
 
 
 def sync_bn_checks(checker, device: torch.device, root: Path) -> None:
