@@ -8,6 +8,9 @@ from dettool.interop.mmdet_section import Section, Translation, table_entry
 # ---------------------------------------------------------------------------------------- backbones
 
 def _norm(t: Translation, s: Section) -> str:
+    """A ResNet's or HRNet's ``norm_cfg`` as dettool's ``norm`` (and ``gn_groups``), with the
+    weight renaming rules it needs: dettool's frozen BN (torchvision's) keeps no batch counter,
+    and MMDetection names GroupNorm layers after their type (``gn1``) where dettool keeps ``bn1``."""
     norm = s.sub("norm_cfg", {"type": "BN", "requires_grad": True})
     kind = norm.expect("type", ("BN", "SyncBN", "GN"))
     trainable = norm.get("requires_grad", True)
@@ -15,8 +18,10 @@ def _norm(t: Translation, s: Section) -> str:
     norm.done()
     if kind == "GN":
         t.config["model"]["backbone"]["gn_groups"] = groups
+        t.rules.append((r"^(backbone\.(?:.*\.)?)gn(\d)\.", r"\1bn\2."))
         return "gn"
     if not trainable:
+        t.rules.append((r"^backbone\..*\.num_batches_tracked$", None))
         return "frozen_bn"
     return "syncbn" if kind == "SyncBN" else "bn"
 
@@ -112,10 +117,6 @@ def _resnet(t: Translation, s: Section) -> tuple[int, ...]:
         b["groups"] = s.get("groups")
         b["width_per_group"] = s.get("base_width")
     b["norm"] = _norm(t, s)
-    if b["norm"] == "frozen_bn":  # dettool's frozen BN (torchvision's) keeps no batch counter
-        t.rules.append((r"^backbone\..*\.num_batches_tracked$", None))
-    if b["norm"] == "gn":  # MMDetection names a ResNet's norms after their type (gn1); torchvision bn1
-        t.rules.append((r"^(backbone\.(?:.*\.)?)gn(\d)\.", r"\1bn\2."))
     b["conv"] = conv_kind(s)
     b["norm_eval"] = bool(s.get("norm_eval", True))
     b["frozen_stages"] = s.get("frozen_stages", -1)
@@ -162,10 +163,6 @@ def _hrnet(t: Translation, s: Section) -> tuple[int, ...]:
     s.expect("zero_init_residual", (True, False), False)  # initialisation only
     s.expect("pretrained", (None,), None)
     b["norm"] = _norm(t, s)
-    if b["norm"] == "frozen_bn":  # dettool's frozen BN (torchvision's) keeps no batch counter
-        t.rules.append((r"^backbone\..*\.num_batches_tracked$", None))
-    if b["norm"] == "gn":  # MMDetection names the stem's and blocks' norms after their type (gn1)
-        t.rules.append((r"^(backbone\.(?:.*\.)?)gn(\d)\.", r"\1bn\2."))
     b["norm_eval"] = bool(s.get("norm_eval", True))
     b["weights"] = None
     s.done()
