@@ -16,11 +16,9 @@ def replace_submodules(model: nn.Module, select: Callable[[str, nn.Module], bool
     visited. ``model`` itself cannot be replaced in place: if it is selected, ``ValueError``
     (``what`` names it, e.g. "the conv").
     """
-    names = [name for name, m in model.named_modules() if select(name, m)]
-    if "" in names:
+    chosen = [(name, m) for name, m in model.named_modules() if select(name, m)]
+    if any(name == "" for name, _ in chosen):
         raise ValueError(f"pass the module holding {what}, not {what} itself")
-    for name in names:
-        parent_name, _, attr = name.rpartition(".")
-        parent = model.get_submodule(parent_name)
-        setattr(parent, attr, replace(getattr(parent, attr)))
+    for name, m in chosen:
+        model.set_submodule(name, replace(m))
     return model
